@@ -1,0 +1,37 @@
+# The two set-up commands for a fresh machine are `make demo` and `make test`;
+# each installs what it needs first (idempotent: fast when already installed).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.vcm-installed
+RECIPE := torch==2.14.1 torchvision==0.29.1 compressai==1.2.8 "numpy<2" "opencv-python-headless<4.12" \
+	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn dask distributed pytest ruff
+
+.PHONY: install demo test test-fast lint benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q $(RECIPE)
+	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
+	$(BIN)/pip check
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/vcm compare --sample kodak --codec jpeg:20,40,60,80 --codec vvc:42,37,32,27 --anchor vvc
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+
+benchmark: install
+	$(BIN)/python benchmarks/codecs.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

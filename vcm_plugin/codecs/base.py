@@ -1,0 +1,245 @@
+"""The codec contract: :class:`Bitstream`, :class:`QualityRange` and :class:`Codec`.
+
+Third-party codecs subclass :class:`Codec`, implement ``_encode`` and ``_decode``, and
+register themselves through the ``vcm_plugin.codecs`` entry-point group. The base class
+validates inputs, quality and outputs, so every codec reports bad inputs the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Union
+
+import numpy as np
+
+from vcm_plugin.errors import (
+    BitstreamFormatError,
+    CodecUnavailableError,
+    DecodeError,
+    EncodeError,
+    InvalidImageError,
+    QualityError,
+    VcmError,
+)
+
+Quality = Union[int, float]
+
+_MAGIC = b"VCMBS"
+_FORMAT_VERSION = 1
+# magic, version, codec-name length, quality kind (i=int, f=float), quality, height,
+# width, payload length; then codec name, payload, CRC-32 of everything before it.
+_HEADER = struct.Struct(">5sBHcdIIQ")
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    """A coded picture: every byte a decoder needs, plus what made it.
+
+    ``data`` is the complete stream the decoder consumes, including any header the
+    codec adapter adds (e.g. the original size), so ``num_bits`` is an honest rate.
+    ``height`` and ``width`` are those of the ORIGINAL image, in pixels.
+    """
+
+    data: bytes
+    codec: str
+    quality: Quality
+    height: int
+    width: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, (bytes, bytearray)):
+            raise TypeError(f"Bitstream.data must be bytes, not {type(self.data).__name__}")
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"Bitstream of codec {self.codec!r}: size {self.width}x{self.height} is not positive")
+
+    @property
+    def num_bits(self) -> int:
+        """Size of ``data`` in bits."""
+        return 8 * len(self.data)
+
+    @property
+    def num_pixels(self) -> int:
+        """Pixels of the original image."""
+        return self.height * self.width
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the ORIGINAL image."""
+        return self.num_bits / self.num_pixels
+
+    def to_bytes(self) -> bytes:
+        """Serialize to the self-describing ``.vcmb`` file format (with a CRC-32).
+
+        The file wraps ``data`` for storage; the wrapper is not part of the rate.
+        """
+        name = self.codec.encode("utf-8")
+        kind = b"i" if isinstance(self.quality, (int, np.integer)) else b"f"
+        header = _HEADER.pack(
+            _MAGIC, _FORMAT_VERSION, len(name), kind, float(self.quality),
+            self.height, self.width, len(self.data),
+        )
+        body = header + name + bytes(self.data)
+        return body + struct.pack(">I", zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, source: str = "bitstream") -> Bitstream:
+        """Parse :meth:`to_bytes` output; ``source`` names the input in errors."""
+        if len(blob) < _HEADER.size + 4 or not blob.startswith(_MAGIC):
+            raise BitstreamFormatError(f"{source}: not a vcm-plugin bitstream file (bad magic or too short)")
+        magic, version, name_len, kind, quality, height, width, size = _HEADER.unpack_from(blob)
+        if version != _FORMAT_VERSION:
+            raise BitstreamFormatError(f"{source}: unsupported bitstream format version {version}")
+        expected = _HEADER.size + name_len + size + 4
+        if len(blob) != expected:
+            raise BitstreamFormatError(
+                f"{source}: truncated or padded file ({len(blob)} bytes, header says {expected})"
+            )
+        (crc,) = struct.unpack_from(">I", blob, len(blob) - 4)
+        if zlib.crc32(blob[:-4]) != crc:
+            raise BitstreamFormatError(f"{source}: CRC-32 mismatch, the file is corrupt")
+        name = blob[_HEADER.size : _HEADER.size + name_len].decode("utf-8", errors="replace")
+        data = blob[_HEADER.size + name_len : -4]
+        q: Quality = int(quality) if kind == b"i" else float(quality)
+        try:
+            return cls(data=bytes(data), codec=name, quality=q, height=height, width=width)
+        except ValueError as exc:
+            raise BitstreamFormatError(f"{source}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class QualityRange:
+    """The quality parameter of a codec: its name, inclusive range and direction."""
+
+    name: str
+    minimum: Quality
+    maximum: Quality
+    higher_is_more_bits: bool
+    integer: bool = True
+    description: str = ""
+
+    def validate(self, quality: Any, codec: str) -> Quality:
+        """Return ``quality`` as the right number type or raise :class:`QualityError`."""
+        if isinstance(quality, bool) or not isinstance(quality, (int, float, np.integer, np.floating)):
+            raise QualityError(f"codec {codec!r}: {self.name} must be a number, got {quality!r}")
+        if not math.isfinite(float(quality)):
+            raise QualityError(f"codec {codec!r}: {self.name} must be finite, got {quality!r}")
+        if self.integer and float(quality) != int(quality):
+            raise QualityError(f"codec {codec!r}: {self.name} must be an integer, got {quality!r}")
+        if not self.minimum <= quality <= self.maximum:
+            raise QualityError(
+                f"codec {codec!r}: {self.name} {quality!r} is outside {self.minimum}..{self.maximum}"
+            )
+        return int(quality) if self.integer else float(quality)
+
+    def __str__(self) -> str:
+        direction = "higher = more bits" if self.higher_is_more_bits else "lower = more bits"
+        return f"{self.name} {self.minimum}..{self.maximum} ({direction})"
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a codec can run here; falsy with a ``reason`` when it cannot."""
+
+    available: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+def validate_image(image: Any, codec: str) -> np.ndarray:
+    """Check that ``image`` is an (H, W, 3) uint8 RGB array; return it C-contiguous."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidImageError(f"codec {codec!r}: image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InvalidImageError(
+            f"codec {codec!r}: image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"codec {codec!r}: image has zero size {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+@dataclass
+class Codec(ABC):
+    """Base class of every codec.
+
+    Subclasses set ``name`` and ``quality_range`` and implement :meth:`_encode` and
+    :meth:`_decode`; constructor keyword arguments are the codec's parameters and are
+    returned by :meth:`params` (they identify a codec configuration in result stores).
+    ``output_point`` is ``"input"`` for image codecs: ``decode`` returns an image.
+    """
+
+    name: ClassVar[str]
+    quality_range: ClassVar[QualityRange]
+    output_point: ClassVar[str] = "input"
+
+    # -- the contract ----------------------------------------------------------------
+    def encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
+        """Encode an (H, W, 3) uint8 RGB image at ``quality``; return the whole stream."""
+        image = validate_image(image, self.name)
+        quality = self.quality_range.validate(quality, self.name)
+        self.require_available()
+        try:
+            bitstream = self._encode(image, quality)
+        except VcmError:
+            raise
+        except Exception as exc:  # a library or subprocess failure: name the codec
+            raise EncodeError(f"codec {self.name!r} failed to encode a {image.shape[1]}x{image.shape[0]} image "
+                              f"at {self.quality_range.name} {quality}: {exc}") from exc
+        if bitstream.height != image.shape[0] or bitstream.width != image.shape[1]:
+            raise EncodeError(f"codec {self.name!r} returned a bitstream with the wrong original size")
+        return bitstream
+
+    def decode(self, bitstream: Bitstream) -> np.ndarray:
+        """Decode a bitstream of this codec to an (H, W, 3) uint8 RGB image."""
+        if not isinstance(bitstream, Bitstream):
+            raise DecodeError(f"codec {self.name!r}: expected a Bitstream, got {type(bitstream).__name__}")
+        if bitstream.codec != self.name:
+            raise DecodeError(f"codec {self.name!r} cannot decode a bitstream made by codec {bitstream.codec!r}")
+        if not bitstream.data:
+            raise DecodeError(f"codec {self.name!r}: empty bitstream")
+        self.require_available()
+        try:
+            image = self._decode(bitstream)
+        except VcmError:
+            raise
+        except Exception as exc:
+            raise DecodeError(f"codec {self.name!r}: corrupt or truncated bitstream ({exc})") from exc
+        expected = (bitstream.height, bitstream.width, 3)
+        if not isinstance(image, np.ndarray) or image.shape != expected or image.dtype != np.uint8:
+            got = getattr(image, "shape", type(image).__name__)
+            raise DecodeError(f"codec {self.name!r}: decoded picture is {got}, expected {expected}")
+        return image
+
+    @abstractmethod
+    def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
+        """Encode a validated image at a validated quality."""
+
+    @abstractmethod
+    def _decode(self, bitstream: Bitstream) -> np.ndarray:
+        """Decode; raise any exception on a damaged stream (the base names the codec)."""
+
+    # -- availability and identity ---------------------------------------------------
+    def is_available(self) -> Availability:
+        """Whether this codec can run here; override to check binaries or libraries."""
+        return Availability(True)
+
+    def require_available(self) -> None:
+        """Raise :class:`~vcm_plugin.errors.CodecUnavailableError` with the reason."""
+        availability = self.is_available()
+        if not availability:
+            raise CodecUnavailableError(f"codec {self.name!r} is not available: {availability.reason}")
+
+    def params(self) -> dict[str, Any]:
+        """The codec's configuration (constructor parameters), JSON-serialisable."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    def make_bitstream(self, data: bytes, quality: Quality, image: np.ndarray) -> Bitstream:
+        """Wrap coded bytes for ``image`` (helper for subclasses)."""
+        return Bitstream(data=bytes(data), codec=self.name, quality=quality,
+                         height=int(image.shape[0]), width=int(image.shape[1]))

@@ -1,0 +1,309 @@
+"""Running ffmpeg through pipes, and the shared base of every ffmpeg-backed codec.
+
+Command building is kept apart from running: :meth:`FFmpegCodec.encode_command` and
+:meth:`FFmpegCodec.decode_command` return argument lists that tests inspect, and
+:func:`run_ffmpeg` runs one with the picture on stdin and the result on stdout (no
+temporary files). The executable is, in order: the codec's ``ffmpeg`` parameter, the
+``VCM_FFMPEG`` environment variable, the ffmpeg bundled with ``imageio-ffmpeg``.
+
+Every ffmpeg codec stores the ORIGINAL picture size in a small header in front of the
+coded stream (two LEB128 varints, usually 4 bytes), because pictures are padded by
+edge replication to what the encoder accepts and cropped after decoding. The header
+is part of ``Bitstream.data`` and therefore of the rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import shutil
+import subprocess
+import threading
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality
+from vcm_plugin.errors import DecodeError, EncodeError
+
+FFMPEG_ENV = "VCM_FFMPEG"
+
+
+def find_ffmpeg(explicit: str | None = None) -> str | None:
+    """Path of the ffmpeg to use, or ``None`` when none is found."""
+    candidate = explicit or os.environ.get(FFMPEG_ENV)
+    if candidate:
+        return shutil.which(candidate) or (candidate if os.path.isfile(candidate) else None)
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # not installed, or no binary for this platform
+        return shutil.which("ffmpeg")
+
+
+@functools.lru_cache(maxsize=32)
+def _list_components(executable: str, kind: str) -> frozenset[str]:
+    try:
+        out = subprocess.run([executable, "-hide_banner", f"-{kind}"], capture_output=True,
+                             timeout=30, check=False).stdout.decode("utf-8", errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    # lines look like " V....D libvvenc   libvvenc H.266 / VVC (codec vvc)"
+    return frozenset(m.group(1) for m in re.finditer(r"^\s*[VAS][A-Z.]{5}\s+(\S+)", out, re.MULTILINE))
+
+
+def ffmpeg_encoders(executable: str) -> frozenset[str]:
+    """Names of the encoders compiled into ``executable``."""
+    return _list_components(executable, "encoders")
+
+
+def ffmpeg_decoders(executable: str) -> frozenset[str]:
+    """Names of the decoders compiled into ``executable``."""
+    return _list_components(executable, "decoders")
+
+
+class FFmpegError(RuntimeError):
+    """ffmpeg exited non-zero or timed out; the message holds the end of its log."""
+
+
+def run_ffmpeg(command: list[str], stdin: bytes, timeout: float) -> bytes:
+    """Run an ffmpeg command whose last argument is ``pipe:1``; return what it writes there.
+
+    The coded or decoded picture travels on a private pipe (fd 3 or above), not on
+    stdout: some encoder libraries print warnings to stdout (libvvenc prints its
+    configuration warnings there), which would silently end up inside the bitstream.
+    """
+    if not command or command[-1] != "pipe:1":
+        raise ValueError("an ffmpeg command for run_ffmpeg must end with the output 'pipe:1'")
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([*command[:-1], f"pipe:{write_fd}"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(write_fd,))
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise FFmpegError(f"cannot start {command[0]}: {exc}") from exc
+    os.close(write_fd)
+    chunks: list[bytes] = []
+    errors: list[bytes] = []
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(stdin)  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            pass  # ffmpeg stopped reading: its exit status and log say why
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # type: ignore[union-attr]
+
+    def drain() -> None:
+        with os.fdopen(read_fd, "rb") as out:
+            while block := out.read(1 << 20):
+                chunks.append(block)
+
+    def log() -> None:
+        errors.append(proc.stderr.read())  # type: ignore[union-attr]
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (feed, drain, log)]
+    for t in threads:
+        t.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
+        raise FFmpegError(f"ffmpeg timed out after {timeout:g} s") from exc
+    finally:
+        for t in threads:
+            t.join(timeout=10)
+    if proc.returncode != 0:
+        lines = b"".join(errors).decode("utf-8", errors="replace").strip().splitlines()
+        raise FFmpegError(" | ".join(lines[-3:]) or f"exit status {proc.returncode}")
+    return b"".join(chunks)
+
+
+# -- the size header ------------------------------------------------------------------
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    for i in range(offset, min(len(data), offset + 5)):
+        value |= (data[i] & 0x7F) << shift
+        shift += 7
+        if not data[i] & 0x80:
+            return value, i + 1
+    raise DecodeError("size header is truncated or malformed")
+
+
+def pack_size(height: int, width: int) -> bytes:
+    """The original-size header: width then height as LEB128 varints."""
+    return _varint(width) + _varint(height)
+
+
+def unpack_size(data: bytes) -> tuple[int, int, int]:
+    """Parse :func:`pack_size`; return ``(height, width, payload offset)``."""
+    width, offset = _read_varint(data, 0)
+    height, offset = _read_varint(data, offset)
+    return height, width, offset
+
+
+# -- padding --------------------------------------------------------------------------
+def padded_size(height: int, width: int, multiple: int, minimum: int) -> tuple[int, int]:
+    """Size after padding to a multiple of ``multiple`` and at least ``minimum``."""
+
+    def up(n: int) -> int:
+        return max(minimum, -(-n // multiple) * multiple)
+
+    return up(height), up(width)
+
+
+def pad_edge(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad an (H, W, C) image at the bottom and right by edge replication."""
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    return np.pad(image, ((0, height - h), (0, width - w), (0, 0)), mode="edge")
+
+
+@dataclass(frozen=True)
+class ColourConversion:
+    """RGB <-> Y'CbCr conversion done by swscale (matrix, range, sampling, bit depth)."""
+
+    matrix: str = "bt709"  # bt709, bt601 (alias of smpte170m), bt2020
+    range: str = "tv"  # tv (limited) or pc (full)
+    pix_fmt: str = "yuv420p10le"
+
+    MATRICES: ClassVar[dict[str, str]] = {"bt709": "bt709", "bt601": "smpte170m", "smpte170m": "smpte170m",
+                                          "bt470bg": "bt470bg", "bt2020": "bt2020"}
+    RANGES: ClassVar[tuple[str, ...]] = ("tv", "pc")
+
+    def __post_init__(self) -> None:
+        if self.matrix not in self.MATRICES:
+            raise ValueError(f"colour matrix {self.matrix!r} is not one of {sorted(self.MATRICES)}")
+        if self.range not in self.RANGES:
+            raise ValueError(f"colour range {self.range!r} is not one of {self.RANGES}")
+
+    def to_yuv(self) -> str:
+        """The -vf chain from rgb24 to the coded format."""
+        return (f"scale=out_color_matrix={self.MATRICES[self.matrix]}:out_range={self.range}"
+                f":flags=accurate_rnd+full_chroma_int,format={self.pix_fmt}")
+
+    def to_rgb(self) -> str:
+        """The -vf chain from the decoded format back to rgb24."""
+        return (f"scale=in_color_matrix={self.MATRICES[self.matrix]}:in_range={self.range}"
+                f":flags=accurate_rnd+full_chroma_int,format=rgb24")
+
+
+@dataclass
+class FFmpegCodec(Codec):
+    """An image codec run by ffmpeg: rgb24 in on stdin, one coded picture out on stdout.
+
+    Subclasses name the ffmpeg ``encoder``, ``decoder`` and raw ``container`` format,
+    and give :meth:`encoder_args` for a quality, plus the filter chains in and out.
+    """
+
+    ffmpeg: str | None = None
+    timeout: float = 300.0
+
+    encoder: ClassVar[str]
+    decoder: ClassVar[str]
+    container: ClassVar[str]
+    pad_multiple: ClassVar[int] = 2
+    pad_minimum: ClassVar[int] = 64
+
+    # -- subclass hooks ---------------------------------------------------------------
+    @abstractmethod
+    def encoder_args(self, quality: Quality) -> list[str]:
+        """Codec options after ``-c:v ENCODER`` for this quality."""
+
+    def encode_filter(self) -> str | None:
+        """The -vf chain applied to the rgb24 input before encoding."""
+        return None
+
+    def decode_filter(self) -> str:
+        """The -vf chain applied to the decoded picture to get rgb24."""
+        return "format=rgb24"
+
+    def demuxer_args(self) -> list[str]:
+        """Input options that identify the coded stream for decoding."""
+        return ["-f", self.container]
+
+    # -- commands (pure, testable) ----------------------------------------------------
+    def executable(self) -> str:
+        """The ffmpeg path; raises when none is found."""
+        exe = find_ffmpeg(self.ffmpeg)
+        if exe is None:
+            raise FileNotFoundError(f"ffmpeg not found (parameter ffmpeg={self.ffmpeg!r}, ${FFMPEG_ENV}, imageio-ffmpeg)")
+        return exe
+
+    def encode_command(self, height: int, width: int, quality: Quality, executable: str = "ffmpeg") -> list[str]:
+        """The ffmpeg command line that encodes one rgb24 picture of the padded size."""
+        cmd = [executable, "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-r", "1", "-i", "pipe:0"]
+        vf = self.encode_filter()
+        if vf:
+            cmd += ["-vf", vf]
+        cmd += ["-frames:v", "1", "-c:v", self.encoder, *self.encoder_args(quality), "-f", self.container, "pipe:1"]
+        return cmd
+
+    def decode_command(self, executable: str = "ffmpeg") -> list[str]:
+        """The ffmpeg command line that decodes one coded picture to rgb24 on stdout."""
+        return [executable, "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-err_detect", "explode",
+                *self.demuxer_args(), "-c:v", self.decoder, "-i", "pipe:0", "-vf", self.decode_filter(),
+                "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+
+    # -- the Codec contract -----------------------------------------------------------
+    def is_available(self) -> Availability:
+        exe = find_ffmpeg(self.ffmpeg)
+        if exe is None:
+            return Availability(False, f"no ffmpeg found (set {FFMPEG_ENV} or install imageio-ffmpeg)")
+        if self.encoder not in ffmpeg_encoders(exe):
+            return Availability(False, f"{exe} has no '{self.encoder}' encoder")
+        if self.decoder not in ffmpeg_decoders(exe):
+            return Availability(False, f"{exe} has no '{self.decoder}' decoder")
+        return Availability(True)
+
+    def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
+        height, width = image.shape[:2]
+        ph, pw = padded_size(height, width, self.pad_multiple, self.pad_minimum)
+        padded = np.ascontiguousarray(pad_edge(image, ph, pw))
+        try:
+            coded = run_ffmpeg(self.encode_command(ph, pw, quality, self.executable()), padded.tobytes(), self.timeout)
+        except FFmpegError as exc:
+            raise EncodeError(f"codec {self.name!r}: {self.encoder} failed on a {width}x{height} image "
+                              f"at {self.quality_range.name} {quality}: {exc}") from exc
+        if not coded:
+            raise EncodeError(f"codec {self.name!r}: {self.encoder} produced an empty stream for a "
+                              f"{width}x{height} image at {self.quality_range.name} {quality}")
+        return self.make_bitstream(pack_size(height, width) + coded, quality, image)
+
+    def _decode(self, bitstream: Bitstream) -> np.ndarray:
+        height, width, offset = unpack_size(bitstream.data)
+        if (height, width) != (bitstream.height, bitstream.width):
+            raise DecodeError(f"codec {self.name!r}: size header says {width}x{height}, "
+                              f"bitstream says {bitstream.width}x{bitstream.height}")
+        payload = bitstream.data[offset:]
+        if not payload:
+            raise DecodeError(f"codec {self.name!r}: bitstream has a size header but no coded picture")
+        ph, pw = padded_size(height, width, self.pad_multiple, self.pad_minimum)
+        try:
+            raw = run_ffmpeg(self.decode_command(self.executable()), payload, self.timeout)
+        except FFmpegError as exc:
+            raise DecodeError(f"codec {self.name!r}: corrupt or truncated bitstream ({exc})") from exc
+        if len(raw) != ph * pw * 3:
+            raise DecodeError(f"codec {self.name!r}: decoder returned {len(raw)} bytes, expected one "
+                              f"{pw}x{ph} picture ({ph * pw * 3} bytes): corrupt or truncated bitstream")
+        return np.frombuffer(raw, np.uint8).reshape(ph, pw, 3)[:height, :width].copy()
