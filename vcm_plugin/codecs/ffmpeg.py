@@ -6,10 +6,12 @@ Command building is kept apart from running: :meth:`FFmpegCodec.encode_command` 
 temporary files). The executable is, in order: the codec's ``ffmpeg`` parameter, the
 ``VCM_FFMPEG`` environment variable, the ffmpeg bundled with ``imageio-ffmpeg``.
 
-Every ffmpeg codec stores the ORIGINAL picture size in a small header in front of the
-coded stream (two LEB128 varints, usually 4 bytes), because pictures are padded by
-edge replication to what the encoder accepts and cropped after decoding. The header
-is part of ``Bitstream.data`` and therefore of the rate.
+Every ffmpeg codec that pads stores the ORIGINAL picture size in a small header in
+front of the coded stream (two LEB128 varints, usually 4 bytes), because pictures are
+padded by edge replication to what the encoder accepts and cropped after decoding.
+The header is part of ``Bitstream.data`` and therefore of the rate. Codecs whose
+format codes any size exactly and carries it (JPEG XL, WebP) set
+``size_header = False`` and no padding: their ``Bitstream.data`` is the plain file.
 """
 
 from __future__ import annotations
@@ -122,9 +124,18 @@ def run_ffmpeg(command: list[str], stdin: bytes, timeout: float) -> bytes:
         for t in threads:
             t.join(timeout=10)
     if proc.returncode != 0:
-        lines = b"".join(errors).decode("utf-8", errors="replace").strip().splitlines()
-        raise FFmpegError(" | ".join(lines[-3:]) or f"exit status {proc.returncode}")
+        raise FFmpegError(summarise_log(b"".join(errors)) or f"exit status {proc.returncode}")
     return b"".join(chunks)
+
+
+def summarise_log(log: bytes, keep: int = 3) -> str:
+    """The first distinct lines of an ffmpeg log (the cause comes first), without addresses."""
+    lines: list[str] = []
+    for line in log.decode("utf-8", errors="replace").splitlines():
+        line = re.sub(r"\[([^\]@]+?) @ 0x[0-9a-f]+\]", r"[\1]", line).strip()
+        if line and line not in lines:
+            lines.append(line)
+    return " | ".join(lines[:keep])
 
 
 # -- the size header ------------------------------------------------------------------
@@ -223,6 +234,9 @@ class FFmpegCodec(Codec):
     container: ClassVar[str]
     pad_multiple: ClassVar[int] = 2
     pad_minimum: ClassVar[int] = 64
+    # False: no padding (pad_multiple = pad_minimum = 1) and no size header; the coded
+    # stream itself carries the exact size (checked against the decoded picture)
+    size_header: ClassVar[bool] = True
 
     # -- subclass hooks ---------------------------------------------------------------
     @abstractmethod
@@ -279,6 +293,8 @@ class FFmpegCodec(Codec):
     def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
         height, width = image.shape[:2]
         ph, pw = padded_size(height, width, self.pad_multiple, self.pad_minimum)
+        if not self.size_header and (ph, pw) != (height, width):
+            raise TypeError(f"codec {self.name!r} pads pictures but has size_header=False")
         padded = np.ascontiguousarray(pad_edge(image, ph, pw))
         try:
             coded = run_ffmpeg(self.encode_command(ph, pw, quality, self.executable()), padded.tobytes(), self.timeout)
@@ -288,10 +304,14 @@ class FFmpegCodec(Codec):
         if not coded:
             raise EncodeError(f"codec {self.name!r}: {self.encoder} produced an empty stream for a "
                               f"{width}x{height} image at {self.quality_range.name} {quality}")
-        return self.make_bitstream(pack_size(height, width) + coded, quality, image)
+        header = pack_size(height, width) if self.size_header else b""
+        return self.make_bitstream(header + coded, quality, image)
 
     def _decode(self, bitstream: Bitstream) -> np.ndarray:
-        height, width, offset = unpack_size(bitstream.data)
+        if self.size_header:
+            height, width, offset = unpack_size(bitstream.data)
+        else:
+            height, width, offset = bitstream.height, bitstream.width, 0
         if (height, width) != (bitstream.height, bitstream.width):
             raise DecodeError(f"codec {self.name!r}: size header says {width}x{height}, "
                               f"bitstream says {bitstream.width}x{bitstream.height}")

@@ -1,0 +1,152 @@
+"""The codec contract, checked on every built-in codec that runs here.
+
+Each codec must round-trip real content at its exact size, report an honest rate,
+code tiny and odd sizes, and turn corrupt or truncated streams into a DecodeError
+that names it (never a hang, an interpreter crash or a silently wrong picture).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from vcm_plugin import (
+    Bitstream,
+    DecodeError,
+    InvalidImageError,
+    QualityError,
+    UnknownCodecError,
+    available_codecs,
+    get_codec,
+)
+from vcm_plugin.codecs.base import Codec
+from vcm_plugin.images.metrics import psnr_rgb
+
+BUILTIN = [c.name for c in available_codecs(include_unavailable=False) if c.origin.startswith("vcm_plugin.")]
+FAST_PARAMS = {"vvc": {"preset": "faster"}, "hevc": {"preset": "ultrafast"}}
+
+
+def build(name: str) -> Codec:
+    try:
+        return get_codec(name, **FAST_PARAMS.get(name, {}))
+    except Exception:  # a codec without that parameter
+        return get_codec(name)
+
+
+def mid_quality(codec: Codec):
+    r = codec.quality_range
+    mid = (r.minimum + r.maximum) / 2
+    return int(mid) if r.integer else mid
+
+
+def max_rate_quality(codec: Codec):
+    r = codec.quality_range
+    return r.maximum if r.higher_is_more_bits else r.minimum
+
+
+def test_builtin_codecs_are_available_here() -> None:
+    assert {"jpeg", "vvc"} <= set(BUILTIN)
+
+
+@pytest.fixture(scope="module", params=BUILTIN)
+def coded(request, small_crop):
+    codec = build(request.param)
+    return codec, codec.encode(small_crop, mid_quality(codec))
+
+
+def test_round_trip_is_exact_size_and_sensible(coded, small_crop) -> None:
+    codec, bitstream = coded
+    decoded = codec.decode(bitstream)
+    assert decoded.shape == small_crop.shape and decoded.dtype == np.uint8
+    assert psnr_rgb(small_crop, decoded) > 22.0, codec.name
+    assert bitstream.codec == codec.name
+    assert bitstream.bpp == 8 * len(bitstream.data) / (small_crop.shape[0] * small_crop.shape[1])
+
+
+def _variants(data: bytes, header: int) -> dict[str, bytes]:
+    rng = np.random.default_rng(7)
+    n = len(data)
+    return {
+        "truncated to half": data[: n // 2],
+        "truncated by 3 bytes": data[: n - 3],
+        "truncated to 10 bytes": data[:10],
+        "zeroed after the header": data[:header] + bytes(n - header),
+        "random garbage": rng.integers(0, 256, n, dtype=np.uint8).tobytes(),
+    }
+
+
+def test_corrupt_and_truncated_streams_raise_decode_error(coded) -> None:
+    codec, bitstream = coded
+    for label, data in _variants(bitstream.data, header=4).items():
+        with pytest.raises(DecodeError) as info:
+            codec.decode(dataclasses.replace(bitstream, data=data))
+        assert codec.name in str(info.value), label
+
+
+def test_empty_and_foreign_streams_are_refused(coded) -> None:
+    codec, bitstream = coded
+    with pytest.raises(DecodeError, match="empty"):
+        codec.decode(dataclasses.replace(bitstream, data=b""))
+    with pytest.raises(DecodeError, match="made by codec 'other'"):
+        codec.decode(dataclasses.replace(bitstream, codec="other"))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (5, 3), (2, 64), (1001, 1)])
+def test_tiny_and_odd_sizes(coded, shape) -> None:
+    codec, _ = coded
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    bitstream = codec.encode(image, mid_quality(codec))
+    assert (bitstream.height, bitstream.width) == shape
+    assert codec.decode(bitstream).shape == (*shape, 3)
+
+
+def test_noise_at_the_highest_rate(coded) -> None:
+    codec, _ = coded
+    noise = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    bitstream = codec.encode(noise, max_rate_quality(codec))
+    decoded = codec.decode(bitstream)
+    assert decoded.shape == noise.shape
+    assert psnr_rgb(noise, decoded) > 20.0  # high rate: close to the input
+
+
+def test_quality_out_of_range(coded, small_crop) -> None:
+    codec, _ = coded
+    r = codec.quality_range
+    for bad in (r.minimum - 1, r.maximum + 1, float("nan"), "32"):
+        with pytest.raises(QualityError) as info:
+            codec.encode(small_crop, bad)
+        assert codec.name in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8),
+                                 np.zeros((8, 8, 3), np.uint16), np.zeros((0, 8, 3), np.uint8), [[1, 2, 3]]])
+def test_bad_arrays(coded, bad) -> None:
+    codec, _ = coded
+    with pytest.raises(InvalidImageError, match=codec.name):
+        codec.encode(bad, mid_quality(codec))
+
+
+def test_unknown_codec_lists_known_ones() -> None:
+    with pytest.raises(UnknownCodecError) as info:
+        get_codec("vvcc")
+    message = str(info.value)
+    assert "'vvcc'" in message and "Did you mean 'vvc'" in message and "jpeg" in message
+
+
+def test_bad_codec_parameter_names_codec() -> None:
+    from vcm_plugin import VcmError
+
+    with pytest.raises(VcmError, match="'vvc'.*preset"):
+        get_codec("vvc", preset="ludicrous")
+    with pytest.raises(VcmError, match="'jpeg'"):
+        get_codec("jpeg", no_such_option=1)
+
+
+def test_bitstream_type_checked(coded) -> None:
+    codec, _ = coded
+    with pytest.raises(DecodeError):
+        codec.decode(b"not a Bitstream")  # type: ignore[arg-type]
+    assert isinstance(Bitstream(b"x", codec.name, 1, 1, 1), Bitstream)

@@ -1,0 +1,259 @@
+"""The ``vcm`` command line.
+
+Every error caused by an input (file, codec, quality, curve) exits with status 2 and
+one line on stderr naming that input; no traceback. Unexpected failures still show
+one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vcm_plugin.codecs.base import Bitstream
+from vcm_plugin.errors import VcmError
+
+EXIT_INPUT_ERROR = 2
+
+
+class CLIError(VcmError):
+    """A bad command-line argument."""
+
+
+# -- helpers ----------------------------------------------------------------------------
+def parse_params(items: Sequence[str] | None, where: str = "--param") -> dict[str, Any]:
+    """Parse ``key=value`` items; values are YAML scalars (``3`` -> int, ``true`` -> bool)."""
+    params: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"{where} {item!r}: expected key=value")
+        try:
+            params[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as exc:
+            raise CLIError(f"{where} {item!r}: cannot parse the value ({exc})") from exc
+    return params
+
+
+def parse_quality(text: str) -> int | float:
+    """A quality given on the command line: int when integral, else float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise CLIError(f"quality {text!r} is not a number") from None
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _write_file(path: str, data: bytes) -> None:
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+# -- commands ---------------------------------------------------------------------------
+def cmd_codecs(args: argparse.Namespace) -> int:
+    from vcm_plugin.codecs.registry import available_codecs
+
+    rows = [(c.name, "yes" if c.availability else f"no: {c.availability.reason}", c.quality, c.output_point)
+            for c in available_codecs()]
+    header = ("codec", "available", "quality (range, direction)", "output")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(widths[i]) if i < 3 else str(cell) for i, cell in enumerate(row)))
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from vcm_plugin.codecs.registry import get_codec
+    from vcm_plugin.images.io import read_image
+
+    codec = get_codec(args.codec, **parse_params(args.param))
+    image = read_image(args.input)
+    bitstream = codec.encode(image, parse_quality(args.quality))
+    _write_file(args.output, bitstream.to_bytes())
+    print(f"{args.input} -> {args.output}: codec {bitstream.codec}, {codec.quality_range.name} {bitstream.quality}, "
+          f"{bitstream.width}x{bitstream.height}, {len(bitstream.data)} bytes = {bitstream.num_bits} bits, "
+          f"{bitstream.bpp:.6f} bpp")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from vcm_plugin.codecs.registry import get_codec
+    from vcm_plugin.images.io import write_image
+
+    bitstream = Bitstream.from_bytes(_read_file(args.input), source=args.input)
+    codec = get_codec(bitstream.codec, **parse_params(args.param))
+    image = codec.decode(bitstream)
+    write_image(args.output, image)
+    print(f"{args.input} -> {args.output}: codec {bitstream.codec}, {bitstream.width}x{bitstream.height}, "
+          f"{bitstream.bpp:.6f} bpp")
+    if args.reference:
+        from vcm_plugin.images.io import read_image
+        from vcm_plugin.images.metrics import psnr_rgb, psnr_y
+
+        reference = read_image(args.reference)
+        if reference.shape != image.shape:
+            raise CLIError(f"--reference {args.reference}: size {reference.shape[1]}x{reference.shape[0]} differs "
+                           f"from the decoded {image.shape[1]}x{image.shape[0]}")
+        print(f"PSNR-Y {psnr_y(reference, image):.3f} dB, PSNR-RGB {psnr_rgb(reference, image):.3f} dB")
+    return 0
+
+
+def cmd_bd_rate(args: argparse.Namespace) -> int:
+    from vcm_plugin.evaluation.bd import bd_metric_report, bd_rate_report, load_curve_csv
+
+    anchor = load_curve_csv(args.anchor)
+    test = load_curve_csv(args.test)
+    kwargs = dict(method=args.method, non_monotonic=args.non_monotonic,
+                  anchor_name=args.anchor, test_name=args.test)
+    rate = bd_rate_report(*anchor, *test, **kwargs)
+    metric = bd_metric_report(*anchor, *test, **kwargs)
+    print(f"BD-rate ({args.method}): {rate.value:+.3f} %  (negative = {args.test} saves bits)")
+    print(f"BD-metric ({args.method}): {metric.value:+.5f}")
+    if rate.envelope_used:
+        print(f"monotone envelope dropped: anchor {list(rate.anchor_dropped)}, test {list(rate.test_dropped)}")
+    return 0
+
+
+def _parse_codec_arg(text: str, params: dict[str, dict[str, Any]]):
+    from vcm_plugin.evaluation.rd import CodecSpec
+
+    name, sep, qualities = text.partition(":")
+    if not sep or not qualities:
+        raise CLIError(f"--codec {text!r}: expected NAME:Q1,Q2,... (e.g. vvc:42,37,32,27)")
+    return CodecSpec(name, tuple(parse_quality(q) for q in qualities.split(",")), params.get(name, {}))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from vcm_plugin.evaluation.bd import bd_rate_report
+    from vcm_plugin.evaluation.rd import measure
+
+    if args.sample:
+        from vcm_plugin import sample
+
+        images = [str(p) for p in sample.kodak_images()]
+    else:
+        images = list(args.images)
+    if not images:
+        raise CLIError("no images: give image files or --sample kodak")
+    for path in images:
+        if not os.path.isfile(path):
+            raise CLIError(f"image {path}: no such file")
+    params: dict[str, dict[str, Any]] = {}
+    for name, value in parse_params(args.codec_param, "--codec-param").items():
+        codec, dot, key = name.partition(".")
+        if not dot:
+            raise CLIError(f"--codec-param {name}: expected CODEC.KEY=VALUE")
+        params.setdefault(codec, {})[key] = value
+    specs = [_parse_codec_arg(text, params) for text in args.codec]
+    points = measure(specs, images, jobs=args.jobs, progress=not args.quiet)
+
+    print(f"\n{len(images)} image(s); bpp = total bits / total original pixels; PSNR = mean over images (dB)")
+    print(f"{'codec':<14}{'quality':>8}{'bpp':>10}{'PSNR-Y':>9}{'PSNR-RGB':>10}{'enc ms/MP':>11}{'dec ms/MP':>11}")
+    for p in points:
+        print(f"{p.codec:<14}{p.quality!s:>8}{p.bpp:>10.4f}{p.psnr_y:>9.2f}{p.psnr_rgb:>10.2f}"
+              f"{p.encode_ms_per_mp:>11.0f}{p.decode_ms_per_mp:>11.0f}")
+    if args.csv:
+        rows = [p.as_row() for p in points]
+        try:
+            with open(args.csv, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as exc:
+            raise CLIError(f"cannot write {args.csv}: {exc.strerror or exc}") from exc
+    if args.anchor:
+        anchor = [s for s in specs if s.name == args.anchor or s.label == args.anchor]
+        if not anchor:
+            raise CLIError(f"--anchor {args.anchor!r} is not one of the --codec names")
+        a_pts = [p for p in points if p.codec == anchor[0].label]
+        print(f"\nBD-rate (PSNR-Y, pchip) against {anchor[0].label}; negative = fewer bits than the anchor")
+        for spec in specs:
+            if spec is anchor[0]:
+                continue
+            t_pts = [p for p in points if p.codec == spec.label]
+            try:
+                report = bd_rate_report([p.bpp for p in a_pts], [p.psnr_y for p in a_pts],
+                                        [p.bpp for p in t_pts], [p.psnr_y for p in t_pts],
+                                        anchor_name=anchor[0].label, test_name=spec.label)
+                print(f"  {spec.label:<14}{report.value:+8.2f} %")
+            except VcmError as exc:
+                print(f"  {spec.label:<14} n/a: {exc}")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vcm", description="vcm-plugin: image coding for machines")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("codecs", help="list codecs, whether they run here, and their quality parameter")
+    p.set_defaults(func=cmd_codecs)
+
+    p = sub.add_parser("encode", help="encode an image into a .vcmb bitstream file")
+    p.add_argument("--codec", required=True)
+    p.add_argument("--quality", "-q", required=True, help="the codec's quality parameter (see `vcm codecs`)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="codec parameter (repeatable)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decode a .vcmb bitstream file (the file names its codec) to an image")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="codec parameter used at encoding, if not the default (e.g. matrix=bt601)")
+    p.add_argument("--reference", help="original image: also print PSNR-Y and PSNR-RGB")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("bd-rate", help="Bjontegaard delta between two rate-metric curves (CSV: rate,metric)")
+    p.add_argument("anchor")
+    p.add_argument("test")
+    p.add_argument("--method", default="pchip", choices=["pchip", "akima", "cubic"])
+    p.add_argument("--non-monotonic", default="error", choices=["error", "envelope"],
+                   help="what to do with a metric that is not increasing in rate")
+    p.set_defaults(func=cmd_bd_rate)
+
+    p = sub.add_parser("compare", help="rate-PSNR points of codecs on images, and BD-rate against an anchor")
+    p.add_argument("images", nargs="*")
+    p.add_argument("--sample", choices=["kodak"], help="use the embedded Kodak sample images")
+    p.add_argument("--codec", action="append", required=True, metavar="NAME:Q1,Q2,...")
+    p.add_argument("--codec-param", action="append", metavar="CODEC.KEY=VALUE")
+    p.add_argument("--anchor", help="codec name to compute BD-rate against")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--csv", help="also write the points to this CSV file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except VcmError as exc:
+        print(f"vcm: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("vcm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
