@@ -1,0 +1,97 @@
+"""Speed and rate-distortion of every available codec on the 24 Kodak images.
+
+Prints, per codec and quality: bpp (total bits / total pixels), mean PSNR-Y (dB),
+encode and decode milliseconds per megapixel (wall time, one image per process,
+images coded in parallel on all cores, single-threaded encoders), then the BD-rate
+(PSNR-Y, pchip) of each codec against VVC. Run: `.venv/bin/python benchmarks/codecs.py`
+(`--images N` for a quick subset, `--jobs`, `--csv out.csv`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+from vcm_plugin import available_codecs
+from vcm_plugin.codecs.registry import get_codec_class
+from vcm_plugin.evaluation.bd import bd_rate_report
+from vcm_plugin.evaluation.rd import CodecSpec, measure
+
+# Four qualities per codec, chosen to span roughly 0.1-1.5 bpp on Kodak.
+QUALITIES: dict[str, tuple] = {
+    "jpeg": (25, 50, 75, 90),
+    "vvc": (42, 37, 32, 27),
+    "hevc": (42, 37, 32, 27),
+    "av1": (50, 42, 34, 26),
+    "jxl": (6.0, 3.0, 1.5, 0.75),
+    "webp": (25, 50, 75, 90),
+}
+ANCHOR = "vvc"
+
+
+def kodak_dir() -> Path:
+    root = Path(os.environ.get("VCM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    folder = root / "data" / "kodak"
+    if not folder.is_dir():
+        sys.exit(f"Kodak images not found at {folder} (set VCM_SHARED)")
+    return folder
+
+
+def single_threaded(name: str) -> dict:
+    """Parameters that make a codec use one thread, when it has such a parameter."""
+    names = {f.name for f in dataclasses.fields(get_codec_class(name))}
+    return {"threads": 1} if "threads" in names else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--codecs", default=",".join(QUALITIES))
+    parser.add_argument("--csv")
+    args = parser.parse_args()
+    images = sorted(kodak_dir().glob("kodim*.png"))[: args.images]
+    here = {c.name for c in available_codecs(include_unavailable=False)}
+    wanted = [n for n in args.codecs.split(",") if n in here and n in QUALITIES]
+    skipped = [n for n in args.codecs.split(",") if n not in wanted]
+    specs = [CodecSpec(n, QUALITIES[n], single_threaded(n)) for n in wanted]
+    start = time.perf_counter()
+    points = measure(specs, [str(p) for p in images], jobs=args.jobs)
+    wall = time.perf_counter() - start
+
+    print(f"\n{len(images)} Kodak images, {args.jobs} worker processes, wall {wall:.0f} s; "
+          f"skipped (unavailable): {', '.join(skipped) or 'none'}")
+    print("| codec | quality | bpp | PSNR-Y dB | encode ms/MP | decode ms/MP |")
+    print("|---|---|---|---|---|---|")
+    for p in points:
+        print(f"| {p.codec} | {p.quality} | {p.bpp:.4f} | {p.psnr_y:.2f} | {p.encode_ms_per_mp:.0f} "
+              f"| {p.decode_ms_per_mp:.0f} |")
+    if ANCHOR in wanted:
+        anchor = [p for p in points if p.codec == ANCHOR]
+        print(f"\n| codec | BD-rate vs {ANCHOR} (PSNR-Y, pchip) |\n|---|---|")
+        for spec in specs:
+            if spec.name == ANCHOR:
+                continue
+            test = [p for p in points if p.codec == spec.label]
+            try:
+                value = bd_rate_report([p.bpp for p in anchor], [p.psnr_y for p in anchor],
+                                       [p.bpp for p in test], [p.psnr_y for p in test],
+                                       anchor_name=ANCHOR, test_name=spec.name).value
+                print(f"| {spec.name} | {value:+.2f} % |")
+            except Exception as exc:  # report, do not hide, a curve pair without a BD-rate
+                print(f"| {spec.name} | n/a: {exc} |")
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(points[0].as_row()))
+            writer.writeheader()
+            writer.writerows(p.as_row() for p in points)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The dataset contract: samples with an id, an image loader and annotations.
+
+A dataset knows which evaluator scores a task on it (:meth:`Dataset.evaluator`).
+Sample order is deterministic (sorted by image id unless a list fixes the order).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vcm_plugin.errors import VcmError
+
+
+class DatasetError(VcmError, ValueError):
+    """A dataset's files are missing or inconsistent (names the file and image id)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset: ``image_id`` (the dataset's id), its file, size in pixels."""
+
+    image_id: int | str
+    path: Path
+    height: int
+    width: int
+    annotations: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
+
+    def load(self) -> np.ndarray:
+        """The image as (H, W, 3) uint8 RGB; errors name the file and the image id."""
+        from vcm_plugin.images.io import read_image
+
+        try:
+            image = read_image(self.path)
+        except VcmError as exc:
+            raise DatasetError(f"image id {self.image_id}: {exc}") from exc
+        if image.shape[:2] != (self.height, self.width):
+            raise DatasetError(f"image id {self.image_id}: {self.path} is {image.shape[1]}x{image.shape[0]}, "
+                               f"the annotations say {self.width}x{self.height}")
+        return image
+
+
+class Dataset(ABC):
+    """A finite, ordered collection of :class:`Sample`."""
+
+    name: str
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Sample]: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def evaluator(self, task: str):
+        """A fresh evaluator (reset/process/evaluate) for ``task`` on this dataset."""
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this dataset's samples (for result-store keys)."""
+        return {"name": self.name}
