@@ -41,12 +41,12 @@ def test_plugin_listed_and_working(plugin_site: Path, tmp_path: Path, shared: Pa
 
     source = shared / "data" / "kodak" / "kodim23.png"
     coded, decoded = tmp_path / "k.vcmb", tmp_path / "k.png"
-    enc = run_with_plugin(plugin_site, "encode", "--codec", "posterize-zlib", "-q", "5", str(source), str(coded))
+    enc = run_with_plugin(plugin_site, "encode", "--codec", "posterize-zlib", "-q", "3", str(source), str(coded))
     assert enc.returncode == 0, enc.stderr
     dec = run_with_plugin(plugin_site, "decode", "--reference", str(source), str(coded), str(decoded))
     assert dec.returncode == 0, dec.stderr
     psnr = float(dec.stdout.split("PSNR-RGB ")[1].split()[0])
-    assert 25 < psnr < 40  # 5 of 8 bits kept: lossy, but close
+    assert 26 < psnr < 32  # 3 of 8 bits kept: step 32, uniform error ~ 28.9 dB
 
 
 def test_plugin_absent_without_install() -> None:
