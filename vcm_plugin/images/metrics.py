@@ -1,0 +1,74 @@
+"""Pixel-fidelity metrics between a reference image and its decoded version.
+
+Conventions (the ones ``../shared/ENVIRONMENT.md`` uses for its VVC table, and
+CompressAI uses for RGB PSNR):
+
+- :func:`mse` and :func:`psnr_rgb` pool the squared error over ALL samples (every
+  pixel of all three channels), in float64; this is not the mean of per-channel PSNRs.
+- :func:`psnr_y` measures luma only: ``Y = 0.299 R + 0.587 G + 0.114 B`` (BT.601
+  weights, full range, no offset), computed in float64 from the 8-bit RGB values and
+  NOT rounded, with peak 255. It is not the Y of the codec's own Y'CbCr (VVC codes
+  BT.709 limited range), so it compares codecs on equal terms from RGB.
+- PSNR is ``10 log10(peak^2 / MSE)`` in dB, and ``inf`` for identical images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from vcm_plugin.errors import InvalidImageError
+
+__all__ = ["BT601_LUMA", "luma_bt601", "mse", "psnr_rgb", "psnr_y"]
+
+#: BT.601 luma weights for R, G, B.
+BT601_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
+
+def _check_pair(reference: np.ndarray, decoded: np.ndarray, metric: str) -> None:
+    for name, arr in (("reference", reference), ("decoded", decoded)):
+        if not isinstance(arr, np.ndarray):
+            raise InvalidImageError(f"{metric}: {name} must be a numpy array, got {type(arr).__name__}")
+    if reference.shape != decoded.shape or reference.dtype != decoded.dtype:
+        raise InvalidImageError(
+            f"{metric}: reference is shape {reference.shape} dtype {reference.dtype} but decoded is "
+            f"shape {decoded.shape} dtype {decoded.dtype}; they must match"
+        )
+    if reference.ndim != 3 or reference.shape[2] != 3 or reference.size == 0:
+        raise InvalidImageError(f"{metric}: images must be non-empty (H, W, 3) RGB arrays, got shape {reference.shape}")
+
+
+def _psnr_from_mse(error: float, peak: float) -> float:
+    return math.inf if error == 0 else 10.0 * math.log10(peak * peak / error)
+
+
+def mse(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """Mean squared error over all samples of two (H, W, 3) images, in squared sample units."""
+    _check_pair(reference, decoded, "mse")
+    diff = reference.astype(np.float64) - decoded.astype(np.float64)
+    return float(np.mean(diff * diff))
+
+
+def psnr_rgb(reference: np.ndarray, decoded: np.ndarray, peak: float = 255) -> float:
+    """PSNR in dB over all three channels (pooled MSE); ``inf`` when identical.
+
+    ``peak`` is the largest sample value: 255 for uint8 images.
+    """
+    if not peak > 0:
+        raise ValueError(f"psnr_rgb: peak must be positive, got {peak!r}")
+    return _psnr_from_mse(mse(reference, decoded), float(peak))
+
+
+def luma_bt601(image: np.ndarray) -> np.ndarray:
+    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of an (H, W, 3) RGB array, float64 (H, W)."""
+    return image.astype(np.float64) @ BT601_LUMA
+
+
+def psnr_y(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in dB of BT.601 luma computed from 8-bit RGB, peak 255; ``inf`` when identical."""
+    _check_pair(reference, decoded, "psnr_y")
+    if reference.dtype != np.uint8:
+        raise InvalidImageError(f"psnr_y: images must be uint8 RGB, got dtype {reference.dtype}")
+    diff = luma_bt601(reference) - luma_bt601(decoded)
+    return _psnr_from_mse(float(np.mean(diff * diff)), 255.0)
