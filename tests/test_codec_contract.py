@@ -105,11 +105,12 @@ def test_tiny_and_odd_sizes(coded, shape) -> None:
 
 def test_noise_at_the_highest_rate(coded) -> None:
     codec, _ = coded
-    noise = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    # grey noise: 4:2:0 chroma subsampling of colour noise would dominate the error
+    noise = np.repeat(np.random.default_rng(2).integers(0, 256, (8, 8, 1), dtype=np.uint8), 3, axis=2)
     bitstream = codec.encode(noise, max_rate_quality(codec))
     decoded = codec.decode(bitstream)
     assert decoded.shape == noise.shape
-    assert psnr_rgb(noise, decoded) > 20.0  # high rate: close to the input
+    assert psnr_rgb(noise, decoded) > 35.0  # the highest rate is near-lossless
 
 
 def test_quality_out_of_range(coded, small_crop) -> None:
