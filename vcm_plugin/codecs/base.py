@@ -12,7 +12,7 @@ import struct
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from vcm_plugin.errors import (
     VcmError,
 )
 
-Quality = Union[int, float]
+Quality = int | float
 
 _MAGIC = b"VCMBS"
 _FORMAT_VERSION = 1
@@ -234,6 +234,12 @@ class Codec(ABC):
         availability = self.is_available()
         if not availability:
             raise CodecUnavailableError(f"codec {self.name!r} is not available: {availability.reason}")
+
+    def version(self) -> str:
+        """What identifies the implementation (library / binary version); part of result-store keys."""
+        from vcm_plugin import __version__
+
+        return f"{type(self).__module__}.{type(self).__qualname__} vcm-plugin {__version__}"
 
     def params(self) -> dict[str, Any]:
         """The codec's configuration (constructor parameters), JSON-serialisable."""

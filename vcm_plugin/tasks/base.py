@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class ClassScores:
         return cls(data["probs"])
 
 
-Predictions = Union[Detections, ClassScores]
+Predictions = Detections | ClassScores
 
 
 def predictions_from_json(data: dict[str, Any]) -> Predictions:

@@ -1,0 +1,222 @@
+"""Run configurations: YAML (loaded safely), ``key=value`` overrides, a validated schema.
+
+A config names the dataset, the task models, the codecs with their qualities and
+parameters, the anchors and the output folder::
+
+    dataset: {name: coco, images: ${oc.env:VCM_SHARED,../shared}/data/coco/val2017, ...}
+    tasks:   {detection: {model: yolov5, weights: yolov5n.pt}}
+    codecs:  {vvc: {qualities: [42, 37, 32, 27], preset: medium}, jpeg: {qualities: [...]}}
+    anchors: [vvc, jpeg]
+
+Every codec/task entry is keyed by a label; ``codec:`` / ``model:`` default to the
+label, other keys are the codec's or model's parameters and are checked against its
+dataclass fields. Unknown or misspelled keys fail before any work, naming the key and
+the nearest valid one. ``${oc.env:VAR,default}`` interpolation comes from OmegaConf;
+YAML tags such as ``!!python/object`` are refused (``yaml.safe_load``). Relative paths
+are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vcm_plugin.errors import VcmError
+
+
+class ConfigError(VcmError, ValueError):
+    """A configuration file or override is invalid (names the file and the key)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(BaseModel):
+    """``name`` is a registered dataset; the other keys are its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    max_images: int | None = Field(default=None, ge=1)
+
+
+class TaskConfig(BaseModel):
+    """A task model: ``model`` (registered name, default = the label) plus its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    task: Literal["detection", "segmentation", "classification"] | None = None
+
+
+class CodecConfig(BaseModel):
+    """A codec configuration: ``codec`` (default = the label), qualities, pre-scaling, parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    codec: str | None = None
+    qualities: list[float | int] = Field(min_length=1)
+    scales: list[float] = Field(default_factory=lambda: [1.0])
+
+    @field_validator("scales")
+    @classmethod
+    def _scales_in_range(cls, value: list[float]) -> list[float]:
+        for s in value:
+            if not 0 < s <= 1:
+                raise ValueError(f"scale {s} must be in (0, 1]")
+        return value
+
+
+class WeightsConfig(_Strict):
+    search_path: list[str] = Field(default_factory=list)
+
+
+class RunConfig(_Strict):
+    """The whole run."""
+
+    name: str = "run"
+    output: str = "outputs/run"
+    dataset: DatasetConfig
+    tasks: dict[str, TaskConfig] = Field(min_length=1)
+    codecs: dict[str, CodecConfig] = Field(min_length=1)
+    anchors: list[str] = Field(default_factory=list)
+    weights: WeightsConfig = Field(default_factory=WeightsConfig)
+    jobs: int | None = Field(default=None, ge=1)
+    bd_method: Literal["pchip", "akima", "cubic"] = "pchip"
+    non_monotonic: Literal["error", "envelope"] = "envelope"
+
+    @model_validator(mode="after")
+    def _anchors_are_codecs(self) -> RunConfig:
+        for anchor in self.anchors:
+            if anchor not in self.codecs:
+                raise ValueError(f"anchor {anchor!r} is not one of the codecs {sorted(self.codecs)}")
+        return self
+
+    def codec_params(self, label: str) -> tuple[str, dict[str, Any]]:
+        """(registered codec name, parameters) of the codec entry ``label``."""
+        entry = self.codecs[label]
+        return entry.codec or label, dict(entry.model_extra or {})
+
+    def task_params(self, label: str) -> tuple[str, dict[str, Any]]:
+        """(registered task-model name, parameters) of the task entry ``label``."""
+        entry = self.tasks[label]
+        return entry.model or label, dict(entry.model_extra or {})
+
+    def dataset_params(self) -> dict[str, Any]:
+        params = dict(self.dataset.model_extra or {})
+        if self.dataset.max_images is not None:
+            params["max_images"] = self.dataset.max_images
+        return params
+
+
+# -- loading ----------------------------------------------------------------------------
+def _nearest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def _valid_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _check_plugin_params(config: RunConfig, source: str) -> None:
+    """Codec / task / dataset parameters must be fields of the registered class."""
+    from vcm_plugin.codecs.registry import get_codec_class
+
+    for label, entry in config.codecs.items():
+        name, params = config.codec_params(label)
+        cls = get_codec_class(name)
+        _check_fields(cls, params, f"{source}: codecs.{label}", extra=["codec", "qualities", "scales"])
+        for q in entry.qualities:
+            cls.quality_range.validate(q, name)
+    from vcm_plugin.tasks.registry import get_task_model_class
+
+    for label in config.tasks:
+        name, params = config.task_params(label)
+        _check_fields(get_task_model_class(name), params, f"{source}: tasks.{label}", extra=["model", "task"])
+
+
+def _check_fields(cls: type, params: dict[str, Any], where: str, extra: list[str]) -> None:
+    valid = [f.name for f in dataclasses.fields(cls) if f.init] if dataclasses.is_dataclass(cls) else None
+    if valid is None:
+        return
+    for key in params:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}{_nearest(key, valid + extra)}")
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent: type[BaseModel] = RunConfig
+            for p in err["loc"][:-1]:
+                field = parent.model_fields.get(str(p))
+                ann = getattr(field, "annotation", None)
+                if isinstance(ann, type) and issubclass(ann, BaseModel):
+                    parent = ann
+            key = str(err["loc"][-1])
+            parts.append(f"unknown key {loc!r}{_nearest(key, _valid_keys(parent))}")
+        elif err["type"] == "missing":
+            parts.append(f"missing key {loc!r}")
+        else:
+            parts.append(f"{loc or 'config'}: {err['msg']}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b.c=value`` -> (``a.b.c``, YAML-safe-parsed value)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected key=value")
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse the value ({exc})") from exc
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, check_plugins: bool = True) -> RunConfig:
+    """Load, override, interpolate and validate a run config; errors name file and key."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {source}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid safe YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    return config_from_dict(data, overrides, source, check_plugins)
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, source: str = "config",
+                     check_plugins: bool = True) -> RunConfig:
+    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+    try:
+        conf = OmegaConf.create(data)
+        for item in overrides or []:
+            key, value = parse_override(item)
+            OmegaConf.update(conf, key, value, merge=True, force_add=True)
+        resolved = OmegaConf.to_container(conf, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
+    try:
+        config = RunConfig.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    if check_plugins:
+        _check_plugin_params(config, source)
+    return config
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (written into the output folder)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

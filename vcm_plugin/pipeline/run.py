@@ -1,0 +1,271 @@
+"""``vcm run``: the rate-accuracy grid over a dataset, resumable, then the reports.
+
+The grid is (codec configuration x quality x scale) plus the uncompressed reference
+point, times every image, times every task model. Units already in the output
+folder's results store are skipped; the rest run in-process (``jobs=1``) or in a pool
+of worker processes that each load their task models once. Only this (parent)
+process writes the store. A second run on the same output folder is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from vcm_plugin import __version__
+from vcm_plugin.config import RunConfig, dump_config
+from vcm_plugin.datasets.base import Dataset, Sample
+from vcm_plugin.errors import VcmError
+from vcm_plugin.pipeline.store import ResultsStore, UnitRow, unit_key
+from vcm_plugin.pipeline.units import REFERENCE, CodecPoint, Job, TaskSpec, init_worker, run_job
+
+LOCK_NAME = ".vcm-run.lock"
+STORE_NAME = "results.sqlite"
+
+
+class RunError(VcmError, RuntimeError):
+    """The run cannot start (output folder unusable or busy, bad dataset, ...)."""
+
+
+@dataclass
+class RunSummary:
+    output: Path
+    units_total: int = 0
+    units_cached: int = 0
+    units_computed: int = 0
+    units_failed: int = 0
+    wall_s: float = 0.0
+    work_s: float = 0.0  # summed encode + decode + inference seconds of computed units
+    reports: dict[str, Path] = field(default_factory=dict)
+
+
+# -- the output folder ------------------------------------------------------------------
+class OutputLock:
+    """An exclusive lock on an output folder (released when the process dies)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self._fh = None
+
+    def __enter__(self) -> OutputLock:
+        try:
+            self._fh = open(self.path, "a+")
+        except OSError as exc:
+            raise RunError(f"output folder {self.path.parent} is not writable: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip() or "another process"
+            self._fh.close()
+            raise RunError(f"output folder {self.path.parent} is in use by another vcm run ({holder}); "
+                           "wait for it to finish or choose another --output") from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"pid {os.getpid()}")
+        self._fh.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+
+
+def prepare_output(folder: str | Path) -> Path:
+    """Create the output folder and check it is writable; errors name it."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".vcm-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"output folder {path} is not writable: {exc.strerror or exc}") from exc
+    return path
+
+
+# -- building the grid ------------------------------------------------------------------
+def _freeze(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+
+
+def codec_points(config: RunConfig) -> list[CodecPoint]:
+    """Every codec point of the grid, the reference point first."""
+    points = [CodecPoint(REFERENCE, None, (), None, 1.0)]
+    for label, entry in config.codecs.items():
+        name, params = config.codec_params(label)
+        for scale in entry.scales:
+            for quality in entry.qualities:
+                q = int(quality) if float(quality).is_integer() else float(quality)
+                points.append(CodecPoint(label, name, _freeze(params), q, scale))
+    return points
+
+
+def task_specs(config: RunConfig) -> list[TaskSpec]:
+    """Task entries; the config's weights search path is passed to models that take one."""
+    from vcm_plugin.tasks.registry import get_task_model_class
+
+    specs = []
+    for label in config.tasks:
+        name, params = config.task_params(label)
+        cls = get_task_model_class(name)
+        fields = getattr(cls, "__dataclass_fields__", {})
+        if config.weights.search_path and "search_path" in fields and "search_path" not in params:
+            params["search_path"] = list(config.weights.search_path)
+        specs.append(TaskSpec(label, name, _freeze(params)))
+    return specs
+
+
+def _codec_identity(point: CodecPoint) -> dict[str, Any]:
+    if point.is_reference:
+        return {"codec": None}
+    from vcm_plugin.pipeline.units import codec_for
+
+    codec = codec_for(point)
+    return {"codec": point.codec, "params": codec.params(), "version": codec.version()}
+
+
+def unit_identity(point: CodecPoint, codec_id: dict[str, Any], task_id: dict[str, Any], dataset_id: dict[str, Any],
+                  sample: Sample) -> dict[str, Any]:
+    """Everything that determines one stored row."""
+    return {"v": 1, **codec_id, "quality": point.quality, "scale": point.scale, "task": task_id,
+            "dataset": dataset_id, "image": str(sample.image_id)}
+
+
+def build_jobs(config: RunConfig, dataset: Dataset, tasks: list[TaskSpec],
+               task_ids: dict[str, dict[str, Any]]) -> tuple[list[Job], dict[tuple, dict[str, str]]]:
+    """All jobs of the grid, and the key of every (point, task, image)."""
+    dataset_id = dataset.identity()
+    samples = list(dataset)
+    jobs: list[Job] = []
+    keys: dict[tuple, dict[str, str]] = defaultdict(dict)  # (point, task) -> image_id -> key
+    for point in codec_points(config):
+        codec_id = _codec_identity(point)
+        for sample in samples:
+            task_keys = []
+            for spec in tasks:
+                key = unit_key(unit_identity(point, codec_id, task_ids[spec.label], dataset_id, sample))
+                keys[(point, spec.label)][str(sample.image_id)] = key
+                task_keys.append((spec.label, key))
+            jobs.append(Job(point, sample, tuple(task_keys)))
+    return jobs, keys
+
+
+# -- executing ----------------------------------------------------------------------------
+def execute(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int) -> Iterator[list[UnitRow]]:
+    """Run jobs in-process (n_jobs=1) or in a worker pool; yield each job's rows as it finishes."""
+    if n_jobs <= 1:
+        init_worker(tasks)
+        for job in jobs:
+            yield run_job(job)
+        return
+    with ProcessPoolExecutor(max_workers=n_jobs, initializer=init_worker, initargs=(tasks, 1)) as pool:
+        pending: set[Future] = set()
+        queue = iter(jobs)
+        for job in queue:  # keep a bounded window in flight so a crash loses little
+            pending.add(pool.submit(run_job, job))
+            if len(pending) >= 2 * n_jobs:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+
+
+def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = None, quiet: bool = False,
+        log: Callable[[str], None] = print) -> RunSummary:
+    """Run the whole grid of ``config`` into ``output`` and write the reports."""
+    from vcm_plugin.datasets.registry import get_dataset
+    from vcm_plugin.reports.write import write_reports
+    from vcm_plugin.tasks.registry import get_task_model
+
+    folder = prepare_output(output or config.output)
+    summary = RunSummary(output=folder)
+    started = time.perf_counter()
+    with OutputLock(folder):
+        (folder / "config.yaml").write_text(dump_config(config))
+        dataset = get_dataset(config.dataset.name, **config.dataset_params())
+        tasks = task_specs(config)
+        task_ids = {}
+        for spec in tasks:  # identity (incl. the weights hash) without loading the network
+            model = get_task_model(spec.model, **dict(spec.params))
+            task_ids[spec.label] = {"vcm": __version__.split(".")[0], **model.identity()}
+        all_jobs, keys = build_jobs(config, dataset, tasks, task_ids)
+        n_jobs = jobs or config.jobs or os.cpu_count() or 1
+        with ResultsStore(folder / STORE_NAME) as store:
+            finished = store.finished_keys()
+            todo = []
+            for job in all_jobs:
+                missing = tuple((t, k) for t, k in job.task_keys if k not in finished)
+                summary.units_total += len(job.task_keys)
+                summary.units_cached += len(job.task_keys) - len(missing)
+                if missing:
+                    todo.append(Job(job.point, job.sample, missing))
+            remaining = _remaining_per_point(todo)
+            bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
+            for rows in execute(todo, tasks, n_jobs):
+                for row in rows:
+                    store.put(row)
+                    summary.units_computed += 1
+                    summary.units_failed += row.status == "failed"
+                    summary.work_s += sum(x or 0.0 for x in (row.inference_s,))
+                if rows:
+                    summary.work_s += (rows[0].encode_s or 0.0) + (rows[0].decode_s or 0.0)
+                bar.update(len(rows))
+                point_key = (rows[0].codec, rows[0].quality, rows[0].scale) if rows else None
+                if point_key is not None:
+                    remaining[point_key] -= 1
+                    if remaining[point_key] == 0 and not quiet:
+                        bar.write(_point_line(store, keys, point_key, dataset, config))
+            bar.close()
+            summary.reports = write_reports(config, dataset, store, keys, folder, log=None if quiet else log)
+    summary.wall_s = time.perf_counter() - started
+    if not quiet:
+        log(f"done in {summary.wall_s:.1f} s: {summary.units_computed} units computed "
+            f"({summary.units_failed} failed), {summary.units_cached} cache hits of {summary.units_total}; "
+            f"reports in {folder}")
+    return summary
+
+
+def _remaining_per_point(jobs: list[Job]) -> dict[tuple, int]:
+    counts: dict[tuple, int] = defaultdict(int)
+    for job in jobs:
+        counts[(job.point.label, job.point.quality, job.point.scale)] += 1
+    return counts
+
+
+def _point_line(store: ResultsStore, keys, point_key: tuple, dataset: Dataset, config: RunConfig) -> str:
+    from vcm_plugin.reports.write import point_metrics
+
+    label, quality, scale = point_key
+    parts = []
+    for (point, task), by_image in keys.items():
+        if (point.label, point.quality, point.scale) != point_key:
+            continue
+        m = point_metrics(store, by_image, dataset, config, task)
+        parts.append(f"{task} {m.primary_name} {m.primary:.2f}" if m.complete else f"{task} {m.failed} failed")
+        bpp = f"{m.bpp:.4f} bpp" if m.bpp is not None else "reference"
+    scale_txt = f" scale {scale:g}" if scale != 1.0 else ""
+    q = "" if quality is None else f" q {quality}"
+    return f"  {label}{q}{scale_txt}: {bpp}, " + ", ".join(parts)
+
+
+def _json_default(o: Any) -> Any:
+    return str(o)
+
+
+def save_summary(summary: RunSummary) -> None:
+    (summary.output / "summary.json").write_text(json.dumps(summary.__dict__, default=_json_default, indent=2))

@@ -1,0 +1,179 @@
+"""The unit of work and its execution in a worker: code one image, run the task models on it.
+
+``run_job`` is what worker processes execute: load the image, encode it, decode the
+bitstream, and feed the decoded value to every task model at the codec's
+``output_point``. It returns one :class:`~vcm_plugin.pipeline.store.UnitRow` per
+task model; a failure (unreadable image, codec error, model error) becomes a
+``failed`` row whose error names the codec, the image id and the file. Task models
+and codecs are built once per process and cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vcm_plugin.codecs.base import Codec
+from vcm_plugin.datasets.base import Sample
+from vcm_plugin.pipeline.store import UnitRow
+
+REFERENCE = "uncompressed"  # label of the reference point: the original image, no codec
+
+
+@dataclass(frozen=True)
+class CodecPoint:
+    """A codec configuration at one quality and pre-scale; ``codec=None`` is the reference."""
+
+    label: str
+    codec: str | None
+    params: tuple[tuple[str, Any], ...]
+    quality: float | int | None
+    scale: float = 1.0
+
+    @property
+    def is_reference(self) -> bool:
+        return self.codec is None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task model entry: label, registered name, parameters (as a hashable tuple)."""
+
+    label: str
+    model: str
+    params: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (codec point, image) and the keys of the task rows still to compute."""
+
+    point: CodecPoint
+    sample: Sample
+    task_keys: tuple[tuple[str, str], ...]  # (task label, unit key)
+
+
+# -- per-process caches -----------------------------------------------------------------
+_MODELS: dict[str, Any] = {}
+_CODECS: dict[tuple, Codec] = {}
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def init_worker(tasks: list[TaskSpec], torch_threads: int | None = None) -> None:
+    """Process-pool initializer: remember the task specs; models load on first use."""
+    _TASKS.clear()
+    _TASKS.update({t.label: t for t in tasks})
+    _MODELS.clear()
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
+
+
+def task_model(label: str):
+    """The task model of entry ``label``, built once per process."""
+    if label not in _MODELS:
+        from vcm_plugin.tasks.registry import get_task_model
+
+        spec = _TASKS[label]
+        _MODELS[label] = get_task_model(spec.model, **dict(spec.params))
+    return _MODELS[label]
+
+
+def codec_for(point: CodecPoint) -> Codec:
+    key = (point.codec, point.params)
+    if key not in _CODECS:
+        from vcm_plugin.codecs.registry import get_codec
+
+        _CODECS[key] = get_codec(point.codec, **dict(point.params))  # type: ignore[arg-type]
+    return _CODECS[key]
+
+
+def _scale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """Downscale before encoding (Lanczos, size rounded to even); identity at 1.0."""
+    if scale == 1.0:
+        return image
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    size = (max(2, 2 * round(w * scale / 2)), max(2, 2 * round(h * scale / 2)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+def _upscale_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if not isinstance(exc, Exception) or type(exc).__module__.startswith("vcm_plugin"):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def run_job(job: Job) -> list[UnitRow]:
+    """Execute one job; never raises for a bad input (failed rows say why)."""
+    point, sample = job.point, job.sample
+    base = dict(codec=point.label, quality=point.quality, scale=point.scale, image_id=str(sample.image_id))
+    where = f"codec {point.label!r} at quality {point.quality}, image id {sample.image_id} ({sample.path})"
+
+    def failed(task: str, key: str, message: str) -> UnitRow:
+        return UnitRow(key=key, task=task, status="failed", error=message, **base)
+
+    try:
+        image = sample.load()
+    except Exception as exc:  # the file is missing or unreadable: every task fails for this image
+        return [failed(t, k, f"{where}: {_describe(exc)}") for t, k in job.task_keys]
+
+    pixels = sample.height * sample.width
+    coded: dict[str, Any] = {"bits": None, "psnr_y": None, "psnr_rgb": None, "encode_s": 0.0, "decode_s": 0.0}
+    if point.is_reference:
+        value, output_point = image, "input"
+    else:
+        try:
+            codec = codec_for(point)
+            start = time.perf_counter()
+            bitstream = codec.encode(_scale_image(image, point.scale), point.quality)  # type: ignore[arg-type]
+            encoded = time.perf_counter()
+            value = codec.decode(bitstream)
+            coded["decode_s"] = time.perf_counter() - encoded
+            coded["encode_s"] = encoded - start
+            coded["bits"] = bitstream.num_bits  # bpp is always over the ORIGINAL pixels
+            output_point = codec.output_point
+            if output_point == "input":
+                from vcm_plugin.images.metrics import psnr_rgb, psnr_y
+
+                value = _upscale_image(value, sample.height, sample.width)
+                coded["psnr_y"], coded["psnr_rgb"] = psnr_y(image, value), psnr_rgb(image, value)
+        except Exception as exc:
+            return [failed(t, k, f"{where}: {_describe(exc)}") for t, k in job.task_keys]
+
+    rows = []
+    for task, key in job.task_keys:
+        try:
+            model = task_model(task)
+            start = time.perf_counter()
+            predictions = model.run_from(output_point, value)
+            inference_s = time.perf_counter() - start
+            record = predictions.to_json()
+            json.dumps(record)  # fail here, not in the parent, if not serialisable
+        except Exception as exc:
+            detail = _describe(exc)
+            if not type(exc).__module__.startswith("vcm_plugin"):
+                detail += " | " + traceback.format_exc(limit=-1).strip().splitlines()[-2].strip()
+            rows.append(failed(task, key, f"{where}, task {task!r}: {detail}"))
+            continue
+        rows.append(UnitRow(key=key, task=task, status="ok", pixels=pixels, inference_s=inference_s,
+                            predictions=record, **coded, **base))
+    return rows
