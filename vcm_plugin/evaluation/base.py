@@ -1,0 +1,34 @@
+"""The evaluator contract (detectron2's ``DatasetEvaluator`` shape), streaming.
+
+An evaluator is fed one image at a time: :meth:`Evaluator.process` converts that image's
+predictions to the compact form the metric needs and keeps only that, so memory grows
+with the number of predictions, not with image data. :meth:`Evaluator.evaluate` computes
+the metrics over every image processed since the last :meth:`Evaluator.reset`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from vcm_plugin.errors import VcmError
+
+
+class EvaluationError(VcmError, ValueError):
+    """Predictions cannot be scored (wrong kind, unknown label or image id); names the image."""
+
+
+class Evaluator(ABC):
+    """reset / process / evaluate: scores a task model's predictions on a dataset."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every processed image (start a new evaluation)."""
+
+    @abstractmethod
+    def process(self, sample: Any, predictions: Any) -> None:
+        """Record the predictions for one image (a :class:`~vcm_plugin.datasets.base.Sample`)."""
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Metrics over every image processed since :meth:`reset`, as ``{"group/metric": value}``."""
