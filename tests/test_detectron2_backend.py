@@ -1,0 +1,112 @@
+"""detectron2 backend: the package works without detectron2, and Instances convert to COCO-id Detections."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from vcm_plugin.tasks import TaskModelError, get_task_model
+from vcm_plugin.tasks.detectron2_backend import (
+    detectron2_available,
+    instances_to_detections,
+    is_segmentation_config,
+)
+
+COCO80_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
+              33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
+              60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]
+
+
+@pytest.fixture
+def no_detectron2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import detectron2`` fail, whether or not it is installed here."""
+    monkeypatch.setitem(sys.modules, "detectron2", None)
+
+
+def fake_instances(masks: bool = True, height: int = 40, width: int = 60) -> SimpleNamespace:
+    mask_array = np.zeros((3, height, width), bool)
+    mask_array[0, 5:20, 10:30] = True
+    mask_array[1, 0:2, 0:60] = True
+    mask_array[2, 30:40, 50:60] = True
+    fields = dict(
+        pred_boxes=SimpleNamespace(tensor=torch.tensor([[10.0, 5, 30, 20], [-3, 0, 70, 2], [50, 30, 60, 40]])),
+        scores=torch.tensor([0.9, 0.4, 0.2]),
+        pred_classes=torch.tensor([0, 9, 79]),  # person, traffic light, toothbrush
+        image_size=(height, width),
+    )
+    if masks:
+        fields["pred_masks"] = torch.from_numpy(mask_array)
+    return SimpleNamespace(**fields)
+
+
+def test_package_imports_and_lists_models_without_detectron2() -> None:
+    code = ("import sys; sys.modules['detectron2'] = None\n"
+            "import vcm_plugin, vcm_plugin.tasks as t\n"
+            "names = t.task_model_names()\n"
+            "assert 'detectron2' in names and 'torchvision-detection' in names, names\n"
+            "from vcm_plugin.tasks.detectron2_backend import detectron2_available\n"
+            "assert not detectron2_available()\n"
+            "print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_using_it_without_detectron2_says_how_to_install(no_detectron2: None) -> None:
+    assert not detectron2_available()
+    with pytest.raises(TaskModelError, match=r"detectron2 is not installed: pip install 'vcm-plugin\[detectron2\]'"):
+        get_task_model("detectron2", config="COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml")
+    from vcm_plugin.tasks.detectron2_backend import Detectron2Model
+
+    with pytest.raises(TaskModelError, match="facebookresearch/detectron2"):
+        Detectron2Model()
+
+
+def test_instances_to_detections_maps_contiguous_ids_and_masks() -> None:
+    det = instances_to_detections(fake_instances(), COCO80_IDS)
+    assert det.labels.tolist() == [1, 10, 90]
+    assert det.labels.dtype == np.int64 and det.boxes.dtype == np.float32 and det.scores.dtype == np.float32
+    np.testing.assert_allclose(det.boxes[1], [0, 0, 60, 2])  # clipped to the 60x40 image
+    np.testing.assert_allclose(det.scores, [0.9, 0.4, 0.2])
+    assert det.masks is not None and all(m["size"] == [40, 60] and isinstance(m["counts"], str) for m in det.masks)
+    decoded = mask_utils.decode([{**m, "counts": m["counts"].encode()} for m in det.masks]).transpose(2, 0, 1)
+    np.testing.assert_array_equal(decoded.astype(bool), fake_instances().pred_masks.numpy())
+
+    high = instances_to_detections(fake_instances(), COCO80_IDS, score_threshold=0.3)
+    assert high.labels.tolist() == [1, 10] and len(high.masks) == 2
+    assert instances_to_detections(fake_instances(), COCO80_IDS, with_masks=False).masks is None
+    assert instances_to_detections(fake_instances(masks=False), COCO80_IDS).masks is None
+    with pytest.raises(TaskModelError, match="no pred_masks"):
+        instances_to_detections(fake_instances(masks=False), COCO80_IDS, with_masks=True)
+
+
+def test_instances_to_detections_numpy_empty_and_bad_class() -> None:
+    numpy_like = SimpleNamespace(pred_boxes=SimpleNamespace(tensor=np.array([[1.0, 2, 3, 4]])),
+                                 scores=np.array([0.5]), pred_classes=np.array([2]))
+    assert instances_to_detections(numpy_like, COCO80_IDS).labels.tolist() == [3]
+    empty = SimpleNamespace(pred_boxes=SimpleNamespace(tensor=torch.zeros((0, 4))), scores=torch.zeros(0),
+                            pred_classes=torch.zeros(0, dtype=torch.int64),
+                            pred_masks=torch.zeros((0, 8, 8), dtype=torch.bool))
+    det = instances_to_detections(empty, COCO80_IDS)
+    assert len(det) == 0 and det.masks == []
+    with pytest.raises(TaskModelError, match="80"):
+        instances_to_detections(SimpleNamespace(pred_boxes=SimpleNamespace(tensor=torch.zeros((1, 4))),
+                                                scores=torch.ones(1), pred_classes=torch.tensor([80])), COCO80_IDS)
+
+
+def test_mapping_matches_coco_names_table() -> None:
+    from vcm_plugin.tasks.coco_names import COCO80_IDS as table
+
+    assert list(table) == COCO80_IDS
+
+
+def test_segmentation_configs_are_recognised() -> None:
+    assert is_segmentation_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml")
+    assert not is_segmentation_config("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml")
+    assert not is_segmentation_config("COCO-Detection/retinanet_R_50_FPN_1x.yaml")

@@ -1,0 +1,237 @@
+"""detectron2 model-zoo detectors and instance segmenters as task models (optional).
+
+detectron2 is not on PyPI: install it from https://github.com/facebookresearch/detectron2,
+then ``pip install 'vcm-plugin[detectron2]'``. This module imports without it; only
+building a :class:`Detectron2Model` needs it, and then fails with a
+:class:`~vcm_plugin.tasks.base.TaskModelError` that says how to install it.
+
+Inference follows detectron2's ``DefaultPredictor``: the config's test-time resize
+(``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``), the channel order ``INPUT.FORMAT``
+(our images are RGB; BGR models get them flipped), original-size outputs. Contiguous
+class indices are mapped to the dataset's category ids (COCO ids 1..90 for COCO configs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.registry import register_task_model
+from vcm_plugin.tasks.torchvision_backend import check_image, masks_to_rle, to_numpy
+
+INSTALL_HINT = ("detectron2 is not installed: pip install 'vcm-plugin[detectron2]' after installing detectron2 from "
+                "its repository (https://github.com/facebookresearch/detectron2; it is not on PyPI), e.g. "
+                "pip install 'git+https://github.com/facebookresearch/detectron2.git'")
+
+
+def detectron2_available() -> bool:
+    """True when ``import detectron2`` works here."""
+    try:
+        importlib.import_module("detectron2")
+    except ImportError:
+        return False
+    return True
+
+
+def _require_detectron2() -> None:
+    try:
+        importlib.import_module("detectron2")
+    except ImportError as exc:
+        raise TaskModelError(f"task model 'detectron2': {INSTALL_HINT} ({exc})") from exc
+
+
+def is_segmentation_config(config: str) -> bool:
+    """Guess from a model-zoo config name whether it predicts instance masks (confirmed by ``MODEL.MASK_ON``)."""
+    lowered = config.lower()
+    return "instancesegmentation" in lowered or "panopticsegmentation" in lowered or "mask_rcnn" in lowered
+
+
+def instances_to_detections(instances: Any, category_ids: Sequence[int] | np.ndarray, score_threshold: float = 0.0,
+                            with_masks: bool | None = None) -> Detections:
+    """Convert detectron2 ``Instances`` (one image, original size) to :class:`Detections`.
+
+    Reads ``pred_boxes.tensor`` (N, 4) xyxy pixels, ``scores`` (N,), ``pred_classes`` (N,)
+    contiguous indices and, if present, ``pred_masks`` (N, H, W) bool; anything with those
+    attributes works (tensors or arrays). ``category_ids[i]`` is the category id of
+    contiguous class ``i``. Boxes are clipped to ``instances.image_size`` (H, W) when it
+    exists. ``with_masks``: None keeps masks when present, True requires them, False drops them.
+    """
+    ids = np.asarray(category_ids, np.int64).reshape(-1)
+    boxes = to_numpy(instances.pred_boxes.tensor).astype(np.float32).reshape(-1, 4)
+    scores = to_numpy(instances.scores).astype(np.float32).reshape(-1)
+    classes = to_numpy(instances.pred_classes).astype(np.int64).reshape(-1)
+    if len(classes) and (classes.min() < 0 or classes.max() >= len(ids)):
+        raise TaskModelError(f"predicted class index {int(classes.max())} is outside the model's {len(ids)} classes: "
+                             "the config's NUM_CLASSES and its dataset's categories disagree")
+    keep = scores >= score_threshold
+    boxes = boxes[keep]
+    size = getattr(instances, "image_size", None)
+    if size is not None:
+        height, width = int(size[0]), int(size[1])
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    raw_masks = getattr(instances, "pred_masks", None)
+    if with_masks and raw_masks is None:
+        raise TaskModelError("the model returned no pred_masks, but masks were asked for")
+    masks = None
+    if raw_masks is not None and with_masks is not False:
+        masks = masks_to_rle(to_numpy(raw_masks).astype(bool)[keep])
+    return Detections(boxes, scores[keep], ids[classes[keep]], masks)
+
+
+@register_task_model
+@dataclass
+class Detectron2Model(TaskModel):
+    """A detectron2 model-zoo model: image -> boxes (and masks for Mask R-CNN configs).
+
+    ``config``: a model-zoo config name (``"COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"``)
+    or a path to a yacs ``.yaml`` config; ``weights_file``: a checkpoint (a name looked up
+    by ``find_weights``, or a path), else the model zoo's URL, which detectron2 downloads
+    and caches (needs internet); ``score_threshold`` drops lower scores after the
+    config's own ``SCORE_THRESH_TEST``; ``device`` a torch device; ``config_overrides``
+    ``KEY VALUE`` pairs for ``cfg.merge_from_list``. ``task`` is ``"segmentation"`` for
+    configs with ``MODEL.MASK_ON``, else ``"detection"``.
+    """
+
+    name: ClassVar[str] = "detectron2"
+    task: ClassVar[str] = "detection"
+
+    config: str = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
+    weights_file: str | None = None
+    score_threshold: float = 0.0
+    device: str = "cpu"
+    config_overrides: list[str] = field(default_factory=list)
+    _model: Any = field(default=None, init=False, repr=False, compare=False)
+    _cfg: Any = field(default=None, init=False, repr=False, compare=False)
+    _aug: Any = field(default=None, init=False, repr=False, compare=False)
+    _category_ids: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _require_detectron2()
+        if len(self.config_overrides) % 2:
+            raise ValueError(f"detectron2: config_overrides must be KEY VALUE pairs, got {self.config_overrides}")
+        self.task = "segmentation" if is_segmentation_config(self.config) else "detection"  # type: ignore[misc]
+
+    def identity(self) -> dict[str, Any]:
+        """Name, params, the detectron2 version and the weights (file SHA-256, or the model-zoo URL)."""
+        import detectron2
+
+        ident = super().identity()
+        ident["detectron2"] = detectron2.__version__
+        if self.weights_file is not None:
+            from vcm_plugin.tasks.weights import file_sha256, find_weights
+
+            ident["weights"] = {"sha256": file_sha256(find_weights(self.weights_file))}
+        else:
+            ident["weights"] = {"url": self._zoo_checkpoint_url()}
+        return ident
+
+    def _config_file(self) -> str:
+        from detectron2 import model_zoo
+
+        if self.config.endswith(".py"):
+            raise TaskModelError(f"detectron2 config {self.config!r}: LazyConfig (.py) configs are not supported; "
+                                 "use a yacs .yaml config")
+        if Path(self.config).expanduser().is_file():
+            return str(Path(self.config).expanduser())
+        try:
+            return model_zoo.get_config_file(self.config)
+        except RuntimeError as exc:
+            raise TaskModelError(f"detectron2 config {self.config!r} is neither a file nor in the model zoo: "
+                                 f"{exc}") from exc
+
+    def _zoo_checkpoint_url(self) -> str:
+        from detectron2 import model_zoo
+
+        try:
+            return model_zoo.get_checkpoint_url(self.config)
+        except RuntimeError as exc:
+            raise TaskModelError(f"detectron2 config {self.config!r} has no model-zoo checkpoint: pass "
+                                 f"weights_file ({exc})") from exc
+
+    def _build(self) -> None:
+        import detectron2.data.transforms as T
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_model
+
+        cfg = get_cfg()
+        cfg.merge_from_file(self._config_file())
+        cfg.merge_from_list(list(self.config_overrides))
+        cfg.MODEL.DEVICE = self.device
+        if self.weights_file is not None:
+            from vcm_plugin.tasks.weights import find_weights
+
+            cfg.MODEL.WEIGHTS = str(find_weights(self.weights_file))
+        else:
+            cfg.MODEL.WEIGHTS = self._zoo_checkpoint_url()
+        cfg.freeze()
+        self._category_ids = _dataset_category_ids(cfg)
+        model = build_model(cfg)
+        model.eval()
+        try:
+            DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            if self.weights_file is None:
+                raise WeightsNotFoundError(
+                    f"task model 'detectron2' ({self.config}): cannot load the model-zoo checkpoint "
+                    f"{cfg.MODEL.WEIGHTS} (detectron2 downloads and caches it; offline, download it elsewhere and "
+                    f"pass weights_file=<path>): {exc}") from exc
+            raise TaskModelError(f"task model 'detectron2' ({self.config}): cannot load weights "
+                                 f"{cfg.MODEL.WEIGHTS!r}: {exc}") from exc
+        self.task = "segmentation" if cfg.MODEL.MASK_ON else "detection"  # type: ignore[misc]
+        self._aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self._cfg = cfg
+        self._model = model
+
+    def run_from(self, point: str, value: Any) -> Detections:
+        """Run the model on an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
+        import torch
+
+        if point != INPUT:
+            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
+        _require_detectron2()
+        image = check_image(value, self.name)
+        if self._model is None:
+            self._build()
+        height, width = image.shape[:2]
+        pixels = image[:, :, ::-1] if self._cfg.INPUT.FORMAT == "BGR" else image
+        pixels = self._aug.get_transform(pixels).apply_image(np.ascontiguousarray(pixels))
+        tensor = torch.as_tensor(np.ascontiguousarray(pixels.astype(np.float32).transpose(2, 0, 1)))
+        with torch.inference_mode():
+            output = self._model([{"image": tensor.to(self.device), "height": height, "width": width}])[0]
+        instances = output["instances"].to("cpu")
+        return instances_to_detections(instances, self._category_ids, self.score_threshold,
+                                       with_masks=self.task == "segmentation")
+
+
+def _dataset_category_ids(cfg: Any) -> np.ndarray:
+    """Contiguous class index -> dataset category id for a detectron2 config.
+
+    Uses the metadata of the config's first test dataset (``thing_dataset_id_to_contiguous_id``,
+    registered by detectron2 for its builtin COCO datasets); an 80-class model without
+    such metadata is taken to be COCO (ids in ascending order, as detectron2 assigns them).
+    """
+    from detectron2.data import MetadataCatalog
+
+    from vcm_plugin.tasks.coco_names import COCO80_IDS
+
+    if cfg.DATASETS.TEST:
+        mapping = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_dataset_id_to_contiguous_id", None)
+        if mapping:
+            ids = np.zeros(len(mapping), np.int64)
+            for dataset_id, contiguous in mapping.items():
+                ids[contiguous] = dataset_id
+            return ids
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES if cfg.MODEL.META_ARCHITECTURE == "RetinaNet" \
+        else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if num_classes == len(COCO80_IDS):
+        return np.asarray(COCO80_IDS, np.int64)
+    raise TaskModelError(f"detectron2 config: {num_classes} classes and no dataset metadata mapping them to "
+                         f"category ids (DATASETS.TEST = {list(cfg.DATASETS.TEST)})")

@@ -1,0 +1,338 @@
+"""torchvision detection and instance-segmentation models as task models.
+
+Weights come from torchvision's weights enums (``"DEFAULT"``, ``"COCO_V1"``), found
+where torchvision's standard loader caches them: ``torch.hub.get_dir()/checkpoints``
+(``$TORCH_HOME/hub/checkpoints``), under the file name of the enum's URL; or from an
+explicit ``weights_file`` resolved through :func:`vcm_plugin.tasks.weights.find_weights`.
+Nothing is ever downloaded here: a missing file raises
+:class:`~vcm_plugin.tasks.base.WeightsNotFoundError` naming the file and the folder
+before any network access. The file is read with ``weights_only=True`` (torch.hub
+itself unpickles cached files freely), its SHA-256 prefix in the file name is checked,
+and the state dict is handed to torchvision's own builder, so the network is built
+exactly as ``get_model(name, weights=enum)`` builds it (frozen batch norm, eps fixes).
+
+Outputs are :class:`~vcm_plugin.tasks.base.Detections` in COCO category ids: the
+torchvision COCO models predict indices into ``weights.meta["categories"]`` (91
+entries with ``__background__`` and ``N/A`` holes), mapped to COCO ids by name.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+from unittest import mock
+from urllib.parse import urlparse
+
+import numpy as np
+
+from vcm_plugin.errors import InvalidImageError
+from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.registry import register_task_model
+
+#: torchvision detection builders this backend runs (keypoint R-CNN is not a COCO box/mask task here).
+SUPPORTED_MODELS: tuple[str, ...] = (
+    "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2",
+    "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "ssd300_vgg16",
+    "ssdlite320_mobilenet_v3_large",
+)
+MASK_MODELS: frozenset[str] = frozenset({"maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"})
+FIXED_SIZE_MODELS: frozenset[str] = frozenset({"ssd300_vgg16", "ssdlite320_mobilenet_v3_large"})
+_NOT_A_CLASS = frozenset({"__background__", "N/A"})
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
+_BUILD_LOCK = threading.Lock()
+
+
+def coco_category_ids(categories: Sequence[str]) -> np.ndarray:
+    """Map a model's class-index list to COCO category ids (1..90) by name.
+
+    Returns an int64 array ``ids`` with ``ids[index]`` the COCO id of ``categories[index]``,
+    or 0 for ``__background__`` / ``N/A`` entries (predictions to drop). A name that is
+    not a COCO category raises :class:`TaskModelError`.
+    """
+    from vcm_plugin.tasks.coco_names import COCO_CATEGORIES
+
+    name_to_id = {coco_name: cid for cid, coco_name in COCO_CATEGORIES.items()}
+    ids = np.zeros(len(categories), np.int64)
+    for index, name in enumerate(categories):
+        if name in _NOT_A_CLASS:
+            continue
+        if name not in name_to_id:
+            raise TaskModelError(f"class {index} {name!r} of the model is not a COCO category name")
+        ids[index] = name_to_id[name]
+    return ids
+
+
+def hub_checkpoint_path(url: str) -> Path:
+    """Where torch.hub caches ``url``: ``torch.hub.get_dir()/checkpoints/<file name of the URL>``."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def check_hash_in_name(path: Path, expected_name: str | None = None) -> None:
+    """Verify that the SHA-256 of ``path`` starts with the hex in its (or ``expected_name``'s) file name.
+
+    torch.hub names its files ``<name>-<sha256 prefix>.pth`` but never re-checks a cached
+    file; this does. Names without such a prefix are not checked.
+    """
+    from vcm_plugin.tasks.weights import file_sha256
+
+    match = _HASH_IN_NAME.search(expected_name or path.name)
+    if match is None:
+        return
+    actual = file_sha256(path)
+    if not actual.startswith(match.group(1)):
+        raise TaskModelError(f"weights file {str(path)!r} has SHA-256 {actual}, which does not start with "
+                             f"{match.group(1)} as its name {expected_name or path.name!r} says: the file is "
+                             "corrupt, truncated or a different checkpoint; download it again")
+
+
+def masks_to_rle(masks: np.ndarray) -> list[dict[str, Any]]:
+    """(N, H, W) boolean masks -> N COCO RLE dicts ``{"size": [H, W], "counts": str}``."""
+    from pycocotools import mask as mask_utils
+
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
+    if len(masks) == 0:
+        return []
+    encoded = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+
+
+def outputs_to_detections(output: dict[str, Any], category_ids: np.ndarray, image_hw: tuple[int, int],
+                          score_threshold: float = 0.0, mask_threshold: float | None = None) -> Detections:
+    """Convert one torchvision detection output dict to :class:`Detections`.
+
+    ``output``: ``boxes`` (N, 4) xyxy in input pixels, ``scores`` (N,), ``labels`` (N,)
+    class indices, optionally ``masks`` (N, 1, H, W) probabilities. ``category_ids`` maps
+    index -> COCO id (0: drop). Boxes are clipped to ``image_hw`` = (height, width);
+    masks are kept (thresholded at ``> mask_threshold``) only when ``mask_threshold`` is not None.
+    """
+    height, width = image_hw
+    boxes = to_numpy(output["boxes"]).astype(np.float32).reshape(-1, 4)
+    scores = to_numpy(output["scores"]).astype(np.float32).reshape(-1)
+    labels = to_numpy(output["labels"]).astype(np.int64).reshape(-1)
+    in_range = (labels >= 0) & (labels < len(category_ids))
+    coco = np.where(in_range, category_ids[np.clip(labels, 0, len(category_ids) - 1)], 0)
+    keep = (coco > 0) & (scores >= score_threshold)
+    boxes = boxes[keep]
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    masks = None
+    if mask_threshold is not None:
+        if "masks" not in output:
+            raise TaskModelError("the model returned no masks, but masks were asked for")
+        probs = to_numpy(output["masks"])
+        probs = probs.reshape(len(probs), *probs.shape[-2:])[keep]
+        if probs.shape[1:] != (height, width):
+            raise TaskModelError(f"masks are {probs.shape[1:]}, expected the image size {(height, width)}")
+        masks = masks_to_rle(probs > mask_threshold)
+    return Detections(boxes, scores[keep], coco[keep], masks)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def check_image(image: Any, model: str) -> np.ndarray:
+    """Return ``image`` if it is a non-empty (H, W, 3) uint8 RGB array, else raise InvalidImageError."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InvalidImageError(f"task model {model!r}: expected an (H, W, 3) uint8 RGB image, got {got}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"task model {model!r}: the image has zero size {image.shape}")
+    return image
+
+
+@register_task_model
+@dataclass
+class TorchvisionDetector(TaskModel):
+    """A torchvision COCO detector (Faster R-CNN, RetinaNet, FCOS, SSD, ...): image -> boxes.
+
+    Fields: ``model`` a torchvision builder name (:data:`SUPPORTED_MODELS`); ``weights`` a
+    member name of its weights enum (``"DEFAULT"``, ``"COCO_V1"``) or None (random
+    init, seeded: plumbing tests only); ``weights_file`` an explicit checkpoint (a name
+    looked up by ``find_weights``, or a path) holding the weights named by ``weights``;
+    ``score_threshold`` drops lower scores after the model's own thresholds (0: keep all,
+    as mAP wants); ``device`` a torch device; ``mask_threshold`` the mask probability
+    cut; ``min_size``/``max_size`` the model's resize (pixels of the short/long side;
+    None: the model's default, e.g. 800/1333); ``model_kwargs`` extra builder arguments
+    (e.g. ``box_score_thresh``, ``detections_per_img``).
+    """
+
+    name: ClassVar[str] = "torchvision-detection"
+    task: ClassVar[str] = "detection"
+    with_masks: ClassVar[bool] = False
+
+    model: str = "fasterrcnn_resnet50_fpn"
+    weights: str | None = "DEFAULT"
+    weights_file: str | None = None
+    score_threshold: float = 0.0
+    device: str = "cpu"
+    mask_threshold: float = 0.5
+    min_size: int | None = None
+    max_size: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    _net: Any = field(default=None, init=False, repr=False, compare=False)
+    _file_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.model not in SUPPORTED_MODELS:
+            raise ValueError(f"{self.name}: unknown torchvision model {self.model!r}; supported: "
+                             f"{', '.join(SUPPORTED_MODELS)}")
+        if self.with_masks and self.model not in MASK_MODELS:
+            raise ValueError(f"{self.name}: {self.model!r} predicts no masks; use one of {sorted(MASK_MODELS)}")
+        if self.model in FIXED_SIZE_MODELS and (self.min_size is not None or self.max_size is not None):
+            raise ValueError(f"{self.name}: {self.model!r} resizes to a fixed size; min_size/max_size do not apply")
+        if not 0.0 <= self.mask_threshold < 1.0:
+            raise ValueError(f"{self.name}: mask_threshold must be in [0, 1), got {self.mask_threshold}")
+        names = self._category_names()
+        self.categories = {int(cid): name for cid, name in zip(coco_category_ids(names), names) if cid > 0}
+
+    # -- weights -----------------------------------------------------------------------------
+    def weights_enum(self) -> Any:
+        """The torchvision weights enum member named by ``weights`` (None when ``weights`` is None)."""
+        from torchvision.models import get_model_weights
+
+        if self.weights is None:
+            return None
+        enum_cls = get_model_weights(self.model)
+        try:
+            return enum_cls[self.weights]
+        except KeyError:
+            raise ValueError(f"{self.name}: {self.model!r} has no weights {self.weights!r}; valid: "
+                             f"{', '.join(enum_cls.__members__)}") from None
+
+    def _category_names(self) -> list[str]:
+        from torchvision.models import get_model_weights
+
+        member = self.weights_enum()
+        if member is None:  # random init: same 91-way head and class order as the COCO weights
+            member = get_model_weights(self.model)["COCO_V1"]
+        return list(member.meta["categories"])
+
+    def weights_path(self) -> Path | None:
+        """The checkpoint file that will be loaded (None for random init); raises if it is missing."""
+        if self.weights_file is not None:
+            from vcm_plugin.tasks.weights import find_weights
+
+            return find_weights(self.weights_file)
+        member = self.weights_enum()
+        if member is None:
+            return None
+        path = hub_checkpoint_path(member.url)
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"task model {self.name!r} ({self.model}, weights {member}): weights file {path.name!r} is not in "
+                f"torch.hub's cache folder {str(path.parent)!r} and cannot be downloaded offline. With internet, "
+                f"torchvision fetches it from {member.url}; otherwise copy {path.name} into that folder "
+                f"($TORCH_HOME/hub/checkpoints), or pass weights_file=<path>.")
+        return path
+
+    def identity(self) -> dict[str, Any]:
+        """Name, params, the torchvision version and the weights (enum and URL, or the file's SHA-256)."""
+        import torchvision
+
+        ident = super().identity()
+        ident["torchvision"] = torchvision.__version__
+        member = self.weights_enum()
+        if self.weights_file is not None:
+            if self._file_sha256 is None:
+                from vcm_plugin.tasks.weights import file_sha256
+
+                self._file_sha256 = file_sha256(self.weights_path())
+            ident["weights"] = {"enum": None if member is None else str(member), "sha256": self._file_sha256}
+        elif member is not None:
+            ident["weights"] = {"enum": str(member), "url": member.url}
+        else:
+            ident["weights"] = {"random_init_seed": 0}
+        return ident
+
+    # -- model -------------------------------------------------------------------------------
+    def _build(self) -> Any:
+        import torch
+        from torchvision.models import get_model
+
+        from vcm_plugin.tasks.weights import load_state_dict_safely
+
+        kwargs = dict(self.model_kwargs)
+        if self.min_size is not None:
+            kwargs["min_size"] = self.min_size
+        if self.max_size is not None:
+            kwargs["max_size"] = self.max_size
+        member = self.weights_enum()
+        path = self.weights_path()
+        try:
+            if path is None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    net = get_model(self.model, weights=None, weights_backbone=None, **kwargs)
+            else:
+                if member is not None and path.name == Path(urlparse(member.url).path).name:
+                    check_hash_in_name(path)  # torchvision's own file (hub cache or copied): name carries its hash
+                state = load_state_dict_safely(path)
+                if member is None:
+                    net = get_model(self.model, weights=None, weights_backbone=None, **kwargs)
+                    net.load_state_dict(state)
+                else:
+                    net = _build_with_state_dict(self.model, member, state, **kwargs)
+        except TaskModelError:
+            raise
+        except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+            where = f" from {str(path)!r}" if path is not None else ""
+            raise TaskModelError(f"task model {self.name!r}: cannot build {self.model!r}{where}: {exc}") from exc
+        return net.eval().to(self.device)
+
+    def run_from(self, point: str, value: Any) -> Detections:
+        """Run the detector on an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
+        import torch
+
+        if point != INPUT:
+            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
+        image = check_image(value, self.name)
+        if self._net is None:
+            self._net = self._build()
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(self.device, torch.float32) / 255
+        with torch.inference_mode():
+            output = self._net([tensor])[0]
+        ids = coco_category_ids(self._category_names())
+        return outputs_to_detections(output, ids, image.shape[:2], self.score_threshold,
+                                     self.mask_threshold if self.with_masks else None)
+
+
+@register_task_model
+@dataclass
+class TorchvisionSegmenter(TorchvisionDetector):
+    """A torchvision Mask R-CNN: image -> boxes and instance masks (COCO RLE at the image size)."""
+
+    name: ClassVar[str] = "torchvision-segmentation"
+    task: ClassVar[str] = "segmentation"
+    with_masks: ClassVar[bool] = True
+
+    model: str = "maskrcnn_resnet50_fpn"
+
+
+def _build_with_state_dict(model: str, member: Any, state: dict[str, Any], **kwargs: Any) -> Any:
+    """``get_model(model, weights=member)`` with ``member``'s state dict taken from ``state``.
+
+    torchvision's builders fetch weights through ``member.get_state_dict()`` (a download
+    or an unpickling of the hub cache); here that one call returns the already safely
+    loaded ``state``, so the network is built exactly as torchvision builds it.
+    """
+    from torchvision.models import get_model
+
+    def get_state_dict(self: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+        if self is not member:
+            raise TaskModelError(f"unexpected weights request {self} while building {model} with {member}")
+        return state
+
+    with _BUILD_LOCK, mock.patch.object(type(member), "get_state_dict", get_state_dict):
+        return get_model(model, weights=member, **kwargs)
