@@ -12,6 +12,9 @@ padded by edge replication to what the encoder accepts and cropped after decodin
 The header is part of ``Bitstream.data`` and therefore of the rate. Codecs whose
 format codes any size exactly and carries it (JPEG XL, WebP) set
 ``size_header = False`` and no padding: their ``Bitstream.data`` is the plain file.
+A codec whose decoder conceals truncation or hangs on trailing bytes sets
+``payload_length = True``: the coded stream's length follows (one more varint), and
+the adapter rejects a stream of another length before the decoder sees it.
 """
 
 from __future__ import annotations
@@ -128,11 +131,17 @@ def run_ffmpeg(command: list[str], stdin: bytes, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
+# banners and notices that encoder libraries print on stderr whatever ffmpeg's -v says
+_LIBRARY_CHATTER = re.compile(r"^Svt\[(info|warn)\]")
+
+
 def summarise_log(log: bytes, keep: int = 3) -> str:
     """The first distinct lines of an ffmpeg log (the cause comes first), without addresses."""
     lines: list[str] = []
     for line in log.decode("utf-8", errors="replace").splitlines():
         line = re.sub(r"\[([^\]@]+?) @ 0x[0-9a-f]+\]", r"[\1]", line).strip()
+        if _LIBRARY_CHATTER.match(line):
+            continue
         if line and line not in lines:
             lines.append(line)
     return " | ".join(lines[:keep])
@@ -237,6 +246,9 @@ class FFmpegCodec(Codec):
     # False: no padding (pad_multiple = pad_minimum = 1) and no size header; the coded
     # stream itself carries the exact size (checked against the decoded picture)
     size_header: ClassVar[bool] = True
+    # True: the header also holds the coded stream's length (one more varint, 1-3 bytes),
+    # for decoders that conceal truncation or hang on trailing bytes: the adapter rejects them
+    payload_length: ClassVar[bool] = False
 
     # -- subclass hooks ---------------------------------------------------------------
     @abstractmethod
@@ -260,7 +272,8 @@ class FFmpegCodec(Codec):
         """The ffmpeg path; raises when none is found."""
         exe = find_ffmpeg(self.ffmpeg)
         if exe is None:
-            raise FileNotFoundError(f"ffmpeg not found (parameter ffmpeg={self.ffmpeg!r}, ${FFMPEG_ENV}, imageio-ffmpeg)")
+            raise FileNotFoundError(
+                f"ffmpeg not found (parameter ffmpeg={self.ffmpeg!r}, ${FFMPEG_ENV}, imageio-ffmpeg)")
         return exe
 
     def encode_command(self, height: int, width: int, quality: Quality, executable: str = "ffmpeg") -> list[str]:
@@ -305,19 +318,29 @@ class FFmpegCodec(Codec):
             raise EncodeError(f"codec {self.name!r}: {self.encoder} produced an empty stream for a "
                               f"{width}x{height} image at {self.quality_range.name} {quality}")
         header = pack_size(height, width) if self.size_header else b""
+        if self.payload_length:
+            header += _varint(len(coded))
         return self.make_bitstream(header + coded, quality, image)
 
     def _decode(self, bitstream: Bitstream) -> np.ndarray:
-        if self.size_header:
-            height, width, offset = unpack_size(bitstream.data)
-        else:
-            height, width, offset = bitstream.height, bitstream.width, 0
+        height, width, offset = bitstream.height, bitstream.width, 0
+        try:
+            if self.size_header:
+                height, width, offset = unpack_size(bitstream.data)
+            if self.payload_length:
+                length, offset = _read_varint(bitstream.data, offset)
+        except DecodeError as exc:
+            raise DecodeError(f"codec {self.name!r}: {exc}") from exc
         if (height, width) != (bitstream.height, bitstream.width):
             raise DecodeError(f"codec {self.name!r}: size header says {width}x{height}, "
                               f"bitstream says {bitstream.width}x{bitstream.height}")
+        if self.payload_length:
+            if len(bitstream.data) - offset != length:
+                raise DecodeError(f"codec {self.name!r}: coded picture is {len(bitstream.data) - offset} bytes, "
+                                  f"the header says {length}: truncated or padded bitstream")
         payload = bitstream.data[offset:]
         if not payload:
-            raise DecodeError(f"codec {self.name!r}: bitstream has a size header but no coded picture")
+            raise DecodeError(f"codec {self.name!r}: bitstream has a header but no coded picture")
         ph, pw = padded_size(height, width, self.pad_multiple, self.pad_minimum)
         try:
             raw = run_ffmpeg(self.decode_command(self.executable()), payload, self.timeout)
