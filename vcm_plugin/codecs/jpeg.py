@@ -12,8 +12,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from vcm_plugin.codecs.base import Bitstream, Quality, QualityRange
-from vcm_plugin.codecs.base import Codec
+from vcm_plugin.codecs.base import Bitstream, Codec, Quality, QualityRange
 from vcm_plugin.codecs.registry import register_codec
 from vcm_plugin.errors import DecodeError
 
