@@ -249,6 +249,13 @@ class FFmpegCodec(Codec):
     # True: the header also holds the coded stream's length (one more varint, 1-3 bytes),
     # for decoders that conceal truncation or hang on trailing bytes: the adapter rejects them
     payload_length: ClassVar[bool] = False
+    # >0: when the encoder fails with ``canvas_retry_error`` (libvvenc through ffmpeg has an
+    # output buffer of only W*H bytes, so a small picture needing > 8 bpp fails), retry on
+    # a canvas twice as large each way, up to this many times. The extra area is edge
+    # replication (cheap to code, counted in the rate); the decoder finds the canvas from
+    # the decoded picture's size.
+    canvas_retries: ClassVar[int] = 0
+    canvas_retry_error: ClassVar[str] = "Generic error in an external library"
 
     # -- subclass hooks ---------------------------------------------------------------
     @abstractmethod
@@ -303,17 +310,32 @@ class FFmpegCodec(Codec):
             return Availability(False, f"{exe} has no '{self.decoder}' decoder")
         return Availability(True)
 
+    def canvases(self, height: int, width: int) -> list[tuple[int, int]]:
+        """The coded picture sizes tried, in order: the padded size, then doublings."""
+        ph, pw = padded_size(height, width, self.pad_multiple, self.pad_minimum)
+        return [(ph << i, pw << i) for i in range(self.canvas_retries + 1)]
+
     def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
         height, width = image.shape[:2]
-        ph, pw = padded_size(height, width, self.pad_multiple, self.pad_minimum)
-        if not self.size_header and (ph, pw) != (height, width):
+        canvases = self.canvases(height, width)
+        if not self.size_header and canvases[0] != (height, width):
             raise TypeError(f"codec {self.name!r} pads pictures but has size_header=False")
-        padded = np.ascontiguousarray(pad_edge(image, ph, pw))
-        try:
-            coded = run_ffmpeg(self.encode_command(ph, pw, quality, self.executable()), padded.tobytes(), self.timeout)
-        except FFmpegError as exc:
+        first_error: FFmpegError | None = None
+        for ph, pw in canvases:
+            padded = np.ascontiguousarray(pad_edge(image, ph, pw))
+            try:
+                coded = run_ffmpeg(self.encode_command(ph, pw, quality, self.executable()), padded.tobytes(),
+                                   self.timeout)
+                break
+            except FFmpegError as exc:
+                first_error = first_error or exc
+                if self.canvas_retry_error not in str(exc):
+                    break
+        else:
+            coded = b""
+        if first_error is not None and not coded:
             raise EncodeError(f"codec {self.name!r}: {self.encoder} failed on a {width}x{height} image "
-                              f"at {self.quality_range.name} {quality}: {exc}") from exc
+                              f"at {self.quality_range.name} {quality}: {first_error}") from first_error
         if not coded:
             raise EncodeError(f"codec {self.name!r}: {self.encoder} produced an empty stream for a "
                               f"{width}x{height} image at {self.quality_range.name} {quality}")
@@ -341,12 +363,14 @@ class FFmpegCodec(Codec):
         payload = bitstream.data[offset:]
         if not payload:
             raise DecodeError(f"codec {self.name!r}: bitstream has a header but no coded picture")
-        ph, pw = padded_size(height, width, self.pad_multiple, self.pad_minimum)
         try:
             raw = run_ffmpeg(self.decode_command(self.executable()), payload, self.timeout)
         except FFmpegError as exc:
             raise DecodeError(f"codec {self.name!r}: corrupt or truncated bitstream ({exc})") from exc
-        if len(raw) != ph * pw * 3:
-            raise DecodeError(f"codec {self.name!r}: decoder returned {len(raw)} bytes, expected one "
-                              f"{pw}x{ph} picture ({ph * pw * 3} bytes): corrupt or truncated bitstream")
-        return np.frombuffer(raw, np.uint8).reshape(ph, pw, 3)[:height, :width].copy()
+        canvases = self.canvases(height, width)
+        for ph, pw in canvases:
+            if len(raw) == ph * pw * 3:
+                return np.frombuffer(raw, np.uint8).reshape(ph, pw, 3)[:height, :width].copy()
+        ph, pw = canvases[0]
+        raise DecodeError(f"codec {self.name!r}: decoder returned {len(raw)} bytes, expected one "
+                          f"{pw}x{ph} picture ({ph * pw * 3} bytes): corrupt or truncated bitstream")

@@ -5,7 +5,10 @@ default), padded by edge replication to even size and at least 64x64 (libvvenc
 rejects odd sizes, and ffmpeg's wrapper fails on pictures needing more than 8 bpp,
 which tiny pictures do), coded as one intra picture at a fixed QP with perceptual
 QP adaptation off (``-qpa 0``), and cropped after decoding. The rate is the raw VVC
-stream plus the 2-4 byte original-size header.
+stream plus the 2-4 byte original-size header. A small picture that needs more than
+8 bpp (noise at a low QP) overflows the W*H-byte output buffer of ffmpeg's libvvenc
+wrapper; it is then coded on a canvas twice as large each way (edge replication, up
+to 3 times), and the extra bits are counted.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class VVCCodec(YuvFFmpegCodec):
     encoder: ClassVar[str] = "libvvenc"
     decoder: ClassVar[str] = "vvc"
     container: ClassVar[str] = "vvc"
+    canvas_retries: ClassVar[int] = 3
 
     preset: str = "medium"
     threads: int = 0  # 0 = the encoder's default; the harness sets 1 per worker process
