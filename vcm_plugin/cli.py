@@ -197,6 +197,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from vcm_plugin.config import load_config
+    from vcm_plugin.pipeline.run import run
+
+    config = load_config(args.config, args.overrides)
+    summary = run(config, output=args.output, jobs=args.jobs, quiet=args.quiet)
+    return 0 if summary.units_failed == 0 or args.allow_failures else 3
+
+
 # -- entry point ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vcm", description="vcm-plugin: image coding for machines")
@@ -239,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="also write the points to this CSV file")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("run", help="run an evaluation config: code, decode, score, report (resumable)")
+    p.add_argument("config", help="YAML config (see eval_configs/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. dataset.max_images=8")
+    p.add_argument("--output", "-o", help="output folder (default: the config's `output`)")
+    p.add_argument("--jobs", "-j", type=int, help="worker processes (default: the config's, else all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when some units failed (they are listed in failures.csv)")
+    p.set_defaults(func=cmd_run)
     return parser
 
 
