@@ -1,0 +1,305 @@
+"""YOLOv5 as a :class:`TaskModel`: the offline default COCO box detector.
+
+Inference follows the published COCO mAP protocol of YOLOv5 (``val.py --img 640
+--conf 0.001 --iou 0.65``):
+
+* resize so the long side is ``img_size`` (cv2 INTER_AREA when shrinking, INTER_LINEAR
+  when enlarging), then pad with grey 114, centred. ``letterbox="val"`` (default) pads
+  to the per-image "rect" shape of val.py, ``ceil(side / 32 + 0.5) * 32`` (so a 640
+  side becomes 672); ``"auto"`` pads to the next multiple of 32 (detect.py);
+  ``"square"`` pads to ``img_size`` x ``img_size``;
+* RGB / 255; confidence = objectness x class probability; with ``multi_label`` (val.py)
+  every class scoring above ``conf_threshold`` gives a candidate; class-aware NMS
+  (``torchvision.ops.batched_nms``) at ``iou_threshold``; at most ``max_det`` boxes;
+* boxes mapped back to ORIGINAL image pixels and clipped; labels are COCO category ids.
+
+The defaults (conf 0.001, IoU 0.65) are the mAP protocol. Deployment-style inference
+(detect.py, as in ENVIRONMENT.md) uses conf 0.25 and IoU 0.45: set those fields for it.
+The weights (``yolov5n.pt``, AGPL-3.0, see shared/weights/WEIGHTS.md) are found through
+:func:`vcm_plugin.tasks.weights.find_weights` and checked against their known SHA-256.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vcm_plugin.errors import InvalidImageError
+from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError
+from vcm_plugin.tasks.coco_names import COCO_CATEGORIES, coco_ids_for_names
+from vcm_plugin.tasks.registry import register_task_model
+from vcm_plugin.tasks.weights import KNOWN_SHA256, file_sha256, find_weights
+
+LETTERBOX_MODES = ("val", "auto", "square")
+PAD_VALUE = 114
+BACKBONE = "backbone"
+_LAYER_POINT = re.compile(r"^layer\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where an (orig_h, orig_w) image lies in the (in_h, in_w) network input: resized to
+    (new_h, new_w) pixels and placed at (top, left)."""
+
+    orig_h: int
+    orig_w: int
+    new_h: int
+    new_w: int
+    in_h: int
+    in_w: int
+    top: int
+    left: int
+
+    @classmethod
+    def fit(cls, height: int, width: int, img_size: int, mode: str = "val", stride: int = 32) -> Letterbox:
+        """The geometry for an image of ``height`` x ``width`` pixels (see the module docstring)."""
+        if mode not in LETTERBOX_MODES:
+            raise TaskModelError(f"letterbox mode {mode!r} unknown; valid: {LETTERBOX_MODES}")
+        r = img_size / max(height, width)
+        new_h, new_w = max(1, round(height * r)), max(1, round(width * r))
+        if mode == "square":
+            in_h = in_w = int(math.ceil(img_size / stride) * stride)
+        elif mode == "auto":
+            in_h, in_w = (int(math.ceil(s / stride) * stride) for s in (new_h, new_w))
+        else:
+            in_h, in_w = (int(math.ceil(s / stride + 0.5) * stride) for s in (new_h, new_w))
+        top, left = round((in_h - new_h) / 2 - 0.1), round((in_w - new_w) / 2 - 0.1)
+        return cls(height, width, new_h, new_w, in_h, in_w, top, left)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Resize and pad an (orig_h, orig_w, 3) uint8 image to (in_h, in_w, 3)."""
+        import cv2
+
+        if (self.new_h, self.new_w) != (self.orig_h, self.orig_w):
+            shrink = self.new_h * self.new_w < self.orig_h * self.orig_w
+            image = cv2.resize(image, (self.new_w, self.new_h), interpolation=cv2.INTER_AREA if shrink
+                               else cv2.INTER_LINEAR)
+        out = np.full((self.in_h, self.in_w, 3), PAD_VALUE, dtype=np.uint8)
+        out[self.top:self.top + self.new_h, self.left:self.left + self.new_w] = image
+        return out
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Map (N, 4) xyxy boxes from network-input pixels to original pixels, clipped to the image."""
+        gx, gy = self.new_w / self.orig_w, self.new_h / self.orig_h
+        out = (np.asarray(boxes, np.float64) - [self.left, self.top, self.left, self.top]) / [gx, gy, gx, gy]
+        out[:, 0::2] = out[:, 0::2].clip(0, self.orig_w)
+        out[:, 1::2] = out[:, 1::2].clip(0, self.orig_h)
+        return out.astype(np.float32)
+
+
+@dataclass
+class YoloFeatures:
+    """The value at a YOLOv5 cut point: the layer outputs the rest of the network reads.
+
+    ``tensors`` maps layer index -> (1, C, H, W) float32 tensor; ``layer`` is the last
+    layer run; ``image_size`` the ORIGINAL (height, width) in pixels, from which the
+    letterbox geometry (and so the box mapping) is recomputed.
+    """
+
+    tensors: dict[int, Any]
+    layer: int
+    image_size: tuple[int, int]
+
+
+def check_image(image: Any, model: str) -> np.ndarray:
+    """Check that ``image`` is an (H, W, 3) uint8 RGB array; return it C-contiguous."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
+            or image.shape[0] == 0 or image.shape[1] == 0:
+        desc = f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InvalidImageError(f"task model {model!r}: image must be non-empty (H, W, 3) uint8 RGB, got {desc}")
+    return np.ascontiguousarray(image)
+
+
+@register_task_model
+@dataclass
+class YOLOv5Detector(TaskModel):
+    """YOLOv5 (v6.x, any size) COCO box detector; the offline default.
+
+    Fields: ``weights`` a checkpoint name found through the weights search path (or an
+    absolute path): a release ``.pt`` (read by the restricted unpickler) or a plain
+    state dict; ``search_path`` extra folders searched first; ``img_size`` the long side
+    in pixels the image is resized to; ``letterbox`` the padding mode ("val", "auto",
+    "square"); ``conf_threshold`` / ``iou_threshold`` in [0, 1]; ``max_det`` boxes per
+    image; ``multi_label`` several classes per box (val.py); ``device`` a torch device;
+    ``threads`` torch CPU threads (process-wide; None leaves torch's setting).
+    """
+
+    name: ClassVar[str] = "yolov5"
+    task: ClassVar[str] = "detection"
+
+    weights: str = "yolov5n.pt"
+    search_path: list[str] | None = None
+    img_size: int = 640
+    letterbox: str = "val"
+    conf_threshold: float = 0.001
+    iou_threshold: float = 0.65
+    max_det: int = 300
+    multi_label: bool = True
+    device: str = "cpu"
+    threads: int | None = None
+
+    _net: Any = field(default=None, init=False, repr=False, compare=False)
+    _label_ids: Any = field(default=None, init=False, repr=False, compare=False)
+    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
+    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.img_size < 32 or self.img_size % 32:
+            raise ValueError(f"yolov5: img_size {self.img_size} must be a positive multiple of 32")
+        if self.letterbox not in LETTERBOX_MODES:
+            raise ValueError(f"yolov5: letterbox {self.letterbox!r} unknown; valid: {LETTERBOX_MODES}")
+        if not (0 <= self.conf_threshold <= 1 and 0 <= self.iou_threshold <= 1):
+            raise ValueError(f"yolov5: conf_threshold {self.conf_threshold} and iou_threshold "
+                             f"{self.iou_threshold} must lie in [0, 1]")
+        if self.max_det < 1:
+            raise ValueError(f"yolov5: max_det {self.max_det} must be >= 1")
+        self.categories = dict(COCO_CATEGORIES)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters (for process pools); the network reloads lazily."""
+        state = dict(self.__dict__)
+        state.update(_net=None, _label_ids=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- weights -----------------------------------------------------------------------------
+    def weights_path(self) -> Path:
+        """The checkpoint file, found through the search path (verified when its hash is known)."""
+        return find_weights(self.weights, self.search_path)
+
+    def weights_sha256(self) -> str:
+        """SHA-256 of the checkpoint file (hashed once)."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.weights_path())
+        return self._sha256
+
+    def identity(self) -> dict[str, Any]:
+        """Name, output-determining parameters and the weights file's SHA-256."""
+        params = {k: v for k, v in self.params().items() if k not in ("search_path", "threads")}
+        return {"name": self.name, "params": params, "weights_sha256": self.weights_sha256()}
+
+    def network(self) -> Any:
+        """The loaded :class:`~vcm_plugin.tasks.yolov5.network.YOLOv5` (loads it on first use)."""
+        if self._net is None:
+            with self._lock:
+                if self._net is None:
+                    self._load()
+        return self._net
+
+    def _load(self) -> None:
+        import torch
+
+        from vcm_plugin.tasks.yolov5.checkpoint import load_yolov5_checkpoint
+        from vcm_plugin.tasks.yolov5.network import build_network
+
+        if self.threads is not None:
+            torch.set_num_threads(int(self.threads))
+        path = self.weights_path()
+        sha = file_sha256(path)
+        expected = KNOWN_SHA256.get(path.name)
+        if expected is not None and sha != expected:
+            raise TaskModelError(f"weights file {str(path)!r} has SHA-256 {sha}, expected {expected}: the file is "
+                                 "corrupt, truncated or a different checkpoint")
+        ckpt = load_yolov5_checkpoint(path)
+        net = build_network(ckpt.yaml, ckpt.state_dict, str(path)).fuse()  # BN folded, as val.py does
+        try:
+            label_ids = coco_ids_for_names(ckpt.names)
+            categories = dict(COCO_CATEGORIES)
+        except KeyError:  # not a COCO model: labels are its contiguous class indices
+            label_ids = np.arange(len(ckpt.names), dtype=np.int64)
+            categories = dict(enumerate(ckpt.names))
+        if len(label_ids) != net.detect.nc:
+            raise TaskModelError(f"weights file {str(path)!r}: {len(label_ids)} class names for "
+                                 f"{net.detect.nc} classes")
+        self._label_ids, self.categories, self._sha256 = label_ids, categories, sha
+        self._net = net.to(torch.device(self.device))
+
+    # -- inference ---------------------------------------------------------------------------
+    def cut_points(self) -> list[str]:
+        """``"input"``, ``"backbone"`` (after layer 9: P3/P4/P5 of layers 4, 6, 9); ``"layer.<k>"`` also works."""
+        return [INPUT, BACKBONE]
+
+    def _cut_layer(self, point: str) -> int:
+        net = self.network()
+        if point == BACKBONE:
+            return int(net.backbone_end)
+        match = _LAYER_POINT.match(point)
+        if match and int(match.group(1)) < net.num_layers - 1:
+            return int(match.group(1))
+        raise TaskModelError(f"task model 'yolov5' has no cut point {point!r}; valid: {self.cut_points()} "
+                             f"or 'layer.<k>' with k < {net.num_layers - 1}")
+
+    def _input_tensor(self, image: np.ndarray) -> tuple[Any, Letterbox]:
+        import torch
+
+        image = check_image(image, self.name)
+        box = Letterbox.fit(image.shape[0], image.shape[1], self.img_size, self.letterbox)
+        padded = box.apply(image)
+        x = torch.from_numpy(padded).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        return x.to(torch.device(self.device)), box
+
+    def front(self, point: str, image: np.ndarray) -> Any:
+        """Run from the image up to cut point ``point``; returns :class:`YoloFeatures` (or the image)."""
+        import torch
+
+        if point == INPUT:
+            return check_image(image, self.name)
+        layer = self._cut_layer(point)
+        x, _ = self._input_tensor(image)
+        with torch.inference_mode():
+            tensors = self.network().front(x, layer)
+        return YoloFeatures(tensors, layer, (int(image.shape[0]), int(image.shape[1])))
+
+    def run_from(self, point: str, value: Any) -> Detections:
+        """Detections from an image (``"input"``) or from :class:`YoloFeatures` at a cut point."""
+        import torch
+
+        net = self.network()
+        with torch.inference_mode():
+            if point == INPUT:
+                x, box = self._input_tensor(value)
+                pred = net(x)
+            else:
+                layer = self._cut_layer(point)
+                if not isinstance(value, YoloFeatures) or value.layer != layer:
+                    raise TaskModelError(f"task model 'yolov5': cut point {point!r} needs YoloFeatures of layer "
+                                         f"{layer}, got {type(value).__name__}")
+                h, w = value.image_size
+                box = Letterbox.fit(h, w, self.img_size, self.letterbox)
+                feats = {k: t.to(torch.device(self.device), torch.float32) for k, t in value.tensors.items()}
+                pred = net.rest(feats, layer)
+        return self._postprocess(pred[0], box)
+
+    def _postprocess(self, pred: Any, box: Letterbox) -> Detections:
+        """(N, 5 + nc) decoded predictions of one image -> NMS'd Detections in original pixels."""
+        import torch
+        from torchvision.ops import batched_nms, box_convert
+
+        pred = pred[pred[:, 4] > self.conf_threshold]
+        scores = pred[:, 5:] * pred[:, 4:5]
+        boxes = box_convert(pred[:, :4], "cxcywh", "xyxy")
+        if self.multi_label:
+            rows, cls = (scores > self.conf_threshold).nonzero(as_tuple=True)
+            boxes, conf = boxes[rows], scores[rows, cls]
+        else:
+            conf, cls = scores.max(1)
+            keep = conf > self.conf_threshold
+            boxes, conf, cls = boxes[keep], conf[keep], cls[keep]
+        if len(conf) > 30000:  # as published: only the 30k most confident candidates enter NMS
+            top = conf.topk(30000).indices
+            boxes, conf, cls = boxes[top], conf[top], cls[top]
+        keep = batched_nms(boxes.float(), conf.float(), cls, self.iou_threshold)[: self.max_det]
+        if len(keep) == 0:
+            return Detections.empty()
+        out_boxes = box.to_original(boxes[keep].cpu().numpy())
+        labels = self._label_ids[cls[keep].cpu().numpy()]
+        return Detections(out_boxes, conf[keep].cpu().to(torch.float32).numpy(), labels)
