@@ -19,6 +19,7 @@ import yaml
 
 from vcm_plugin.codecs.base import Bitstream
 from vcm_plugin.errors import VcmError
+from vcm_plugin.safe_yaml import safe_load
 
 EXIT_INPUT_ERROR = 2
 
@@ -36,7 +37,7 @@ def parse_params(items: Sequence[str] | None, where: str = "--param") -> dict[st
         if not sep or not key:
             raise CLIError(f"{where} {item!r}: expected key=value")
         try:
-            params[key] = yaml.safe_load(value) if value else ""
+            params[key] = safe_load(value) if value else ""
         except yaml.YAMLError as exc:
             raise CLIError(f"{where} {item!r}: cannot parse the value ({exc})") from exc
     return params
@@ -263,7 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `vcm run CONFIG --output D key=value`: overrides may follow options
+        if getattr(args, "command", None) != "run" or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except VcmError as exc:

@@ -12,7 +12,8 @@ Every codec/task entry is keyed by a label; ``codec:`` / ``model:`` default to t
 label, other keys are the codec's or model's parameters and are checked against its
 dataclass fields. Unknown or misspelled keys fail before any work, naming the key and
 the nearest valid one. ``${oc.env:VAR,default}`` interpolation comes from OmegaConf;
-YAML tags such as ``!!python/object`` are refused (``yaml.safe_load``). Relative paths
+YAML tags such as ``!!python/object`` are refused (a ``yaml.SafeLoader`` with YAML 1.2
+numbers, so ``4:2:0`` stays a string). Relative paths
 are relative to the working directory.
 """
 
@@ -29,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vcm_plugin.errors import VcmError
+from vcm_plugin.safe_yaml import safe_load
 
 
 class ConfigError(VcmError, ValueError):
@@ -176,7 +178,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected key=value")
     try:
-        return key.strip(), yaml.safe_load(value) if value.strip() else None
+        return key.strip(), safe_load(value) if value.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: cannot parse the value ({exc})") from exc
 
@@ -189,7 +191,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, check_plug
     except OSError as exc:
         raise ConfigError(f"cannot read config {source}: {exc.strerror or exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid safe YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,7 @@ def build_jobs(config: RunConfig, dataset: Dataset, tasks: list[TaskSpec],
     """All jobs of the grid, and the key of every (point, task, image)."""
     dataset_id = dataset.identity()
     samples = list(dataset)
+    light = {str(s.image_id): replace(s, annotations=[]) for s in samples}  # workers need no annotations
     jobs: list[Job] = []
     keys: dict[tuple, dict[str, str]] = defaultdict(dict)  # (point, task) -> image_id -> key
     for point in codec_points(config):
@@ -158,7 +159,7 @@ def build_jobs(config: RunConfig, dataset: Dataset, tasks: list[TaskSpec],
                 key = unit_key(unit_identity(point, codec_id, task_ids[spec.label], dataset_id, sample))
                 keys[(point, spec.label)][str(sample.image_id)] = key
                 task_keys.append((spec.label, key))
-            jobs.append(Job(point, sample, tuple(task_keys)))
+            jobs.append(Job(point, light[str(sample.image_id)], tuple(task_keys)))
     return jobs, keys
 
 

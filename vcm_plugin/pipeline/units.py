@@ -163,6 +163,7 @@ def run_job(job: Job) -> list[UnitRow]:
     for task, key in job.task_keys:
         try:
             model = task_model(task)
+            model.load()  # not timed
             start = time.perf_counter()
             predictions = model.run_from(output_point, value)
             inference_s = time.perf_counter() - start

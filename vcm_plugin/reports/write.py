@@ -141,6 +141,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _quality(value: float | int | None) -> str:
+    """Qualities as given: 32 stays 32 (SQLite returns REAL), 0.75 stays 0.75."""
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def write_results_csv(points: list[PointMetrics], path: Path) -> None:
     metric_names = sorted({k for p in points for k in p.metrics})
     header = ["task", "codec", "quality", "scale", "images", "failed", "bits", "pixels", "bpp", "mean_bpp",
@@ -150,7 +157,7 @@ def write_results_csv(points: list[PointMetrics], path: Path) -> None:
         writer = csv.writer(fh)
         writer.writerow(header)
         for p in points:
-            writer.writerow([p.task, p.codec, _fmt(p.quality), _fmt(p.scale, 2), p.images, p.failed,
+            writer.writerow([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), p.images, p.failed,
                              _fmt(p.bits), p.pixels, _fmt(p.bpp, 6), _fmt(p.mean_bpp, 6),
                              *[_fmt(p.metrics.get(m)) for m in metric_names], _fmt(p.psnr_y, 3),
                              _fmt(p.psnr_rgb, 3), _fmt(p.encode_s), _fmt(p.decode_s), _fmt(p.inference_s)])
@@ -239,7 +246,7 @@ def write_failures(points: list[PointMetrics], path: Path) -> None:
         writer.writerow(["task", "codec", "quality", "scale", "error"])
         for p in points:
             for e in p.errors:
-                writer.writerow([p.task, p.codec, _fmt(p.quality), _fmt(p.scale, 2), e])
+                writer.writerow([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), e])
 
 
 def format_bd_table(rows: list[BDRow]) -> str:

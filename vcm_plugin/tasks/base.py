@@ -118,6 +118,10 @@ class TaskModel(ABC):
         """Run the whole model on an (H, W, 3) uint8 RGB image."""
         return self.run_from(INPUT, image)
 
+    def load(self) -> None:
+        """Load the weights now (idempotent); the harness calls it so timings exclude loading."""
+        return None  # models without lazy loading have nothing to do
+
     def cut_points(self) -> list[str]:
         """Names of the points where a codec's output may enter the model."""
         return [INPUT]

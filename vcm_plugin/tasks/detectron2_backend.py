@@ -190,6 +190,11 @@ class Detectron2Model(TaskModel):
         self._cfg = cfg
         self._model = model
 
+    def load(self) -> None:
+        _require_detectron2()
+        if self._model is None:
+            self._build()
+
     def run_from(self, point: str, value: Any) -> Detections:
         """Run the model on an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
         import torch

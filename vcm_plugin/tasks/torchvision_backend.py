@@ -291,6 +291,10 @@ class TorchvisionDetector(TaskModel):
             raise TaskModelError(f"task model {self.name!r}: cannot build {self.model!r}{where}: {exc}") from exc
         return net.eval().to(self.device)
 
+    def load(self) -> None:
+        if self._net is None:
+            self._net = self._build()
+
     def run_from(self, point: str, value: Any) -> Detections:
         """Run the detector on an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
         import torch

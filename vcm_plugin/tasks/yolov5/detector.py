@@ -187,6 +187,9 @@ class YOLOv5Detector(TaskModel):
         params = {k: v for k, v in self.params().items() if k not in ("search_path", "threads")}
         return {"name": self.name, "params": params, "weights_sha256": self.weights_sha256()}
 
+    def load(self) -> None:
+        self.network()
+
     def network(self) -> Any:
         """The loaded :class:`~vcm_plugin.tasks.yolov5.network.YOLOv5` (loads it on first use)."""
         if self._net is None:
