@@ -117,7 +117,7 @@ FCOS_FAST = {"min_size": 160, "max_size": 320, "model_kwargs": {"score_thresh": 
 
 
 def test_faster_rcnn_random_init(coco_image: np.ndarray, no_network: list[str]) -> None:
-    detector = get_task_model("torchvision-detection", model="fasterrcnn_mobilenet_v3_large_fpn", weights=None,
+    detector = get_task_model("torchvision-detection", architecture="fasterrcnn_mobilenet_v3_large_fpn", weights=None,
                               **RCNN_FAST)
     det = detector.predict(coco_image)
     check_detections(det, coco_image, masks=False)
@@ -127,8 +127,8 @@ def test_faster_rcnn_random_init(coco_image: np.ndarray, no_network: list[str]) 
 
 def test_fcos_random_init_is_seeded_and_score_threshold_filters(coco_image: np.ndarray,
                                                                   no_network: list[str]) -> None:
-    a = TorchvisionDetector(model="fcos_resnet50_fpn", weights=None, **FCOS_FAST).predict(coco_image)
-    detector = TorchvisionDetector(model="fcos_resnet50_fpn", weights=None, **FCOS_FAST)
+    a = TorchvisionDetector(architecture="fcos_resnet50_fpn", weights=None, **FCOS_FAST).predict(coco_image)
+    detector = TorchvisionDetector(architecture="fcos_resnet50_fpn", weights=None, **FCOS_FAST)
     b = detector.predict(coco_image)
     check_detections(b, coco_image, masks=False)
     np.testing.assert_array_equal(a.boxes, b.boxes)
@@ -142,7 +142,7 @@ def test_fcos_random_init_is_seeded_and_score_threshold_filters(coco_image: np.n
 
 def test_mask_rcnn_masks_are_rle_at_image_size(coco_image: np.ndarray, no_network: list[str]) -> None:
     segmenter = get_task_model("torchvision-segmentation", weights=None, **RCNN_FAST)
-    assert segmenter.task == "segmentation" and segmenter.model == "maskrcnn_resnet50_fpn"
+    assert segmenter.task == "segmentation" and segmenter.architecture == "maskrcnn_resnet50_fpn"
     det = segmenter.predict(coco_image)
     check_detections(det, coco_image, masks=True)
     height, width = coco_image.shape[:2]
@@ -158,7 +158,7 @@ def test_mask_rcnn_masks_are_rle_at_image_size(coco_image: np.ndarray, no_networ
 def test_missing_weights_offline_names_file_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         coco_image: np.ndarray, no_network: list[str]) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    detector = TorchvisionDetector(model="fasterrcnn_resnet50_fpn")  # weights="DEFAULT"
+    detector = TorchvisionDetector(architecture="fasterrcnn_resnet50_fpn")  # weights="DEFAULT"
     with pytest.raises(WeightsNotFoundError) as info:
         detector.predict(coco_image)
     message = str(info.value)
@@ -168,13 +168,13 @@ def test_missing_weights_offline_names_file_and_folder(tmp_path: Path, monkeypat
     assert not no_network
     ident = detector.identity()  # describing the model needs no weights
     assert ident["weights"]["url"].endswith("/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth")
-    assert ident["params"]["model"] == "fasterrcnn_resnet50_fpn"
+    assert ident["params"]["architecture"] == "fasterrcnn_resnet50_fpn"
 
 
 def test_missing_weights_file_goes_through_find_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          coco_image: np.ndarray) -> None:
     monkeypatch.setenv("VCM_WEIGHTS", str(tmp_path))
-    detector = TorchvisionDetector(model="ssdlite320_mobilenet_v3_large", weights_file="nothing_here.pth")
+    detector = TorchvisionDetector(architecture="ssdlite320_mobilenet_v3_large", weights_file="nothing_here.pth")
     with pytest.raises(WeightsNotFoundError, match="nothing_here.pth") as info:
         detector.predict(coco_image)
     assert str(tmp_path) in str(info.value)
@@ -183,7 +183,7 @@ def test_missing_weights_file_goes_through_find_weights(tmp_path: Path, monkeypa
 def test_cached_file_with_wrong_hash_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 coco_image: np.ndarray, no_network: list[str]) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    detector = TorchvisionDetector(model="ssdlite320_mobilenet_v3_large", weights="COCO_V1")
+    detector = TorchvisionDetector(architecture="ssdlite320_mobilenet_v3_large", weights="COCO_V1")
     path = hub_checkpoint_path(detector.weights_enum().url)
     assert path == tmp_path / "hub" / "checkpoints" / "ssdlite320_mobilenet_v3_large_coco-a79551df.pth"
     path.parent.mkdir(parents=True)
@@ -205,7 +205,7 @@ def test_weights_file_builds_like_torchvision(tmp_path: Path, monkeypatch: pytes
     state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, tmp_path / "my_frcnn.pth")
     monkeypatch.setenv("VCM_WEIGHTS", str(tmp_path))
-    detector = TorchvisionDetector(model="fasterrcnn_mobilenet_v3_large_fpn", weights="COCO_V1",
+    detector = TorchvisionDetector(architecture="fasterrcnn_mobilenet_v3_large_fpn", weights="COCO_V1",
                                    weights_file="my_frcnn.pth", **RCNN_FAST)
     check_detections(detector.predict(coco_image), coco_image, masks=False)
     net = detector._net
@@ -220,16 +220,16 @@ def test_weights_file_builds_like_torchvision(tmp_path: Path, monkeypatch: pytes
 
 def test_bad_parameters_are_refused(coco_image: np.ndarray) -> None:
     with pytest.raises(ValueError, match="keypointrcnn_resnet50_fpn"):
-        TorchvisionDetector(model="keypointrcnn_resnet50_fpn")
+        TorchvisionDetector(architecture="keypointrcnn_resnet50_fpn")
     with pytest.raises(ValueError, match="predicts no masks"):
-        TorchvisionSegmenter(model="fasterrcnn_resnet50_fpn")
+        TorchvisionSegmenter(architecture="fasterrcnn_resnet50_fpn")
     with pytest.raises(ValueError, match="fixed size"):
-        TorchvisionDetector(model="ssd300_vgg16", min_size=200)
+        TorchvisionDetector(architecture="ssd300_vgg16", min_size=200)
     with pytest.raises(ValueError, match="COCO_V1"):
         TorchvisionDetector(weights="IMAGENET1K_V2")
     with pytest.raises(VcmError, match="torchvision-detection"):
-        get_task_model("torchvision-detection", model="resnet50")
-    detector = TorchvisionDetector(model="ssdlite320_mobilenet_v3_large", weights=None)
+        get_task_model("torchvision-detection", architecture="resnet50")
+    detector = TorchvisionDetector(architecture="ssdlite320_mobilenet_v3_large", weights=None)
     with pytest.raises(TaskModelError, match="cut point"):
         detector.run_from("backbone.body.layer2", coco_image)
     with pytest.raises(InvalidImageError):

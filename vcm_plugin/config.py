@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,12 +142,20 @@ def _check_plugin_params(config: RunConfig, source: str) -> None:
     for label in config.tasks:
         name, params = config.task_params(label)
         _check_fields(get_task_model_class(name), params, f"{source}: tasks.{label}", extra=["model", "task"])
+    from vcm_plugin.datasets.registry import get_dataset_class
+
+    _check_fields(get_dataset_class(config.dataset.name), dict(config.dataset.model_extra or {}),
+                  f"{source}: dataset", extra=["name", "max_images"])
 
 
 def _check_fields(cls: type, params: dict[str, Any], where: str, extra: list[str]) -> None:
-    valid = [f.name for f in dataclasses.fields(cls) if f.init] if dataclasses.is_dataclass(cls) else None
-    if valid is None:
-        return
+    if dataclasses.is_dataclass(cls):
+        valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    else:
+        signature = inspect.signature(cls)
+        if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            return
+        valid = list(signature.parameters)
     for key in params:
         if key not in valid:
             raise ConfigError(f"{where}: unknown key {key!r}{_nearest(key, valid + extra)}")

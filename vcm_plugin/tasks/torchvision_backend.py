@@ -172,7 +172,7 @@ class TorchvisionDetector(TaskModel):
     task: ClassVar[str] = "detection"
     with_masks: ClassVar[bool] = False
 
-    model: str = "fasterrcnn_resnet50_fpn"
+    architecture: str = "fasterrcnn_resnet50_fpn"
     weights: str | None = "DEFAULT"
     weights_file: str | None = None
     score_threshold: float = 0.0
@@ -185,13 +185,15 @@ class TorchvisionDetector(TaskModel):
     _file_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.model not in SUPPORTED_MODELS:
-            raise ValueError(f"{self.name}: unknown torchvision model {self.model!r}; supported: "
+        if self.architecture not in SUPPORTED_MODELS:
+            raise ValueError(f"{self.name}: unknown torchvision model {self.architecture!r}; supported: "
                              f"{', '.join(SUPPORTED_MODELS)}")
-        if self.with_masks and self.model not in MASK_MODELS:
-            raise ValueError(f"{self.name}: {self.model!r} predicts no masks; use one of {sorted(MASK_MODELS)}")
-        if self.model in FIXED_SIZE_MODELS and (self.min_size is not None or self.max_size is not None):
-            raise ValueError(f"{self.name}: {self.model!r} resizes to a fixed size; min_size/max_size do not apply")
+        if self.with_masks and self.architecture not in MASK_MODELS:
+            raise ValueError(f"{self.name}: {self.architecture!r} predicts no masks; "
+                             f"use one of {sorted(MASK_MODELS)}")
+        if self.architecture in FIXED_SIZE_MODELS and (self.min_size is not None or self.max_size is not None):
+            raise ValueError(f"{self.name}: {self.architecture!r} resizes to a fixed size; "
+                             "min_size/max_size do not apply")
         if not 0.0 <= self.mask_threshold < 1.0:
             raise ValueError(f"{self.name}: mask_threshold must be in [0, 1), got {self.mask_threshold}")
         names = self._category_names()
@@ -204,11 +206,11 @@ class TorchvisionDetector(TaskModel):
 
         if self.weights is None:
             return None
-        enum_cls = get_model_weights(self.model)
+        enum_cls = get_model_weights(self.architecture)
         try:
             return enum_cls[self.weights]
         except KeyError:
-            raise ValueError(f"{self.name}: {self.model!r} has no weights {self.weights!r}; valid: "
+            raise ValueError(f"{self.name}: {self.architecture!r} has no weights {self.weights!r}; valid: "
                              f"{', '.join(enum_cls.__members__)}") from None
 
     def _category_names(self) -> list[str]:
@@ -216,7 +218,7 @@ class TorchvisionDetector(TaskModel):
 
         member = self.weights_enum()
         if member is None:  # random init: same 91-way head and class order as the COCO weights
-            member = get_model_weights(self.model)["COCO_V1"]
+            member = get_model_weights(self.architecture)["COCO_V1"]
         return list(member.meta["categories"])
 
     def weights_path(self) -> Path | None:
@@ -231,7 +233,8 @@ class TorchvisionDetector(TaskModel):
         path = hub_checkpoint_path(member.url)
         if not path.is_file():
             raise WeightsNotFoundError(
-                f"task model {self.name!r} ({self.model}, weights {member}): weights file {path.name!r} is not in "
+                f"task model {self.name!r} ({self.architecture}, weights {member}): weights file {path.name!r} is not "
+                f"in "
                 f"torch.hub's cache folder {str(path.parent)!r} and cannot be downloaded offline. With internet, "
                 f"torchvision fetches it from {member.url}; otherwise copy {path.name} into that folder "
                 f"($TORCH_HOME/hub/checkpoints), or pass weights_file=<path>.")
@@ -274,21 +277,21 @@ class TorchvisionDetector(TaskModel):
             if path is None:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
-                    net = get_model(self.model, weights=None, weights_backbone=None, **kwargs)
+                    net = get_model(self.architecture, weights=None, weights_backbone=None, **kwargs)
             else:
                 if member is not None and path.name == Path(urlparse(member.url).path).name:
                     check_hash_in_name(path)  # torchvision's own file (hub cache or copied): name carries its hash
                 state = load_state_dict_safely(path)
                 if member is None:
-                    net = get_model(self.model, weights=None, weights_backbone=None, **kwargs)
+                    net = get_model(self.architecture, weights=None, weights_backbone=None, **kwargs)
                     net.load_state_dict(state)
                 else:
-                    net = _build_with_state_dict(self.model, member, state, **kwargs)
+                    net = _build_with_state_dict(self.architecture, member, state, **kwargs)
         except TaskModelError:
             raise
         except (RuntimeError, TypeError, ValueError, KeyError) as exc:
             where = f" from {str(path)!r}" if path is not None else ""
-            raise TaskModelError(f"task model {self.name!r}: cannot build {self.model!r}{where}: {exc}") from exc
+            raise TaskModelError(f"task model {self.name!r}: cannot build {self.architecture!r}{where}: {exc}") from exc
         return net.eval().to(self.device)
 
     def load(self) -> None:
@@ -321,7 +324,7 @@ class TorchvisionSegmenter(TorchvisionDetector):
     task: ClassVar[str] = "segmentation"
     with_masks: ClassVar[bool] = True
 
-    model: str = "maskrcnn_resnet50_fpn"
+    architecture: str = "maskrcnn_resnet50_fpn"
 
 
 def _build_with_state_dict(model: str, member: Any, state: dict[str, Any], **kwargs: Any) -> Any:
