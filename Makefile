@@ -7,7 +7,7 @@ STAMP := $(VENV)/.vcm-installed
 RECIPE := torch==2.14.1 torchvision==0.29.1 compressai==1.2.8 "numpy<2" "opencv-python-headless<4.12" \
 	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn dask distributed pytest ruff
 
-.PHONY: install demo test test-fast lint benchmark clean
+.PHONY: install demo test test-fast lint benchmark benchmark-harness clean
 
 install: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/vcm compare --sample kodak --codec jpeg:20,40,60,80 --codec vvc:42,37,32,27 --anchor vvc
+	$(BIN)/vcm run eval_configs/quickstart.yaml
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -32,6 +32,9 @@ lint: install
 
 benchmark: install
 	$(BIN)/python benchmarks/codecs.py
+
+benchmark-harness: install
+	$(BIN)/python benchmarks/harness_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
