@@ -213,3 +213,62 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(shared: Path, tmp_path:
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert read_csv(out / "results.csv") == read_csv(clean_out / "results.csv")
     assert (out / "bd_rate.csv").read_text() == (clean_out / "bd_rate.csv").read_text()
+
+
+def _coco_copy(shared: Path, tmp_path: Path, ids: list[int]) -> tuple[Path, Path]:
+    """A COCO folder with the given val images (copied) and their annotations."""
+    import json
+    import shutil
+
+    src = json.loads((shared / "data" / "coco" / "annotations" / "instances_val2017_subset.json").read_text())
+    images = [im for im in src["images"] if im["id"] in ids]
+    folder = tmp_path / "val"
+    folder.mkdir()
+    for im in images:
+        shutil.copy(shared / "data" / "coco" / "val2017" / im["file_name"], folder / im["file_name"])
+    src["images"] = images
+    src["annotations"] = [a for a in src["annotations"] if a["image_id"] in ids]
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps(src))
+    return folder, ann
+
+
+def coco_config(shared: Path, out: Path, folder: Path, ann: Path, **dataset) -> dict:
+    return make_config(shared, out, dataset={"name": "coco", "images_dir": str(folder), "annotations": str(ann),
+                                             **dataset})
+
+
+def test_missing_image_file_fails_before_work_naming_it(shared: Path, tmp_path: Path) -> None:
+    from vcm_plugin.datasets import DatasetError
+
+    folder, ann = _coco_copy(shared, tmp_path, [183709, 119828])
+    (folder / "000000119828.jpg").unlink()
+    with pytest.raises(DatasetError, match="000000119828.jpg"):
+        run(config_from_dict(coco_config(shared, tmp_path / "out", folder, ann)), quiet=True)
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+@pytest.mark.slow
+def test_image_size_not_matching_annotations_fails_that_image_only(shared: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder, ann = _coco_copy(shared, tmp_path, [183709, 119828])
+    path = folder / "000000119828.jpg"
+    Image.open(path).resize((100, 80)).save(path)  # the json still says 640x480
+    cfg = coco_config(shared, tmp_path / "out", folder, ann)
+    cfg["codecs"] = {"jpeg": {"qualities": [50]}}
+    summary = run(config_from_dict(cfg), quiet=True)
+    assert summary.units_failed == 2  # that image, for the reference and for jpeg
+    errors = [r["error"] for r in read_csv(tmp_path / "out" / "failures.csv")]
+    assert all("image id 119828" in e and "000000119828.jpg" in e and "100x80" in e for e in errors)
+
+
+@pytest.mark.slow
+def test_model_returning_no_detections_scores_zero(shared: Path, tmp_path: Path) -> None:
+    cfg = make_config(shared, tmp_path, dataset={"name": "sample", "max_images": 2})
+    cfg["tasks"]["detection"]["conf_threshold"] = 0.9999  # nothing survives
+    cfg["codecs"] = {"jpeg": {"qualities": [50]}}
+    summary = run(config_from_dict(cfg), quiet=True)
+    assert summary.units_failed == 0
+    rows = read_csv(tmp_path / "results.csv")
+    assert [float(r["bbox/AP"]) for r in rows] == [0.0, 0.0]

@@ -37,7 +37,8 @@ def plot_rd(points: list[PointMetrics], anchors: list[str], task: str, path: Pat
     ax.set_ylabel(metric)
     ax.set_title(f"{task}: {metric} vs rate" + (f" ({dataset_name})" if dataset_name else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
