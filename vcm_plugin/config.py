@@ -90,6 +90,7 @@ class RunConfig(_Strict):
     anchors: list[str] = Field(default_factory=list)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
     jobs: int | None = Field(default=None, ge=1)
+    published_anchors: list[str] = Field(default_factory=list)  # anchors/published/*.yaml
     bd_method: Literal["pchip", "akima", "cubic"] = "pchip"
     non_monotonic: Literal["error", "envelope"] = "envelope"
 
@@ -205,11 +206,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None, check_plug
         raise ConfigError(f"{source}: not valid safe YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    return config_from_dict(data, overrides, source, check_plugins)
+    return config_from_dict(data, overrides, source, check_plugins, config_dir=Path(path).resolve().parent)
 
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, source: str = "config",
-                     check_plugins: bool = True) -> RunConfig:
+                     check_plugins: bool = True, config_dir: Path | None = None) -> RunConfig:
     """Validate an already-parsed config mapping (see :func:`load_config`)."""
     try:
         conf = OmegaConf.create(data)
@@ -219,6 +220,7 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, s
         resolved = OmegaConf.to_container(conf, resolve=True)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
+    _expand_includes(resolved, source, config_dir)
     try:
         config = RunConfig.model_validate(resolved)
     except ValidationError as exc:
@@ -226,6 +228,22 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, s
     if check_plugins:
         _check_plugin_params(config, source)
     return config
+
+
+def _expand_includes(data: Any, source: str, config_dir: Path | None) -> None:
+    """Replace ``include: anchors/X.yaml`` in codec entries by that anchor definition."""
+    from vcm_plugin.anchors import AnchorError, load_anchor_definition, resolve_anchor_path
+
+    codecs = data.get("codecs") if isinstance(data, dict) else None
+    if not isinstance(codecs, dict):
+        return
+    for label, entry in codecs.items():
+        if isinstance(entry, dict) and "include" in entry:
+            try:
+                base = load_anchor_definition(resolve_anchor_path(str(entry.pop("include")), config_dir))
+            except AnchorError as exc:
+                raise ConfigError(f"{source}: codecs.{label}.include: {exc}") from exc
+            codecs[label] = {**base, **entry}
 
 
 def dump_config(config: RunConfig) -> str:

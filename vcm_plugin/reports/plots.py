@@ -9,8 +9,10 @@ if TYPE_CHECKING:
     from vcm_plugin.reports.write import PointMetrics
 
 
-def plot_rd(points: list[PointMetrics], anchors: list[str], task: str, path: Path, dataset_name: str = "") -> Path:
-    """bpp on x, the task's primary metric on y; one curve per codec (and scale), anchors dashed."""
+def plot_rd(points: list[PointMetrics], anchors: list[str], task: str, path: Path, dataset_name: str = "",
+            published: list[str] | None = None) -> Path:
+    """bpp on x, the task's primary metric on y; one curve per codec (and scale), anchors dashed,
+    published anchors with the same metric dotted grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,6 +31,14 @@ def plot_rd(points: list[PointMetrics], anchors: list[str], task: str, path: Pat
         label = codec if scale == 1.0 else f"{codec} @ {scale:g}"
         style = "--" if codec in anchors else "-"
         ax.plot([p.bpp for p in pts], [p.primary for p in pts], style, marker="o", markersize=4, label=label)
+    from vcm_plugin.anchors import load_published_anchor
+
+    for anchor_path in published or []:
+        anchor = load_published_anchor(anchor_path)
+        if anchor.metric == metric:
+            order = sorted(range(len(anchor.rate)), key=lambda i: anchor.rate[i])
+            ax.plot([anchor.rate[i] for i in order], [anchor.values[i] for i in order], ":", color="grey",
+                    marker="s", markersize=3, label=f"published: {anchor.name} ({anchor.task_model.split()[0]})")
     reference = [p for p in points if p.codec == REFERENCE and p.complete]
     if reference:
         ax.axhline(reference[0].primary, color="black", linestyle=":", linewidth=1,

@@ -110,8 +110,9 @@ def point_metrics(store: ResultsStore, by_image: dict[str, str], dataset: Datase
         pm.psnr_y, pm.psnr_rgb = _mean([r.psnr_y for r in ok]), _mean([r.psnr_rgb for r in ok])
         pm.encode_s, pm.decode_s = _mean([r.encode_s for r in ok]), _mean([r.decode_s for r in ok])
         pm.inference_s = _mean([r.inference_s for r in ok])
+    evaluator = dataset.evaluator(kind)
+    pm.primary_name = getattr(evaluator, "primary_metric", None) or pm.primary_name
     if pm.complete:
-        evaluator = dataset.evaluator(kind)
         evaluator.reset()
         for sample in dataset:
             row = rows[str(sample.image_id)]
@@ -209,6 +210,36 @@ def bd_rows(config: RunConfig, points: list[PointMetrics]) -> list[BDRow]:
                     except VcmError as exc:
                         row.note = "; ".join(filter(None, [row.note, f"n/a: {exc}"]))
                     rows.append(row)
+        rows += _published_rows(config, points, task)
+    return rows
+
+
+def _published_rows(config: RunConfig, points: list[PointMetrics], task: str) -> list[BDRow]:
+    """BD-rate of every codec against each published anchor with this task's metric."""
+    from vcm_plugin.anchors import load_published_anchor
+    from vcm_plugin.evaluation.bd import bd_rate_report
+
+    rows = []
+    metric = next((p.primary_name for p in points if p.task == task), "")
+    model, params = config.task_params(task)
+    run_model = f"{model} {params.get('weights', params.get('architecture', ''))}".strip()
+    for path in config.published_anchors:
+        anchor = load_published_anchor(path)
+        if anchor.metric != metric:
+            continue
+        label = f"published:{anchor.name}"
+        for codec in config.codecs:
+            t = [p for p in points if p.task == task and p.codec == codec and p.scale == anchor.scale and p.complete]
+            row = BDRow(task, metric, codec, label, anchor.scale, None, config.bd_method,
+                        note=f"published anchor, task model {anchor.task_model}; this run: {run_model}")
+            try:
+                row.bd_rate = bd_rate_report(list(anchor.rate), list(anchor.values), [p.bpp for p in t],
+                                             [p.primary for p in t], method=config.bd_method,
+                                             non_monotonic=config.non_monotonic, anchor_name=label,
+                                             test_name=codec).value
+            except VcmError as exc:
+                row.note += f"; n/a: {exc}"
+            rows.append(row)
     return rows
 
 
@@ -271,7 +302,8 @@ def write_reports(config: RunConfig, dataset: Dataset, store: ResultsStore, keys
     write_failures(points, paths["failures"])
     for task in sorted({p.task for p in points}):
         paths[f"rd_{task}"] = plot_rd([p for p in points if p.task == task], config.anchors, task,
-                                      folder / f"rd_{task}.png", dataset_name=config.name)
+                                      folder / f"rd_{task}.png", dataset_name=config.name,
+                                      published=config.published_anchors)
     if log is not None:
         log("\n" + format_bd_table(rows))
         n_fail = sum(len(p.errors) for p in points)
