@@ -17,10 +17,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from vcm_plugin.codecs.base import Codec
 from vcm_plugin.datasets.base import Sample
+from vcm_plugin.images.resize import prescale, resize_rgb
 from vcm_plugin.pipeline.store import UnitRow
 
 REFERENCE = "uncompressed"  # label of the reference point: the original image, no codec
@@ -96,25 +95,6 @@ def codec_for(point: CodecPoint) -> Codec:
     return _CODECS[key]
 
 
-def _scale_image(image: np.ndarray, scale: float) -> np.ndarray:
-    """Downscale before encoding (Lanczos, size rounded to even); identity at 1.0."""
-    if scale == 1.0:
-        return image
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    size = (max(2, 2 * round(w * scale / 2)), max(2, 2 * round(h * scale / 2)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-
-
-def _upscale_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return image
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if not isinstance(exc, Exception) or type(exc).__module__.startswith("vcm_plugin"):
@@ -144,7 +124,7 @@ def run_job(job: Job) -> list[UnitRow]:
         try:
             codec = codec_for(point)
             start = time.perf_counter()
-            bitstream = codec.encode(_scale_image(image, point.scale), point.quality)  # type: ignore[arg-type]
+            bitstream = codec.encode(prescale(image, point.scale), point.quality)  # type: ignore[arg-type]
             encoded = time.perf_counter()
             value = codec.decode(bitstream)
             coded["decode_s"] = time.perf_counter() - encoded
@@ -154,7 +134,7 @@ def run_job(job: Job) -> list[UnitRow]:
             if output_point == "input":
                 from vcm_plugin.images.metrics import psnr_rgb, psnr_y
 
-                value = _upscale_image(value, sample.height, sample.width)
+                value = resize_rgb(value, sample.height, sample.width)
                 coded["psnr_y"], coded["psnr_rgb"] = psnr_y(image, value), psnr_rgb(image, value)
         except Exception as exc:
             return [failed(t, k, f"{where}: {_describe(exc)}") for t, k in job.task_keys]
