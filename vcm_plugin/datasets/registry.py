@@ -8,7 +8,8 @@ from vcm_plugin.datasets.base import Dataset, DatasetError
 from vcm_plugin.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "vcm_plugin.datasets"
-BUILTIN_MODULES = ("vcm_plugin.datasets.coco",)  # imported so that their @register_dataset runs
+BUILTIN_MODULES = ("vcm_plugin.datasets.coco",  # imported so that their @register_dataset runs
+                   "vcm_plugin.datasets.openimages")
 
 DATASETS: PluginRegistry[Dataset] = PluginRegistry(
     "dataset", Dataset, ENTRY_POINT_GROUP, BUILTIN_MODULES, DatasetError, DatasetError, DatasetError)

@@ -216,6 +216,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                 if missing:
                     todo.append(Job(job.point, job.sample, missing))
             remaining = _remaining_per_point(todo)
+            known: dict[tuple, Any] = {}  # point metrics computed for the progress lines, reused by the reports
             bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
             for rows in execute(todo, tasks, n_jobs):
                 for row in rows:
@@ -230,9 +231,10 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                 if point_key is not None:
                     remaining[point_key] -= 1
                     if remaining[point_key] == 0 and not quiet:
-                        bar.write(_point_line(store, keys, point_key, dataset, config))
+                        bar.write(_point_line(store, keys, point_key, dataset, config, known))
             bar.close()
-            summary.reports = write_reports(config, dataset, store, keys, folder, log=None if quiet else log)
+            summary.reports = write_reports(config, dataset, store, keys, folder, log=None if quiet else log,
+                                            known=known)
     summary.wall_s = time.perf_counter() - started
     if not quiet:
         log(f"done in {summary.wall_s:.1f} s: {summary.units_computed} units computed "
@@ -248,7 +250,8 @@ def _remaining_per_point(jobs: list[Job]) -> dict[tuple, int]:
     return counts
 
 
-def _point_line(store: ResultsStore, keys, point_key: tuple, dataset: Dataset, config: RunConfig) -> str:
+def _point_line(store: ResultsStore, keys, point_key: tuple, dataset: Dataset, config: RunConfig,
+                known: dict[tuple, Any]) -> str:
     from vcm_plugin.reports.write import point_metrics
 
     label, quality, scale = point_key
@@ -256,7 +259,7 @@ def _point_line(store: ResultsStore, keys, point_key: tuple, dataset: Dataset, c
     for (point, task), by_image in keys.items():
         if (point.label, point.quality, point.scale) != point_key:
             continue
-        m = point_metrics(store, by_image, dataset, config, task)
+        m = known[(point, task)] = point_metrics(store, by_image, dataset, config, task)
         parts.append(f"{task} {m.primary_name} {m.primary:.2f}" if m.complete else f"{task} {m.failed} failed")
         bpp = f"{m.bpp:.4f} bpp" if m.bpp is not None else "reference"
     scale_txt = f" scale {scale:g}" if scale != 1.0 else ""

@@ -126,10 +126,11 @@ def _sorted_points(points: list[PointMetrics]) -> list[PointMetrics]:
                                           p.bpp if p.bpp is not None else -1.0))
 
 
-def collect(config: RunConfig, dataset: Dataset, store: ResultsStore, keys: dict[tuple, dict[str, str]]
-            ) -> list[PointMetrics]:
-    """Metrics of every point of the grid."""
-    return _sorted_points([point_metrics(store, by_image, dataset, config, task)
+def collect(config: RunConfig, dataset: Dataset, store: ResultsStore, keys: dict[tuple, dict[str, str]],
+            known: dict[tuple, PointMetrics] | None = None) -> list[PointMetrics]:
+    """Metrics of every point of the grid (``known``: points already computed during the run)."""
+    known = known or {}
+    return _sorted_points([known.get((point, task)) or point_metrics(store, by_image, dataset, config, task)
                            for (point, task), by_image in keys.items()])
 
 
@@ -289,11 +290,12 @@ def format_bd_table(rows: list[BDRow]) -> str:
 
 
 def write_reports(config: RunConfig, dataset: Dataset, store: ResultsStore, keys: dict[tuple, dict[str, str]],
-                  folder: Path, log: Callable[[str], None] | None = print) -> dict[str, Path]:
+                  folder: Path, log: Callable[[str], None] | None = print,
+                  known: dict[tuple, PointMetrics] | None = None) -> dict[str, Path]:
     """Write every report into ``folder``; return their paths by name."""
     from vcm_plugin.reports.plots import plot_rd
 
-    points = collect(config, dataset, store, keys)
+    points = collect(config, dataset, store, keys, known)
     paths = {"results": folder / "results.csv", "bd_rate_csv": folder / "bd_rate.csv",
              "bd_rate_md": folder / "bd_rate.md", "failures": folder / "failures.csv"}
     write_results_csv(points, paths["results"])
