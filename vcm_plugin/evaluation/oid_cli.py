@@ -65,7 +65,8 @@ def add_oid_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``oid-eval`` sub-command to an ``argparse`` sub-parser set (sets ``func``)."""
     p = subparsers.add_parser(
         "oid-eval", help="Open Images challenge mAP of a prediction CSV (prints JSON, fractions)",
-        description=__doc__.split("\n\n")[0])
+        description="Open Images challenge mAP@IoU of a prediction CSV against the official-format annotation "
+                    "CSVs; prints JSON with fractions in [0, 1].")
     p.add_argument("--boxes", required=True, help="ground-truth boxes CSV (ImageID,LabelName,XMin,XMax,YMin,YMax,"
                                                   "IsGroupOf)")
     p.add_argument("--labels", required=True, help="verified image-level labels CSV (ImageID,LabelName,Confidence)")
