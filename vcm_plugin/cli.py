@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
+    from vcm_plugin.datasets.download import add_download_parser
+    from vcm_plugin.evaluation.oid_cli import add_oid_eval_parser
+
+    add_oid_eval_parser(sub)
+    add_download_parser(sub)
+
     p = sub.add_parser("run", help="run an evaluation config: code, decode, score, report (resumable)")
     p.add_argument("config", help="YAML config (see eval_configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. dataset.max_images=8")

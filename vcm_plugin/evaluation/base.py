@@ -19,7 +19,13 @@ class EvaluationError(VcmError, ValueError):
 
 
 class Evaluator(ABC):
-    """reset / process / evaluate: scores a task model's predictions on a dataset."""
+    """reset / process / evaluate: scores a task model's predictions on a dataset.
+
+    ``primary_metric`` names the key of :meth:`evaluate` that reports plot and compute
+    BD-rate on (e.g. ``bbox/AP`` for COCO detection, ``oid/mAP50`` for Open Images).
+    """
+
+    primary_metric: str = ""
 
     @abstractmethod
     def reset(self) -> None:

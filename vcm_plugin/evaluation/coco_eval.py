@@ -100,6 +100,8 @@ class CocoEvaluator(Evaluator):
                                   f"got {list(iou_types)}")
         self.coco_gt = coco_gt
         self.iou_types: tuple[str, ...] = tuple(dict.fromkeys(iou_types))
+        # what reports plot and compute BD-rate on: mask AP when masks are scored
+        self.primary_metric = "segm/AP" if "segm" in self.iou_types else "bbox/AP"
         gt_ids = set(coco_gt.getImgIds())
         if image_ids is None:
             self.image_ids = gt_ids

@@ -478,6 +478,7 @@ class OpenImagesEvaluator(Evaluator):
         self.class_names = list(dict.fromkeys(class_names))
         self.iou = iou
         self.prefix = "oid" if iou_type == "bbox" else "oid_segm"
+        self.primary_metric = f"{self.prefix}/mAP50"  # what reports plot and compute BD-rate on
         self.image_ids = set(gt_boxes) | set(verified) | (set(self.gt_masks) if iou_type == "segm" else set())
         self._coco = _coco_name_map(coco_to_name)
         self.reset()
