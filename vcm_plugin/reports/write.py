@@ -190,12 +190,18 @@ def bd_rows(config: RunConfig, points: list[PointMetrics]) -> list[BDRow]:
                     continue
                 for scale in config.codecs[codec].scales:
                     a = [p for p in points if p.task == task and p.codec == anchor and p.scale == scale]
+                    fallback = not a and scale != 1.0
+                    if fallback:  # the anchor was not run at this scale: compare with it at full size
+                        a = [p for p in points if p.task == task and p.codec == anchor and p.scale == 1.0]
                     t = [p for p in points if p.task == task and p.codec == codec and p.scale == scale]
                     metric = (a or t)[0].primary_name if (a or t) else ""
                     row = BDRow(task, metric, codec, anchor, scale, None, config.bd_method)
+                    if fallback:
+                        row.note = f"against {anchor} at scale 1 (no {anchor} points at scale {scale:g})"
                     incomplete = [f"{p.codec} q {p.quality}" for p in a + t if not p.complete]
                     if incomplete:
-                        row.note = "incomplete points left out: " + ", ".join(incomplete)
+                        row.note = "; ".join(filter(None, [row.note, "incomplete points left out: "
+                                                            + ", ".join(incomplete)]))
                     a, t = [p for p in a if p.complete], [p for p in t if p.complete]
                     try:
                         report = bd_rate_report([p.bpp for p in a], [p.primary for p in a],
