@@ -63,3 +63,19 @@ class Dataset(ABC):
     def identity(self) -> dict[str, Any]:
         """What determines this dataset's samples (for result-store keys)."""
         return {"name": self.name}
+
+
+class IndexedDataset(Dataset):
+    """A dataset whose samples are addressed by position in ``image_ids`` (its fixed order)."""
+
+    image_ids: list
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> Sample: ...
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for index in range(len(self.image_ids)):
+            yield self[index]

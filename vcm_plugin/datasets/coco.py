@@ -15,13 +15,13 @@ import io
 import json
 import numbers
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pycocotools.coco import COCO
 
-from vcm_plugin.datasets.base import Dataset, DatasetError, Sample
+from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample
 from vcm_plugin.datasets.registry import register_dataset
 
 REQUIRED_KEYS = {"images": ("id", "file_name", "height", "width"),
@@ -93,7 +93,7 @@ def read_image_ids(path: str | Path) -> list[int]:
 
 
 @register_dataset
-class CocoDataset(Dataset):
+class CocoDataset(IndexedDataset):
     """A COCO instances dataset: images in ``images_dir`` named by ``file_name`` in ``annotations``.
 
     ``image_ids``: None (every image, ascending id), a list (that order) or a text file of
@@ -160,13 +160,6 @@ class CocoDataset(Dataset):
             raise DatasetError(f"{origin}: image id(s) {unknown[:_MAX_LISTED]} ({len(unknown)} in all) are not in "
                                f"{self.annotations}")
         return ids
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for index in range(len(self.image_ids)):
-            yield self[index]
 
     def __getitem__(self, index: int) -> Sample:
         """The sample at position ``index`` (annotations are copies: callers may modify them)."""

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vcm_plugin.datasets.base import Dataset, DatasetError, Sample
+from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample
 from vcm_plugin.datasets.registry import register_dataset
 
 if TYPE_CHECKING:
@@ -115,7 +114,7 @@ def _image_size(path: Path, image_id: str) -> tuple[int, int]:
 
 
 @register_dataset
-class OpenImagesDataset(Dataset):
+class OpenImagesDataset(IndexedDataset):
     """Open Images images with box (and optionally mask) ground truth and verified image-level labels.
 
     ``images_dir``: folder of ``<ImageID>.jpg``. ``image_list``: ``.lst`` (see :func:`read_image_list`).
@@ -204,13 +203,6 @@ class OpenImagesDataset(Dataset):
             if path.is_file():
                 return path
         return None
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for index in range(len(self.image_ids)):
-            yield self[index]
 
     def __getitem__(self, index: int) -> Sample:
         """The sample at ``index``: annotations are its ground-truth boxes in PIXELS of the original image.
