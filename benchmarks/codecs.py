@@ -71,7 +71,8 @@ def main() -> None:
         print(f"| {p.codec} | {p.quality} | {p.bpp:.4f} | {p.psnr_y:.2f} | {p.encode_ms_per_mp:.0f} "
               f"| {p.decode_ms_per_mp:.0f} |")
     if ANCHOR in wanted:
-        anchor = [p for p in points if p.codec == ANCHOR]
+        anchor_label = next(spec.label for spec in specs if spec.name == ANCHOR)
+        anchor = [p for p in points if p.codec == anchor_label]
         print(f"\n| codec | BD-rate vs {ANCHOR} (PSNR-Y, pchip) |\n|---|---|")
         for spec in specs:
             if spec.name == ANCHOR:
