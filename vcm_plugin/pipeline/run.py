@@ -10,7 +10,6 @@ process writes the store. A second run on the same output folder is refused.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from collections import defaultdict
@@ -45,7 +44,6 @@ class RunSummary:
     units_computed: int = 0
     units_failed: int = 0
     wall_s: float = 0.0
-    work_s: float = 0.0  # summed encode + decode + inference seconds of computed units
     reports: dict[str, Path] = field(default_factory=dict)
 
 
@@ -223,9 +221,6 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                     store.put(row)
                     summary.units_computed += 1
                     summary.units_failed += row.status == "failed"
-                    summary.work_s += sum(x or 0.0 for x in (row.inference_s,))
-                if rows:
-                    summary.work_s += (rows[0].encode_s or 0.0) + (rows[0].decode_s or 0.0)
                 bar.update(len(rows))
                 point_key = (rows[0].codec, rows[0].quality, rows[0].scale) if rows else None
                 if point_key is not None:
@@ -265,11 +260,3 @@ def _point_line(store: ResultsStore, keys, point_key: tuple, dataset: Dataset, c
     scale_txt = f" scale {scale:g}" if scale != 1.0 else ""
     q = "" if quality is None else f" q {quality}"
     return f"  {label}{q}{scale_txt}: {bpp}, " + ", ".join(parts)
-
-
-def _json_default(o: Any) -> Any:
-    return str(o)
-
-
-def save_summary(summary: RunSummary) -> None:
-    (summary.output / "summary.json").write_text(json.dumps(summary.__dict__, default=_json_default, indent=2))
