@@ -253,8 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     from vcm_plugin.datasets.download import add_download_parser
     from vcm_plugin.evaluation.oid_cli import add_oid_eval_parser
 
+    from vcm_plugin.training import add_train_parser
+
     add_oid_eval_parser(sub)
     add_download_parser(sub)
+    add_train_parser(sub)
 
     p = sub.add_parser("run", help="run an evaluation config: code, decode, score, report (resumable)")
     p.add_argument("config", help="YAML config (see eval_configs/)")
@@ -272,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `vcm run CONFIG --output D key=value`: overrides may follow options
-        if getattr(args, "command", None) != "run" or any(e.startswith("-") or "=" not in e for e in extra):
+        if getattr(args, "command", None) not in ("run", "train") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:

@@ -23,7 +23,7 @@ import dataclasses
 import difflib
 import inspect
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -32,6 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vcm_plugin.errors import VcmError
 from vcm_plugin.safe_yaml import safe_load
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigError(VcmError, ValueError):
@@ -162,12 +165,12 @@ def _check_fields(cls: type, params: dict[str, Any], where: str, extra: list[str
             raise ConfigError(f"{where}: unknown key {key!r}{_nearest(key, valid + extra)}")
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _format_validation_error(exc: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            parent: type[BaseModel] = RunConfig
+            parent: type[BaseModel] = root or RunConfig
             for p in err["loc"][:-1]:
                 field = parent.model_fields.get(str(p))
                 ann = getattr(field, "annotation", None)
@@ -244,6 +247,35 @@ def _expand_includes(data: Any, source: str, config_dir: Path | None) -> None:
             except AnchorError as exc:
                 raise ConfigError(f"{source}: codecs.{label}.include: {exc}") from exc
             codecs[label] = {**base, **entry}
+
+
+def load_model_config(path: str | Path, model: type[ModelT], overrides: list[str] | None = None) -> ModelT:
+    """Load any pydantic-schema YAML config (e.g. a training config) with ``key=value`` overrides.
+
+    Same rules as :func:`load_config`: safe YAML, OmegaConf interpolation, unknown keys
+    named with the nearest valid one, errors naming the file.
+    """
+    source = str(path)
+    try:
+        data = safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {source}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid safe YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    try:
+        conf = OmegaConf.create(data)
+        for item in overrides or []:
+            key, value = parse_override(item)
+            OmegaConf.update(conf, key, value, merge=True, force_add=True)
+        resolved = OmegaConf.to_container(conf, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
+    try:
+        return model.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source, model)) from None
 
 
 def dump_config(config: RunConfig) -> str:
