@@ -9,7 +9,8 @@ from vcm_plugin.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "vcm_plugin.datasets"
 BUILTIN_MODULES = ("vcm_plugin.datasets.coco",  # imported so that their @register_dataset runs
-                   "vcm_plugin.datasets.openimages")
+                   "vcm_plugin.datasets.openimages", "vcm_plugin.datasets.imagenet",
+                   "vcm_plugin.datasets.cifar10")
 
 DATASETS: PluginRegistry[Dataset] = PluginRegistry(
     "dataset", Dataset, ENTRY_POINT_GROUP, BUILTIN_MODULES, DatasetError, DatasetError, DatasetError)

@@ -31,6 +31,7 @@ DEFAULT_CACHE = Path("~/.cache/vcm_plugin/weights")
 KNOWN_SHA256: dict[str, str] = {
     "yolov5n.pt": "4f180cf23ba0717ada0badd6c685026d73d48f184d00fc159c2641284b2ac0a3",
     "yolov5n_coco_state_dict.pt": "350332b99f755297ee16d8d696df40b7d46b24e090e1a9f9237ec65f27082969",
+    "mobilenet_v2_1.0_224_quant.tflite": "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776",
 }
 
 

@@ -1,0 +1,229 @@
+"""torchvision ImageNet classifiers as task models (``torchvision-classification``).
+
+Any builder of ``torchvision.models.list_models(module=torchvision.models)`` (resnet50,
+resnet18, mobilenet_v3_large, ...) with a member of its weights enum (``"DEFAULT"``,
+``"IMAGENET1K_V2"``). The weights are the enum's file (the file name of its URL, e.g.
+``resnet50-11ad3fa6.pth``) looked up with :func:`~vcm_plugin.tasks.weights.find_weights` in
+``search_path``, then torch.hub's cache ``torch.hub.get_dir()/checkpoints``, then
+``$VCM_WEIGHTS`` and the user cache; or an explicit ``checkpoint`` (a state dict of the same
+network). Nothing is downloaded unless ``download`` is true: a missing file raises
+:class:`~vcm_plugin.tasks.base.WeightsNotFoundError` naming the file and every folder.
+Files are read with ``weights_only=True``; a file named like torchvision's must have the
+SHA-256 prefix its name carries. The network is built by torchvision's own builder with
+that state dict (so e.g. Inception's ``transform_input`` is as published).
+
+Preprocessing is the weights enum's ``transforms()`` (resize, centre crop, normalise: e.g.
+resize 232 / crop 224 for ResNet-50 V2) applied to the (H, W, 3) uint8 RGB image.
+Output: :class:`~vcm_plugin.tasks.base.ClassScores`, the softmax over the 1000 ImageNet
+classes in torchvision's order (the order of the ``imagenet`` dataset's class indices).
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import numpy as np
+
+from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.registry import register_task_model
+
+_MAX_KEYS = 8  # keys listed per kind of state-dict mismatch
+
+
+def classification_architectures() -> list[str]:
+    """The torchvision classification builders: ``list_models(module=torchvision.models)``."""
+    import torchvision
+    from torchvision.models import list_models
+
+    return list_models(module=torchvision.models)
+
+
+def state_dict_mismatch(expected: dict[str, tuple[int, ...]], state: dict[str, Any]) -> str:
+    """Missing / unexpected keys and shape differences of ``state`` against ``expected`` key -> shape ('' if none)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
+              if k in state and tuple(state[k].shape) != expected[k]]
+
+    def listing(kind: str, keys: list[str]) -> str:
+        more = f", ... ({len(keys) - _MAX_KEYS} more)" if len(keys) > _MAX_KEYS else ""
+        return f"{kind} ({len(keys)}): {', '.join(keys[:_MAX_KEYS])}{more}"
+
+    return "; ".join(listing(kind, keys) for kind, keys in
+                     (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if keys)
+
+
+@register_task_model
+@dataclass
+class TorchvisionClassifier(TaskModel):
+    """A torchvision ImageNet classifier: image -> softmax over its classes (see the module docstring).
+
+    Fields: ``architecture`` a torchvision classification builder name; ``weights`` a member
+    of its weights enum (also with ``checkpoint``: it fixes preprocessing, class names and
+    builder options); ``checkpoint`` a state-dict file (name looked up by ``find_weights``, or
+    a path); ``search_path`` folders searched first; ``download`` fetch the enum's file from
+    its URL into torch.hub's cache when it is missing (needs internet; off by default);
+    ``device`` a torch device.
+    """
+
+    name: ClassVar[str] = "torchvision-classification"
+    task: ClassVar[str] = "classification"
+
+    architecture: str = "resnet50"
+    weights: str = "DEFAULT"
+    checkpoint: str | None = None
+    search_path: list[str] | None = None
+    download: bool = False
+    device: str = "cpu"
+
+    _net: Any = field(default=None, init=False, repr=False, compare=False)
+    _transform: Any = field(default=None, init=False, repr=False, compare=False)
+    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
+    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = classification_architectures()
+        if self.architecture not in names:
+            near = difflib.get_close_matches(str(self.architecture), names, n=5, cutoff=0.4)
+            raise TaskModelError(f"task model {self.name!r}: {self.architecture!r} is not a torchvision "
+                                 f"classification model; nearest valid names: {near or names[:5]} "
+                                 f"(all: torchvision.models.list_models(module=torchvision.models))")
+        self.categories = dict(enumerate(self.weights_enum().meta["categories"]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters (for process pools); the network reloads lazily."""
+        state = dict(self.__dict__)
+        state.update(_net=None, _transform=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- weights -----------------------------------------------------------------------------
+    def weights_enum(self) -> Any:
+        """The torchvision weights enum member named by ``weights``."""
+        from torchvision.models import get_model_weights
+
+        enum_cls = get_model_weights(self.architecture)
+        try:
+            return enum_cls[self.weights]
+        except KeyError:
+            raise TaskModelError(f"task model {self.name!r}: {self.architecture!r} has no weights {self.weights!r}; "
+                                 f"valid: {', '.join(enum_cls.__members__)}") from None
+
+    def weights_file_name(self) -> str:
+        """The file name of the enum's URL (torch.hub's cache name, e.g. ``resnet50-11ad3fa6.pth``)."""
+        return Path(urlparse(self.weights_enum().url).path).name
+
+    def weights_path(self) -> Path:
+        """The file that will be loaded: ``checkpoint``, or the enum's file; raises if it is missing."""
+        import torch.hub
+
+        from vcm_plugin.tasks.weights import find_weights
+
+        if self.checkpoint is not None:
+            return find_weights(self.checkpoint, self.search_path)
+        member = self.weights_enum()
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        try:
+            return find_weights(self.weights_file_name(), [*(self.search_path or []), hub])
+        except WeightsNotFoundError as exc:
+            raise WeightsNotFoundError(
+                f"task model {self.name!r} ({self.architecture}, weights {member}): {exc}\nWith internet, set "
+                f"download: true to fetch it from {member.url} into {hub}, or pass checkpoint=<path>.") from None
+
+    def identity(self) -> dict[str, Any]:
+        """Name, params, the torchvision version and the weights: enum and URL (whose name carries the
+        SHA-256 prefix checked on load), or the checkpoint file's SHA-256."""
+        import torchvision
+
+        from vcm_plugin.tasks.weights import file_sha256
+
+        params = {k: v for k, v in self.params().items() if k not in ("search_path", "download")}
+        member = self.weights_enum()
+        weights: dict[str, Any] = {"enum": str(member)}
+        if self.checkpoint is None:
+            weights["url"] = member.url
+        else:
+            if self._sha256 is None:
+                self._sha256 = file_sha256(self.weights_path())
+            weights["sha256"] = self._sha256
+        return {"name": self.name, "params": params, "torchvision": torchvision.__version__, "weights": weights}
+
+    # -- model -------------------------------------------------------------------------------
+    def load(self) -> None:
+        if self._net is None:
+            with self._lock:
+                if self._net is None:
+                    self._load()
+
+    def _load(self) -> None:
+        from vcm_plugin.tasks.torchvision_backend import check_hash_in_name
+        from vcm_plugin.tasks.weights import file_sha256, load_state_dict_safely
+
+        member = self.weights_enum()
+        try:
+            path: Path | None = self.weights_path()
+        except WeightsNotFoundError:
+            if not self.download or self.checkpoint is not None:
+                raise
+            path = None
+        if path is None:  # download: torch.hub checks the hash prefix of the file name
+            state = member.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        else:
+            if path.name == self.weights_file_name():
+                check_hash_in_name(path)
+            state = load_state_dict_safely(path)
+            if self.checkpoint is not None and self._sha256 is None:
+                self._sha256 = file_sha256(path)
+        net = self._build(member, state, path)
+        self._transform = member.transforms()
+        self._net = net.eval().to(self.device)
+
+    def _build(self, member: Any, state: dict[str, Any], path: Path | None) -> Any:
+        from vcm_plugin.tasks.torchvision_backend import _build_with_state_dict
+
+        where = str(path) if path is not None else member.url
+        try:
+            return _build_with_state_dict(self.architecture, member, state)
+        except TaskModelError:
+            raise
+        except RuntimeError as exc:  # load_state_dict(strict=True) refused the keys or shapes
+            detail = self._mismatch(member, state) or str(exc).strip().splitlines()[0]
+            raise TaskModelError(f"task model {self.name!r}: weights file {where!r} does not fit "
+                                 f"{self.architecture!r}: {detail}") from exc
+
+    def _mismatch(self, member: Any, state: dict[str, Any]) -> str:
+        """The key / shape differences of ``state`` against a freshly built network."""
+        import torch
+        from torchvision.models import get_model
+
+        with torch.random.fork_rng(devices=[]):
+            reference = get_model(self.architecture, weights=None, num_classes=len(member.meta["categories"]))
+        expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+        return state_dict_mismatch(expected, state)
+
+    def run_from(self, point: str, value: Any) -> ClassScores:
+        """Class probabilities (softmax) for an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
+        import torch
+
+        from vcm_plugin.tasks.torchvision_backend import check_image
+
+        if point != INPUT:
+            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
+        image = check_image(value, self.name)
+        self.load()
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)  # a read-only array warns
+        x = self._transform(x).unsqueeze(0).to(self.device)
+        with torch.inference_mode():
+            logits = self._net(x)
+        if logits.ndim != 2 or logits.shape[1] != len(self.categories):
+            raise TaskModelError(f"task model {self.name!r} ({self.architecture}): output of shape "
+                                 f"{tuple(logits.shape)}, expected (1, {len(self.categories)})")
+        return ClassScores(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
