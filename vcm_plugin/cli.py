@@ -252,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     from vcm_plugin.datasets.download import add_download_parser
     from vcm_plugin.evaluation.oid_cli import add_oid_eval_parser
-
     from vcm_plugin.training import add_train_parser
 
     add_oid_eval_parser(sub)
@@ -275,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `vcm run CONFIG --output D key=value`: overrides may follow options
-        if getattr(args, "command", None) not in ("run", "train") or any(e.startswith("-") or "=" not in e for e in extra):
+        takes_overrides = getattr(args, "command", None) in ("run", "train")
+        if not takes_overrides or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:

@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vcm_plugin.errors import VcmError
 from vcm_plugin.safe_yaml import safe_load
 
-
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 

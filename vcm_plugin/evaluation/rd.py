@@ -24,7 +24,7 @@ from vcm_plugin.codecs.base import Quality
 from vcm_plugin.codecs.registry import get_codec
 from vcm_plugin.errors import VcmError
 from vcm_plugin.images.io import read_image
-from vcm_plugin.images.metrics import psnr_rgb, psnr_y
+from vcm_plugin.images.metrics import ms_ssim, psnr_rgb, psnr_y
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class ImageResult:
     psnr_rgb: float
     encode_s: float
     decode_s: float
+    ms_ssim: float | None = None  # None where undefined (shorter side <= 160 px)
 
     @property
     def bpp(self) -> float:
@@ -77,6 +78,7 @@ class RDPoint:
     psnr_rgb: float  # mean of per-image PSNR-RGB, dB
     encode_ms_per_mp: float  # summed encode wall time per megapixel, ms
     decode_ms_per_mp: float
+    ms_ssim: float | None = None  # mean of per-image MS-SSIM where defined
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,7 +99,7 @@ def code_image(name: str, params: dict[str, Any], quality: Quality, path: str) -
     return ImageResult(
         image=str(path), codec=name, quality=bitstream.quality, bits=bitstream.num_bits,
         pixels=bitstream.num_pixels, psnr_y=psnr_y(image, decoded), psnr_rgb=psnr_rgb(image, decoded),
-        encode_s=encoded - start, decode_s=done - encoded,
+        encode_s=encoded - start, decode_s=done - encoded, ms_ssim=ms_ssim(image, decoded),
     )
 
 
@@ -117,6 +119,7 @@ def summarise(label: str, quality: Quality, results: Sequence[ImageResult]) -> R
         psnr_y=mean_db(r.psnr_y for r in results), psnr_rgb=mean_db(r.psnr_rgb for r in results),
         encode_ms_per_mp=1e3 * sum(r.encode_s for r in results) / megapixels,
         decode_ms_per_mp=1e3 * sum(r.decode_s for r in results) / megapixels,
+        ms_ssim=(sum(v) / len(v)) if (v := [r.ms_ssim for r in results if r.ms_ssim is not None]) else None,
     )
 
 

@@ -10,6 +10,11 @@ CompressAI uses for RGB PSNR):
   NOT rounded, with peak 255. It is not the Y of the codec's own Y'CbCr (VVC codes
   BT.709 limited range), so it compares codecs on equal terms from RGB.
 - PSNR is ``10 log10(peak^2 / MSE)`` in dB, and ``inf`` for identical images.
+- :func:`ms_ssim` is pytorch-msssim's MS-SSIM (Wang et al. 2003: 5 scales, 11x11
+  Gaussian window sigma 1.5, the standard weights) on RGB with data range 255, averaged
+  over the channels; unitless in [0, 1]. It is undefined for images whose shorter side is
+  at most :data:`MS_SSIM_MIN_SIDE` (160) pixels (four 2x downsamplings of an 11-tap
+  window), and returns ``None`` there instead of a number from fewer scales.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import numpy as np
 
 from vcm_plugin.errors import InvalidImageError
 
-__all__ = ["BT601_LUMA", "luma_bt601", "mse", "psnr_rgb", "psnr_y"]
+__all__ = ["BT601_LUMA", "MS_SSIM_MIN_SIDE", "luma_bt601", "ms_ssim", "mse", "psnr_rgb", "psnr_y"]
+
+#: MS-SSIM needs a shorter side above this (pixels): (11 - 1) * 2 ** 4.
+MS_SSIM_MIN_SIDE = 160
 
 #: BT.601 luma weights for R, G, B.
 BT601_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
@@ -72,3 +80,18 @@ def psnr_y(reference: np.ndarray, decoded: np.ndarray) -> float:
         raise InvalidImageError(f"psnr_y: images must be uint8 RGB, got dtype {reference.dtype}")
     diff = luma_bt601(reference) - luma_bt601(decoded)
     return _psnr_from_mse(float(np.mean(diff * diff)), 255.0)
+
+
+def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:
+    """MS-SSIM of two uint8 (H, W, 3) RGB images (pytorch-msssim, 5 scales); ``None`` when too small."""
+    _check_pair(reference, decoded, "ms_ssim")
+    if min(reference.shape[:2]) <= MS_SSIM_MIN_SIDE:
+        return None
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    def tensor(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1).unsqueeze(0)
+
+    with torch.no_grad():
+        return float(_ms_ssim(tensor(reference), tensor(decoded), data_range=255.0, size_average=True))

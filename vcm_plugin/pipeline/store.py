@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS units (
     pixels INTEGER,
     psnr_y REAL,
     psnr_rgb REAL,
+    ms_ssim REAL,
     encode_s REAL,
     decode_s REAL,
     inference_s REAL,
@@ -73,6 +74,7 @@ class UnitRow:
     pixels: int | None = None
     psnr_y: float | None = None
     psnr_rgb: float | None = None
+    ms_ssim: float | None = None
     encode_s: float | None = None
     decode_s: float | None = None
     inference_s: float | None = None
@@ -81,7 +83,7 @@ class UnitRow:
 
 
 _COLUMNS = ("key", "codec", "quality", "scale", "task", "image_id", "status", "bits", "pixels", "psnr_y",
-            "psnr_rgb", "encode_s", "decode_s", "inference_s", "predictions", "error")
+            "psnr_rgb", "ms_ssim", "encode_s", "decode_s", "inference_s", "predictions", "error")
 
 
 class ResultsStore:
@@ -94,6 +96,9 @@ class ResultsStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
+            if "ms_ssim" not in columns:  # stores written before MS-SSIM was recorded
+                self._db.execute("ALTER TABLE units ADD COLUMN ms_ssim REAL")
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))

@@ -117,7 +117,8 @@ def run_job(job: Job) -> list[UnitRow]:
         return [failed(t, k, f"{where}: {_describe(exc)}") for t, k in job.task_keys]
 
     pixels = sample.height * sample.width
-    coded: dict[str, Any] = {"bits": None, "psnr_y": None, "psnr_rgb": None, "encode_s": 0.0, "decode_s": 0.0}
+    coded: dict[str, Any] = {"bits": None, "psnr_y": None, "psnr_rgb": None, "ms_ssim": None, "encode_s": 0.0,
+                             "decode_s": 0.0}
     if point.is_reference:
         value, output_point = image, "input"
     else:
@@ -132,10 +133,11 @@ def run_job(job: Job) -> list[UnitRow]:
             coded["bits"] = bitstream.num_bits  # bpp is always over the ORIGINAL pixels
             output_point = codec.output_point
             if output_point == "input":
-                from vcm_plugin.images.metrics import psnr_rgb, psnr_y
+                from vcm_plugin.images.metrics import ms_ssim, psnr_rgb, psnr_y
 
                 value = resize_rgb(value, sample.height, sample.width)
                 coded["psnr_y"], coded["psnr_rgb"] = psnr_y(image, value), psnr_rgb(image, value)
+                coded["ms_ssim"] = ms_ssim(image, value)
         except Exception as exc:
             return [failed(t, k, f"{where}: {_describe(exc)}") for t, k in job.task_keys]
 

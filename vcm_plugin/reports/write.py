@@ -2,8 +2,9 @@
 
 - ``results.csv``: one row per (task, codec, quality, scale): images, failures, bpp
   (total bits / total ORIGINAL pixels, as the VCM anchors compute it), ``mean_bpp``
-  (mean of per-image bpp), the task metrics, PSNR-Y / PSNR-RGB (mean over images, dB)
-  and mean seconds per image.
+  (mean of per-image bpp), the task metrics, PSNR-Y / PSNR-RGB (mean over images, dB),
+  MS-SSIM (mean over the images where it is defined) and mean seconds per image, so
+  human-vision and machine-vision curves come from one run.
 - ``bd_rate.csv`` / ``bd_rate.md``: per task, the BD-rate of each codec against each
   anchor on the task's primary metric (PCHIP by default); curves that needed the
   monotone envelope are marked with the points dropped.
@@ -48,6 +49,7 @@ class PointMetrics:
     metrics: dict[str, float] = field(default_factory=dict)
     psnr_y: float | None = None
     psnr_rgb: float | None = None
+    ms_ssim: float | None = None  # mean over the images where it is defined (shorter side > 160 px)
     encode_s: float | None = None
     decode_s: float | None = None
     inference_s: float | None = None
@@ -108,6 +110,7 @@ def point_metrics(store: ResultsStore, by_image: dict[str, str], dataset: Datase
         if pm.bits is not None:
             pm.mean_bpp = sum(r.bits / r.pixels for r in ok) / len(ok)  # type: ignore[operator]
         pm.psnr_y, pm.psnr_rgb = _mean([r.psnr_y for r in ok]), _mean([r.psnr_rgb for r in ok])
+        pm.ms_ssim = _mean([r.ms_ssim for r in ok if r.ms_ssim is not None])
         pm.encode_s, pm.decode_s = _mean([r.encode_s for r in ok]), _mean([r.decode_s for r in ok])
         pm.inference_s = _mean([r.inference_s for r in ok])
     evaluator = dataset.evaluator(kind)
@@ -153,7 +156,7 @@ def _quality(value: float | int | None) -> str:
 def write_results_csv(points: list[PointMetrics], path: Path) -> None:
     metric_names = sorted({k for p in points for k in p.metrics})
     header = ["task", "codec", "quality", "scale", "images", "failed", "bits", "pixels", "bpp", "mean_bpp",
-              *metric_names, "psnr_y", "psnr_rgb", "encode_s_per_image", "decode_s_per_image",
+              *metric_names, "psnr_y", "psnr_rgb", "ms_ssim", "encode_s_per_image", "decode_s_per_image",
               "inference_s_per_image"]
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -162,7 +165,8 @@ def write_results_csv(points: list[PointMetrics], path: Path) -> None:
             writer.writerow([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), p.images, p.failed,
                              _fmt(p.bits), p.pixels, _fmt(p.bpp, 6), _fmt(p.mean_bpp, 6),
                              *[_fmt(p.metrics.get(m)) for m in metric_names], _fmt(p.psnr_y, 3),
-                             _fmt(p.psnr_rgb, 3), _fmt(p.encode_s), _fmt(p.decode_s), _fmt(p.inference_s)])
+                             _fmt(p.psnr_rgb, 3), _fmt(p.ms_ssim, 5), _fmt(p.encode_s), _fmt(p.decode_s),
+                             _fmt(p.inference_s)])
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Learned (CompressAI) models: building and safe loading, and the bitstream packing of their strings."""

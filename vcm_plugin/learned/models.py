@@ -1,0 +1,170 @@
+"""Build and safely load CompressAI image-compression models.
+
+Three sources, one result (a CompressAI ``CompressionModel`` in eval mode, with its
+entropy coders' tables rebuilt by ``update(force=True)``):
+
+- :func:`load_compressai_zoo` -- a ``compressai.zoo`` model by architecture, metric and
+  quality. Its official file is looked up by name in the weights search path and in
+  torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), its SHA-256 checked against the
+  hash prefix in the name (torch.hub does not check a cached file), and loaded with
+  ``weights_only=True``. Downloading happens only when asked (``download=True``).
+- :func:`load_checkpoint_model` -- any CompressAI checkpoint file (a state_dict, or a
+  dict with ``state_dict``, as CompressAI's training example saves) of a named
+  architecture; sizes (N, M) are read from the tensors.
+- the project zoo (:mod:`vcm_plugin.zoo`) through :func:`load_checkpoint_model`.
+
+A checkpoint of another architecture is refused with the mismatched keys listed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vcm_plugin.tasks.base import TaskModelError
+from vcm_plugin.tasks.weights import file_sha256, find_weights, load_state_dict_safely
+
+#: entropy-coder tables whose shapes depend on the trained model (not architecture keys)
+_TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+class LearnedModelError(TaskModelError):
+    """A learned codec model cannot be built or loaded (names the model and the file)."""
+
+
+def import_compressai() -> Any:
+    """Import compressai (quietly: its import triggers a torch.jit deprecation warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import compressai
+        import compressai.models
+        import compressai.zoo  # noqa: F401
+    return compressai
+
+
+def architectures() -> dict[str, type]:
+    """CompressAI architecture name (zoo spelling, e.g. ``bmshj2018-hyperprior``) -> class."""
+    import_compressai()
+    from compressai.zoo.image import model_architectures
+
+    return dict(model_architectures)
+
+
+def architecture_class(name: str) -> type:
+    """The class of architecture ``name``; the error lists every valid name."""
+    archs = architectures()
+    if name not in archs:
+        raise LearnedModelError(f"unknown CompressAI architecture {name!r}; valid: {sorted(archs)}")
+    return archs[name]
+
+
+def build_model(architecture: str, **arch_params: Any) -> Any:
+    """A fresh (untrained) model of ``architecture`` with constructor parameters (e.g. N, M)."""
+    cls = architecture_class(architecture)
+    try:
+        return cls(**arch_params)
+    except TypeError as exc:
+        raise LearnedModelError(f"architecture {architecture!r}: bad parameters {arch_params}: {exc}") from exc
+
+
+def _architecture_keys(cls: type) -> set[str]:
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    probe = cls(**{k: 8 for k in ("N", "M") if k in params})
+    return {k for k in probe.state_dict() if not k.endswith(_TABLE_SUFFIXES)}
+
+
+def check_architecture(state: dict[str, Any], architecture: str, source: str) -> None:
+    """Raise :class:`LearnedModelError` listing missing/unexpected keys if ``state`` is not ``architecture``."""
+    expected = _architecture_keys(architecture_class(architecture))
+    got = {k for k in state if not k.endswith(_TABLE_SUFFIXES)}
+    # CompressAI renamed some entropy-bottleneck keys over versions; compare after the zoo's own renaming
+    missing, unexpected = sorted(expected - got), sorted(got - expected)
+    if missing or unexpected:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:6]) + (f" ... ({len(keys)} in all)" if len(keys) > 6 else "") if keys else "none"
+
+        raise LearnedModelError(f"checkpoint {source} is not a {architecture!r} model: missing keys: "
+                                f"{show(missing)}; unexpected keys: {show(unexpected)}")
+
+
+def model_from_state(state: dict[str, Any], architecture: str, source: str) -> Any:
+    """Build ``architecture`` from a state_dict (sizes from the tensors), eval mode, tables updated."""
+    import_compressai()
+    from compressai.zoo.pretrained import load_pretrained
+
+    state = load_pretrained(dict(state))  # renames keys of older CompressAI checkpoints
+    check_architecture(state, architecture, source)
+    cls = architecture_class(architecture)
+    try:
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}  # fp16 exports
+        model = cls.from_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise LearnedModelError(f"checkpoint {source} does not fit architecture {architecture!r}: {first}") from exc
+    model.eval()
+    model.update(force=True)
+    return model
+
+
+def load_checkpoint_model(path: str | os.PathLike[str], architecture: str,
+                          search_path: Sequence[str] | None = None) -> tuple[Any, str]:
+    """Load a CompressAI checkpoint file (weights-only); returns (model, the file's SHA-256)."""
+    found = find_weights(path, search_path)
+    state = load_state_dict_safely(found)
+    return model_from_state(state, architecture, repr(str(found))), file_sha256(found)
+
+
+def zoo_checkpoint_url(architecture: str, metric: str, quality: int) -> str:
+    """The official download URL of a ``compressai.zoo`` checkpoint; errors list what exists."""
+    import_compressai()
+    from compressai.zoo.image import model_urls
+
+    try:
+        return model_urls[architecture][metric][quality]
+    except KeyError:
+        have = {a: {m: sorted(q) for m, q in ms.items()} for a, ms in model_urls.items()}
+        raise LearnedModelError(f"compressai.zoo has no pretrained {architecture!r} for metric {metric!r} at "
+                                f"quality {quality}; available: {have}") from None
+
+
+def hub_checkpoint_dir() -> Path:
+    """torch.hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def load_compressai_zoo(architecture: str, metric: str, quality: int, search_path: Sequence[str] | None = None,
+                        download: bool = False) -> tuple[Any, str]:
+    """A pretrained ``compressai.zoo`` model; returns (model, the file's SHA-256).
+
+    The file is found by its official name in ``search_path``, ``$VCM_WEIGHTS``, the
+    user cache and torch.hub's cache; with ``download=True`` a missing file is fetched
+    by torch.hub (which checks the hash prefix). Offline, a missing file raises
+    :class:`~vcm_plugin.tasks.base.WeightsNotFoundError` naming it and every folder.
+    """
+    url = zoo_checkpoint_url(architecture, metric, quality)
+    name = url.rsplit("/", 1)[-1]
+    folders = [*(search_path or []), str(hub_checkpoint_dir())]
+    try:
+        path = find_weights(name, folders)
+    except TaskModelError:
+        if not download:
+            raise
+        import torch
+
+        torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
+        path = hub_checkpoint_dir() / name
+    sha = file_sha256(path)
+    prefix = re.search(r"-([0-9a-f]{8,})\.pth", name)
+    if prefix and not sha.startswith(prefix.group(1)):
+        raise LearnedModelError(f"compressai checkpoint {str(path)!r} has SHA-256 {sha[:12]}..., but its name says "
+                                f"{prefix.group(1)}: the file is corrupt or not the official one")
+    state = load_state_dict_safely(path)
+    return model_from_state(state, architecture, repr(str(path))), sha
