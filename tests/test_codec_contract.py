@@ -26,6 +26,9 @@ from vcm_plugin.images.metrics import psnr_rgb
 
 BUILTIN = [c.name for c in available_codecs(include_unavailable=False) if c.origin.startswith("vcm_plugin.")]
 FAST_PARAMS = {"vvc": {"preset": "faster"}, "hevc": {"preset": "ultrafast"}}
+# codecs whose default configuration supports fewer qualities than the class range
+# (the compressai codec's default is the project-zoo family, qualities 1..4)
+MAX_QUALITY = {"compressai": 4}
 
 
 def build(name: str) -> Codec:
@@ -37,13 +40,13 @@ def build(name: str) -> Codec:
 
 def mid_quality(codec: Codec):
     r = codec.quality_range
-    mid = (r.minimum + r.maximum) / 2
+    mid = (r.minimum + MAX_QUALITY.get(codec.name, r.maximum)) / 2
     return int(mid) if r.integer else mid
 
 
 def max_rate_quality(codec: Codec):
     r = codec.quality_range
-    return r.maximum if r.higher_is_more_bits else r.minimum
+    return MAX_QUALITY.get(codec.name, r.maximum) if r.higher_is_more_bits else r.minimum
 
 
 def test_builtin_codecs_are_available_here() -> None:

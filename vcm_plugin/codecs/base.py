@@ -235,6 +235,22 @@ class Codec(ABC):
         if not availability:
             raise CodecUnavailableError(f"codec {self.name!r} is not available: {availability.reason}")
 
+    def check_ready(self, quality: Quality) -> None:
+        """Raise now if coding at ``quality`` cannot work here (missing binary, library or weights file).
+
+        The harness calls it for every codec point before any work, so a run stops at
+        once with the reason instead of failing every image. Cheap: nothing is loaded.
+        """
+        self.quality_range.validate(quality, self.name)
+        self.require_available()
+
+    def weights_identity(self, quality: Quality) -> str | None:
+        """What identifies the trained weights used at ``quality`` (e.g. a SHA-256), for learned codecs.
+
+        Part of result-store keys when not ``None``; must be cheap (hash a file, do not load it).
+        """
+        return None
+
     def version(self) -> str:
         """What identifies the implementation (library / binary version); part of result-store keys."""
         from vcm_plugin import __version__

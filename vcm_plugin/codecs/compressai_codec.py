@@ -94,6 +94,42 @@ class CompressAICodec(Codec):
             return "checkpoint"
         return "project-zoo" if self.model in zoo_groups() else "compressai-zoo"
 
+    def check_ready(self, quality: Quality) -> None:
+        """Find (not load) the weights file of ``quality``; raise naming it and the folders if missing."""
+        super().check_ready(quality)
+        source = self._source()
+        if source == "checkpoint":
+            from vcm_plugin.tasks.weights import find_weights
+
+            find_weights(str(self.checkpoint).replace("{quality}", str(int(quality))), self.search_path)
+        elif source == "project-zoo":
+            from vcm_plugin.zoo import zoo_group
+
+            if int(quality) not in zoo_group(self.model):
+                raise QualityError(f"codec 'compressai': project-zoo model {self.model!r} has qualities "
+                                   f"{sorted(zoo_group(self.model))}, not {quality}")
+        elif not self.download:
+            from vcm_plugin.learned.models import hub_checkpoint_dir, zoo_checkpoint_url
+            from vcm_plugin.tasks.weights import find_weights
+
+            name = zoo_checkpoint_url(self.model, self.metric, int(quality)).rsplit("/", 1)[-1]
+            find_weights(name, [*(self.search_path or []), str(hub_checkpoint_dir())])
+
+    def weights_identity(self, quality: Quality) -> str | None:
+        """SHA-256 of the weights file used at ``quality`` (hashed, not loaded)."""
+        from vcm_plugin.tasks.weights import file_sha256, find_weights
+
+        source = self._source()
+        if source == "checkpoint":
+            return file_sha256(find_weights(str(self.checkpoint).replace("{quality}", str(int(quality))),
+                                            self.search_path))
+        if source == "project-zoo":
+            from vcm_plugin.zoo import zoo_group
+
+            entry = zoo_group(self.model).get(int(quality))
+            return entry.sha256 if entry else None
+        return None  # compressai.zoo files: the official name (in params/quality) pins the hash prefix
+
     # -- model loading --------------------------------------------------------------------
     def _load(self, quality: int) -> _Loaded:
         with self._lock:

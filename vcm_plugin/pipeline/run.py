@@ -100,9 +100,14 @@ def _freeze(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def codec_points(config: RunConfig) -> list[CodecPoint]:
     """Every codec point of the grid, the reference point first."""
+    from vcm_plugin.codecs.registry import get_codec_class
+
     points = [CodecPoint(REFERENCE, None, (), None, 1.0)]
     for label, entry in config.codecs.items():
         name, params = config.codec_params(label)
+        fields = getattr(get_codec_class(name), "__dataclass_fields__", {})
+        if config.weights.search_path and "search_path" in fields and "search_path" not in params:
+            params["search_path"] = list(config.weights.search_path)  # learned codecs' weight files
         for scale in entry.scales:
             for quality in entry.qualities:
                 q = int(quality) if float(quality).is_integer() else float(quality)
@@ -131,7 +136,11 @@ def _codec_identity(point: CodecPoint) -> dict[str, Any]:
     from vcm_plugin.pipeline.units import codec_for
 
     codec = codec_for(point)
-    return {"codec": point.codec, "params": codec.params(), "version": codec.version()}
+    identity = {"codec": point.codec, "params": codec.params(), "version": codec.version()}
+    weights = codec.weights_identity(point.quality)  # type: ignore[arg-type]
+    if weights is not None:  # a retrained checkpoint at the same path must not reuse old rows
+        identity["weights"] = weights
+    return identity
 
 
 def unit_identity(point: CodecPoint, codec_id: dict[str, Any], task_id: dict[str, Any], dataset_id: dict[str, Any],
@@ -213,6 +222,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                 summary.units_cached += len(job.task_keys) - len(missing)
                 if missing:
                     todo.append(Job(job.point, job.sample, missing))
+            preflight(todo, tasks)
             remaining = _remaining_per_point(todo)
             known: dict[tuple, Any] = {}  # point metrics computed for the progress lines, reused by the reports
             bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
@@ -236,6 +246,37 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             f"({summary.units_failed} failed), {summary.units_cached} cache hits of {summary.units_total}; "
             f"reports in {folder}")
     return summary
+
+
+def preflight(jobs: list[Job], tasks: list[TaskSpec]) -> None:
+    """Fail before any work when a codec point or a task model cannot run here.
+
+    Each codec configuration checks each of its qualities (binaries, libraries, weights
+    files: found, not loaded), and each task model loads its weights once in this
+    process (the in-process executor then reuses it). Errors name the codec label or
+    task label and the missing file.
+    """
+    from vcm_plugin.codecs.registry import get_codec
+    from vcm_plugin.pipeline import units
+
+    checked: set[tuple] = set()
+    for job in jobs:
+        point = job.point
+        if point.is_reference or (point.codec, point.params, point.quality) in checked:
+            continue
+        checked.add((point.codec, point.params, point.quality))
+        try:
+            get_codec(point.codec, **dict(point.params)).check_ready(point.quality)  # type: ignore[arg-type]
+        except VcmError as exc:
+            raise type(exc)(f"codec {point.label!r} at quality {point.quality}: {exc}") from exc
+    if not jobs:
+        return
+    units.init_worker(tasks)
+    for spec in tasks:
+        try:
+            units.task_model(spec.label).load()
+        except VcmError as exc:
+            raise type(exc)(f"task {spec.label!r}: {exc}") from exc
 
 
 def _remaining_per_point(jobs: list[Job]) -> dict[tuple, int]:

@@ -65,10 +65,17 @@ _TASKS: dict[str, TaskSpec] = {}
 
 
 def init_worker(tasks: list[TaskSpec], torch_threads: int | None = None) -> None:
-    """Process-pool initializer: remember the task specs; models load on first use."""
+    """Process-pool initializer: remember the task specs; models load on first use.
+
+    In-process (``torch_threads`` None) models already loaded for the same specs are
+    kept (the run's preflight loaded them); a pool worker always starts empty, never
+    reusing a model inherited through fork.
+    """
+    specs = {t.label: t for t in tasks}
+    if torch_threads is not None or specs != _TASKS:
+        _MODELS.clear()
     _TASKS.clear()
-    _TASKS.update({t.label: t for t in tasks})
-    _MODELS.clear()
+    _TASKS.update(specs)
     if torch_threads:
         import torch
 

@@ -154,8 +154,9 @@ def _quality(value: float | int | None) -> str:
 
 
 def write_results_csv(points: list[PointMetrics], path: Path) -> None:
-    metric_names = sorted({k for p in points for k in p.metrics})
-    header = ["task", "codec", "quality", "scale", "images", "failed", "bits", "pixels", "bpp", "mean_bpp",
+    fixed = ["task", "codec", "quality", "scale", "images", "failed", "bits", "pixels", "bpp", "mean_bpp"]
+    metric_names = sorted({k for p in points for k in p.metrics} - set(fixed))  # e.g. an evaluator's "images"
+    header = [*fixed,
               *metric_names, "psnr_y", "psnr_rgb", "ms_ssim", "encode_s_per_image", "decode_s_per_image",
               "inference_s_per_image"]
     with open(path, "w", newline="") as fh:
