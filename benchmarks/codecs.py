@@ -1,10 +1,14 @@
-"""Speed and rate-distortion of every available codec on the 24 Kodak images.
+"""Speed, memory and rate-distortion of every available codec on the 24 Kodak images.
 
-Prints, per codec and quality: bpp (total bits / total pixels), mean PSNR-Y (dB),
-encode and decode milliseconds per megapixel (wall time, one image per process,
-images coded in parallel on all cores, single-threaded encoders), then the BD-rate
-(PSNR-Y, pchip) of each codec against VVC. Run: `.venv/bin/python benchmarks/codecs.py`
-(`--images N` for a quick subset, `--jobs`, `--csv out.csv`).
+Prints, per codec and quality: bpp (total bits / total pixels), mean PSNR-Y (dB), mean
+MS-SSIM, encode and decode milliseconds per megapixel (wall time, one image per process,
+images coded in parallel on all cores, single-threaded encoders and torch), then the
+peak memory of one encode + decode of kodim01 at the highest quality (a fresh process's
+peak RSS of a fresh Python process, MiB; ffmpeg child processes not included), then the BD-rate (PSNR-Y, pchip)
+of each codec against VVC. `compressai` is the project-zoo learned codec
+(`--compressai-model bmshj2018-hyperprior` etc. for compressai.zoo weights in torch.hub's
+cache). Run: `.venv/bin/python benchmarks/codecs.py` (`--images N` for a quick subset,
+`--codecs vvc,compressai`, `--jobs`, `--csv out.csv`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ QUALITIES: dict[str, tuple] = {
     "av1": (50, 42, 34, 26),
     "jxl": (6.0, 3.0, 1.5, 0.75),
     "webp": (25, 50, 75, 90),
+    "compressai": (1, 2, 3, 4),
 }
 ANCHOR = "vvc"
 
@@ -47,29 +52,65 @@ def single_threaded(name: str) -> dict:
     return {"threads": 1} if "threads" in names else {}
 
 
+def _peak_child(name: str, params: dict, quality, path: str, queue) -> None:
+    import resource
+
+    from vcm_plugin.codecs.registry import get_codec
+    from vcm_plugin.images.io import read_image
+
+    codec, image = get_codec(name, **params), read_image(path)
+    codec.decode(codec.encode(image, quality))
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def peak_memory_mib(spec: CodecSpec, path: Path) -> float:
+    """Peak RSS (MiB) of a fresh process that imports the codec and codes kodim01 once at its highest quality.
+
+    Includes the interpreter and imports (about 60 MiB with numpy and PIL, 300+ MiB once torch is
+    imported); ffmpeg-based codecs run their encoder in a child process whose memory is not counted.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    quality = max(spec.qualities) if get_codec_class(spec.name).quality_range.higher_is_more_bits \
+        else min(spec.qualities)
+    proc = ctx.Process(target=_peak_child, args=(spec.name, spec.params, quality, str(path), queue))
+    proc.start()
+    proc.join()
+    return queue.get() if proc.exitcode == 0 else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--codecs", default=",".join(QUALITIES))
     parser.add_argument("--csv")
+    parser.add_argument("--compressai-model", default="vcm-hyperprior",
+                        help="project-zoo family or compressai.zoo architecture for the compressai codec")
     args = parser.parse_args()
     images = sorted(kodak_dir().glob("kodim*.png"))[: args.images]
     here = {c.name for c in available_codecs(include_unavailable=False)}
     wanted = [n for n in args.codecs.split(",") if n in here and n in QUALITIES]
     skipped = [n for n in args.codecs.split(",") if n not in wanted]
-    specs = [CodecSpec(n, QUALITIES[n], single_threaded(n)) for n in wanted]
+    extra = {"compressai": {"model": args.compressai_model}}
+    specs = [CodecSpec(n, QUALITIES[n], {**single_threaded(n), **extra.get(n, {})}) for n in wanted]
     start = time.perf_counter()
     points = measure(specs, [str(p) for p in images], jobs=args.jobs)
     wall = time.perf_counter() - start
 
     print(f"\n{len(images)} Kodak images, {args.jobs} worker processes, wall {wall:.0f} s; "
           f"skipped (unavailable): {', '.join(skipped) or 'none'}")
-    print("| codec | quality | bpp | PSNR-Y dB | encode ms/MP | decode ms/MP |")
-    print("|---|---|---|---|---|---|")
+    print("| codec | quality | bpp | PSNR-Y dB | MS-SSIM | encode ms/MP | decode ms/MP |")
+    print("|---|---|---|---|---|---|---|")
     for p in points:
-        print(f"| {p.codec} | {p.quality} | {p.bpp:.4f} | {p.psnr_y:.2f} | {p.encode_ms_per_mp:.0f} "
+        ms = f"{p.ms_ssim:.4f}" if p.ms_ssim is not None else "n/a"
+        print(f"| {p.codec} | {p.quality} | {p.bpp:.4f} | {p.psnr_y:.2f} | {ms} | {p.encode_ms_per_mp:.0f} "
               f"| {p.decode_ms_per_mp:.0f} |")
+    print("\n| codec | peak RSS of a process coding kodim01 once (MiB) |\n|---|---|")
+    for spec in specs:
+        print(f"| {spec.label} | {peak_memory_mib(spec, kodak_dir() / 'kodim01.png'):.0f} |")
     if ANCHOR in wanted:
         anchor_label = next(spec.label for spec in specs if spec.name == ANCHOR)
         anchor = [p for p in points if p.codec == anchor_label]
