@@ -197,6 +197,12 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def load_config(path: str | Path, overrides: list[str] | None = None, check_plugins: bool = True) -> RunConfig:
     """Load, override, interpolate and validate a run config; errors name file and key."""
+    return config_from_dict(read_yaml_mapping(path), overrides, str(path), check_plugins,
+                            config_dir=Path(path).resolve().parent)
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A config file's top-level mapping, parsed as safe YAML; errors name the file."""
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -208,20 +214,25 @@ def load_config(path: str | Path, overrides: list[str] | None = None, check_plug
         raise ConfigError(f"{source}: not valid safe YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    return config_from_dict(data, overrides, source, check_plugins, config_dir=Path(path).resolve().parent)
+    return data
 
 
-def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, source: str = "config",
-                     check_plugins: bool = True, config_dir: Path | None = None) -> RunConfig:
-    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str) -> dict[str, Any]:
+    """``key.path=value`` overrides merged in, then ``${...}`` interpolation resolved."""
     try:
         conf = OmegaConf.create(data)
         for item in overrides or []:
             key, value = parse_override(item)
             OmegaConf.update(conf, key, value, merge=True, force_add=True)
-        resolved = OmegaConf.to_container(conf, resolve=True)
+        return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, source: str = "config",
+                     check_plugins: bool = True, config_dir: Path | None = None) -> RunConfig:
+    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+    resolved = apply_overrides(data, overrides, source)
     _expand_includes(resolved, source, config_dir)
     try:
         config = RunConfig.model_validate(resolved)
@@ -255,22 +266,7 @@ def load_model_config(path: str | Path, model: type[ModelT], overrides: list[str
     named with the nearest valid one, errors naming the file.
     """
     source = str(path)
-    try:
-        data = safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {source}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid safe YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping")
-    try:
-        conf = OmegaConf.create(data)
-        for item in overrides or []:
-            key, value = parse_override(item)
-            OmegaConf.update(conf, key, value, merge=True, force_add=True)
-        resolved = OmegaConf.to_container(conf, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
+    resolved = apply_overrides(read_yaml_mapping(path), overrides, source)
     try:
         return model.model_validate(resolved)
     except ValidationError as exc:

@@ -6,6 +6,7 @@ Sample order is deterministic (sorted by image id unless a list fixes the order)
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,40 @@ from vcm_plugin.errors import VcmError
 
 class DatasetError(VcmError, ValueError):
     """A dataset's files are missing or inconsistent (names the file and image id)."""
+
+
+_EXIF_ORIENTATION = 0x0112
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+
+
+def file_sha256(path: Path, what: str) -> str:
+    """Hex SHA-256 of a file; DatasetError naming it (as ``what``) when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except FileNotFoundError:
+        raise DatasetError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise DatasetError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def image_size(path: Path, image_id: str) -> tuple[int, int]:
+    """(height, width) in pixels from the image header, after the EXIF orientation (no decoding)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION) if image.format in ("JPEG", "TIFF", "WEBP") \
+                else None
+    except FileNotFoundError:
+        raise DatasetError(f"image id {image_id}: image file {path} does not exist") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DatasetError(f"image id {image_id}: {path} is not a readable image: {exc}") from exc
+    return (width, height) if orientation in _SWAPPING_ORIENTATIONS else (height, width)
 
 
 @dataclass(frozen=True)

@@ -33,15 +33,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample
+from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size
 from vcm_plugin.datasets.registry import register_dataset
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 IMAGENET_CLASSES = 1000
 TASK = "classification"
 _MAX_LISTED = 5
-_EXIF_ORIENTATION = 0x0112
-_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
 
 
 class Entry(NamedTuple):
@@ -57,36 +55,6 @@ class ClassInfo(NamedTuple):
     index: int
     wnid: str
     name: str
-
-
-def file_sha256(path: Path, what: str) -> str:
-    """Hex SHA-256 of a file; DatasetError naming it (as ``what``) when it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-    except FileNotFoundError:
-        raise DatasetError(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise DatasetError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
-
-
-def image_size(path: Path, image_id: str) -> tuple[int, int]:
-    """(height, width) in pixels from the image header, after the EXIF orientation (no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION) if image.format in ("JPEG", "TIFF", "WEBP") \
-                else None
-    except FileNotFoundError:
-        raise DatasetError(f"image id {image_id}: image file {path} does not exist") from None
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DatasetError(f"image id {image_id}: {path} is not a readable image: {exc}") from exc
-    return (width, height) if orientation in _SWAPPING_ORIENTATIONS else (height, width)
 
 
 def read_csv_rows(path: Path, what: str, required: Sequence[str]) -> tuple[list[tuple[int, dict[str, str]]], str]:

@@ -24,12 +24,11 @@ MPEG VCM naming), and drops classes outside the label map.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample
+from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size
 from vcm_plugin.datasets.registry import register_dataset
 
 if TYPE_CHECKING:
@@ -88,31 +87,6 @@ def read_image_list(path: str | Path) -> list[tuple[str, str]]:
     return entries
 
 
-def _sha256(path: Path, what: str) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-    except FileNotFoundError:
-        raise DatasetError(f"{what} file {path} does not exist") from None
-    except OSError as exc:
-        raise DatasetError(f"{what} file {path} cannot be read: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
-
-
-def _image_size(path: Path, image_id: str) -> tuple[int, int]:
-    """(height, width) in pixels from the image header (no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DatasetError(f"image id {image_id}: {path} is not a readable image: {exc}") from exc
-    return height, width
-
-
 @register_dataset
 class OpenImagesDataset(IndexedDataset):
     """Open Images images with box (and optionally mask) ground truth and verified image-level labels.
@@ -155,7 +129,7 @@ class OpenImagesDataset(IndexedDataset):
             self.files["class_descriptions"] = Path(class_descriptions)
         if not self.images_dir.is_dir():
             raise DatasetError(f"Open Images images folder {self.images_dir} does not exist")
-        self.sha256 = {key: _sha256(path, key.replace("_", " ")) for key, path in self.files.items()}
+        self.sha256 = {key: file_sha256(path, key.replace("_", " ") + " file") for key, path in self.files.items()}
 
         entries = read_image_list(self.files["image_list"])
         try:
@@ -190,7 +164,7 @@ class OpenImagesDataset(IndexedDataset):
         if not self.image_ids:
             raise DatasetError(f"{self.name} dataset from {self.files['image_list']}: no image selected")
         self.paths: dict[str, Path] = {i: paths[i] for i in self.image_ids}  # type: ignore[misc]
-        self.sizes: dict[str, tuple[int, int]] = {i: _image_size(self.paths[i], i) for i in self.image_ids}
+        self.sizes: dict[str, tuple[int, int]] = {i: image_size(self.paths[i], i) for i in self.image_ids}
         keep = set(self.image_ids)
         self.gt_boxes = {i: v for i, v in gt_boxes.items() if i in keep}
         self.verified = {i: v for i, v in verified.items() if i in keep}
