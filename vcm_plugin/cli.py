@@ -198,6 +198,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from vcm_plugin.zoo import zoo_entries
+
+    entries = zoo_entries()
+    if not entries:
+        print("the project zoo is empty")
+        return 0
+    print(f"{'name':<22}{'kind':<12}{'architecture':<24}{'quality':<9}{'bytes':>10}  trained here by")
+    for e in entries.values():
+        size = e.path.stat().st_size if e.path.is_file() else 0
+        print(f"{e.name:<22}{e.kind:<12}{e.architecture:<24}{'' if e.quality is None else e.quality!s:<9}"
+              f"{size:>10}  {e.training.get('command', '?')}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from vcm_plugin.config import load_config
     from vcm_plugin.pipeline.run import run
@@ -214,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("codecs", help="list codecs, whether they run here, and their quality parameter")
     p.set_defaults(func=cmd_codecs)
+
+    p = sub.add_parser("zoo", help="list the project's own trained models (learned codecs, CIFAR-10 classifier)")
+    p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("encode", help="encode an image into a .vcmb bitstream file")
     p.add_argument("--codec", required=True)
