@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--codecs", default=",".join(QUALITIES))
     parser.add_argument("--csv")
+    parser.add_argument("--quality", action="append", default=[], metavar="NAME=Q1,Q2,...",
+                        help="override a codec's qualities, e.g. vvc=52,47,42,37 to overlap a weak codec's range")
     parser.add_argument("--compressai-model", default="vcm-hyperprior",
                         help="project-zoo family or compressai.zoo architecture for the compressai codec")
     args = parser.parse_args()
@@ -94,6 +96,9 @@ def main() -> None:
     here = {c.name for c in available_codecs(include_unavailable=False)}
     wanted = [n for n in args.codecs.split(",") if n in here and n in QUALITIES]
     skipped = [n for n in args.codecs.split(",") if n not in wanted]
+    for item in args.quality:
+        name, _, values = item.partition("=")
+        QUALITIES[name] = tuple(float(v) if "." in v else int(v) for v in values.split(","))
     extra = {"compressai": {"model": args.compressai_model}}
     specs = [CodecSpec(n, QUALITIES[n], {**single_threaded(n), **extra.get(n, {})}) for n in wanted]
     start = time.perf_counter()
