@@ -29,6 +29,8 @@ FAST_PARAMS = {"vvc": {"preset": "faster"}, "hevc": {"preset": "ultrafast"}}
 # codecs whose default configuration supports fewer qualities than the class range
 # (the compressai codec's default is the project-zoo family, qualities 1..4)
 MAX_QUALITY = {"compressai": 4}
+# learned codecs trained at a few fixed lambdas have no near-lossless setting
+NO_NEAR_LOSSLESS = {"compressai"}
 
 
 def build(name: str) -> Codec:
@@ -108,6 +110,8 @@ def test_tiny_and_odd_sizes(coded, shape) -> None:
 
 def test_noise_at_the_highest_rate(coded) -> None:
     codec, _ = coded
+    if codec.name in NO_NEAR_LOSSLESS:
+        pytest.skip(f"{codec.name}: trained at fixed rate-distortion trade-offs, no near-lossless quality")
     # grey noise: 4:2:0 chroma subsampling of colour noise would dominate the error
     noise = np.repeat(np.random.default_rng(2).integers(0, 256, (8, 8, 1), dtype=np.uint8), 3, axis=2)
     bitstream = codec.encode(noise, max_rate_quality(codec))
