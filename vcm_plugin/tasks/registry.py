@@ -11,7 +11,8 @@ from vcm_plugin.tasks.base import TaskModel, TaskModelError
 ENTRY_POINT_GROUP = "vcm_plugin.tasks"
 
 TASK_MODELS: PluginRegistry[TaskModel] = PluginRegistry(
-    "task model", TaskModel, ENTRY_POINT_GROUP, ("vcm_plugin.tasks.builtin",), VcmError, TaskModelError)
+    "task model", TaskModel, ENTRY_POINT_GROUP, ("vcm_plugin.tasks.builtin", "vcm_plugin.tasks.cifar_vgg"),
+    VcmError, TaskModelError)
 
 register_task_model = TASK_MODELS.register
 get_task_model_class = TASK_MODELS.get_class

@@ -1,0 +1,322 @@
+"""The project's own CIFAR-10 classifier: a small VGG-style network and its task model ``cifar10-vgg``.
+
+:class:`CifarVGG` is a stack of stages ``block1`` .. ``blockN`` (each: ``convs[i]`` times
+conv3x3-BN-ReLU at ``widths[i]`` channels, then a 2x2 max-pool that halves the
+resolution), a global average ``pool`` (flattened to a vector) and a linear head ``fc``
+(dropout, then linear, giving logits). These module names are the cut points, in order::
+
+    input -> block1 (16x16) -> block2 (8x8) -> block3 (4x4) -> block4 (2x2) -> block5 (1x1) -> pool -> fc
+
+(resolutions for the default 5 stages on a 32x32 input). The value at ``input`` is the
+(H, W, 3) uint8 RGB image; at ``blockK`` a (1, C, h, w) float32 tensor; at ``pool`` a
+(1, C) tensor; at ``fc`` the (1, 10) logits. The network was trained by this project
+(``vcm train classifier``) and ships in the project zoo as ``cifar10-vgg``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vcm_plugin.errors import InvalidImageError
+from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError
+from vcm_plugin.tasks.registry import register_task_model
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+#: Per-channel mean / std of the CIFAR-10 train set on a 0..1 scale, used only when a checkpoint has none.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+INPUT_SIZE = 32  # pixels; other image sizes are resized to this
+EXPORT_FORMAT = "vcm-cifar-vgg/1"
+
+
+@dataclass(frozen=True)
+class VGGConfig:
+    """Architecture: ``widths[i]`` channels and ``convs[i]`` conv layers in stage i+1 (1 to 5 stages,
+    each ending with a 2x2 max-pool); ``dropout`` probability before ``fc``; ``num_classes`` outputs."""
+
+    widths: tuple[int, ...] = (32, 64, 112, 128, 128)
+    convs: tuple[int, ...] = (1, 2, 2, 1, 1)
+    num_classes: int = 10
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "convs", tuple(int(c) for c in self.convs))
+        if not 1 <= len(self.widths) <= 5 or len(self.convs) != len(self.widths):
+            raise ValueError(f"VGGConfig: 1 to 5 stages with one width and one conv count each, got widths "
+                             f"{list(self.widths)} and convs {list(self.convs)}")
+        if min(self.widths) < 1 or min(self.convs) < 1 or self.num_classes < 1 or not 0 <= self.dropout < 1:
+            raise ValueError(f"VGGConfig: widths/convs/num_classes must be >= 1 and dropout in [0, 1): {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (weights-only checkpoint friendly)."""
+        d = asdict(self)
+        return {**d, "widths": list(self.widths), "convs": list(self.convs)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VGGConfig:
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+
+    def cut_points(self) -> list[str]:
+        """The module names in order: ``block1`` .. ``blockN``, ``pool``, ``fc``."""
+        return [f"block{i + 1}" for i in range(len(self.widths))] + ["pool", "fc"]
+
+
+def build_cifar_vgg(cfg: VGGConfig | None = None) -> Any:
+    """A :class:`CifarVGG` (torch is imported only when a network is built)."""
+    return _network_class()(cfg or VGGConfig())
+
+
+def __getattr__(name: str) -> Any:
+    """``CifarVGG`` (the torch module class) is built on first access, so importing this module needs no torch."""
+    if name == "CifarVGG":
+        return _network_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@cache
+def _network_class() -> type:
+    import torch
+    from torch import nn
+
+    class CifarVGG(nn.Module):
+        """VGG-style CIFAR network; input (B, 3, 32, 32) normalised float32, output (B, classes) logits."""
+
+        def __init__(self, cfg: VGGConfig) -> None:
+            super().__init__()
+            self.cfg = cfg
+            in_ch = 3
+            for i, (width, n) in enumerate(zip(cfg.widths, cfg.convs)):
+                layers: list[nn.Module] = []
+                for _ in range(n):
+                    layers += [nn.Conv2d(in_ch, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                               nn.ReLU(inplace=True)]
+                    in_ch = width
+                layers.append(nn.MaxPool2d(2))
+                self.add_module(f"block{i + 1}", nn.Sequential(*layers))
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.fc = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(in_ch, cfg.num_classes))
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+        def stages(self) -> list[tuple[str, nn.Module]]:
+            return [(name, getattr(self, name)) for name in self.cfg.cut_points()]
+
+        def forward_to(self, x: torch.Tensor, point: str) -> torch.Tensor:
+            """Run from the normalised input through the module ``point`` (inclusive)."""
+            for name, module in self.stages():
+                x = module(x)
+                if name == point:
+                    return x
+            raise KeyError(point)
+
+        def forward_from(self, point: str, x: torch.Tensor) -> torch.Tensor:
+            """Run the modules AFTER ``point`` (``"input"``: all of them) to the logits."""
+            names = [INPUT] + self.cfg.cut_points()
+            for _, module in self.stages()[names.index(point):]:
+                x = module(x)
+            return x
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.forward_from(INPUT, x)
+
+    CifarVGG.__module__ = __name__
+    return CifarVGG
+
+
+def check_state_dict(net: Any, state_dict: dict[str, Any], source: str) -> None:
+    """Raise :class:`TaskModelError` listing missing, unexpected and wrong-shape keys of ``state_dict``."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
+              if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+
+        parts = [f"{label}: {show(items)}" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
+        raise TaskModelError(f"weights {source!r} are not a cifar10-vgg network of architecture "
+                             f"{net.cfg.to_dict()}; " + "; ".join(parts))
+
+
+def read_export(path: str | Path) -> tuple[dict[str, Any], VGGConfig, list[float], list[float]]:
+    """(state_dict, architecture, mean, std) from an exported checkpoint or a plain state_dict.
+
+    A plain state_dict gets the default :class:`VGGConfig` and the CIFAR-10 mean/std.
+    Loads with ``weights_only=True``; unreadable files raise :class:`TaskModelError`.
+    """
+    import torch
+
+    from vcm_plugin.tasks.weights import load_state_dict_safely
+
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:
+        load_state_dict_safely(path)  # raises a TaskModelError naming the file and the reason
+        raise
+    meta = obj if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else {"state_dict": obj}
+    state = meta["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TaskModelError(f"weights file {str(path)!r} does not hold a state_dict (a dict of name -> tensor)")
+    try:
+        cfg = VGGConfig.from_dict(meta["arch"]) if "arch" in meta else VGGConfig()
+    except (TypeError, ValueError) as exc:
+        raise TaskModelError(f"weights file {str(path)!r}: invalid architecture {meta['arch']!r}: {exc}") from exc
+    mean = [float(v) for v in meta.get("mean", CIFAR10_MEAN)]
+    std = [float(v) for v in meta.get("std", CIFAR10_STD)]
+    return state, cfg, mean, std
+
+
+def load_cifar_vgg(path: str | Path) -> tuple[Any, list[float], list[float]]:
+    """(network in eval mode, mean, std) from a checkpoint; a foreign state_dict is refused, keys named."""
+    state, cfg, mean, std = read_export(path)
+    net = build_cifar_vgg(cfg)
+    check_state_dict(net, state, str(path))
+    net.load_state_dict(state)
+    return net.eval(), mean, std
+
+
+@register_task_model
+@dataclass
+class CifarVGGClassifier(TaskModel):
+    """The project's CIFAR-10 classifier (10 softmax probabilities in CIFAR-10 class order).
+
+    Fields: ``weights`` a project-zoo classifier name (default ``cifar10-vgg``, SHA-256
+    verified) or else a checkpoint file name found through the weights search path (or an
+    absolute path); ``search_path`` extra folders searched first. Images that are not
+    32x32 are resized to 32x32 with bilinear interpolation (antialiased when shrinking,
+    on the float 0..255 values, no rounding), then divided by 255 and normalised with the
+    checkpoint's per-channel mean and std.
+    """
+
+    name: ClassVar[str] = "cifar10-vgg"
+    task: ClassVar[str] = "classification"
+
+    weights: str = "cifar10-vgg"
+    search_path: list[str] | None = None
+
+    _net: Any = field(default=None, init=False, repr=False, compare=False)
+    _norm: Any = field(default=None, init=False, repr=False, compare=False)
+    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
+    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.categories = dict(enumerate(CIFAR10_CLASSES))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters (for process pools); the network reloads lazily."""
+        state = dict(self.__dict__)
+        state.update(_net=None, _norm=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- weights -----------------------------------------------------------------------------
+    def weights_path(self) -> Path:
+        """The zoo file (SHA-256 verified) when ``weights`` names a zoo classifier, else found via the search path."""
+        from vcm_plugin.tasks.weights import find_weights
+        from vcm_plugin.zoo import zoo_entries, zoo_file
+
+        entry = zoo_entries().get(self.weights)
+        if entry is not None and entry.kind == "classifier":
+            return zoo_file(entry)
+        return find_weights(self.weights, self.search_path)
+
+    def weights_sha256(self) -> str:
+        from vcm_plugin.tasks.weights import file_sha256
+
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.weights_path())
+        return self._sha256
+
+    def identity(self) -> dict[str, Any]:
+        """Name, weights and the weights file's SHA-256."""
+        return {"name": self.name, "params": {"weights": self.weights}, "weights_sha256": self.weights_sha256()}
+
+    def load(self) -> None:
+        self.network()
+
+    def network(self) -> Any:
+        """The loaded :class:`CifarVGG` in eval mode (loaded on first use)."""
+        if self._net is None:
+            with self._lock:
+                if self._net is None:
+                    import torch
+
+                    path = self.weights_path()
+                    net, mean, std = load_cifar_vgg(path)
+                    self._norm = (torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
+                    self._net = net
+        return self._net
+
+    # -- inference ---------------------------------------------------------------------------
+    def cut_points(self) -> list[str]:
+        """``input``, ``block1`` .. ``block5``, ``pool``, ``fc`` (logits), in network order."""
+        return [INPUT] + self.network().cfg.cut_points()
+
+    def _check_point(self, point: str) -> None:
+        if point not in self.cut_points():
+            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
+
+    def input_tensor(self, image: np.ndarray) -> Any:
+        """(H, W, 3) uint8 RGB -> (1, 3, 32, 32) normalised float32 tensor."""
+        import torch
+        import torch.nn.functional as F
+
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
+                or image.shape[0] == 0 or image.shape[1] == 0:
+            desc = f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise InvalidImageError(f"task model {self.name!r}: image must be non-empty (H, W, 3) uint8 RGB, "
+                                    f"got {desc}")
+        self.network()
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)  # a copy
+        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+        mean, std = self._norm
+        return (x / 255.0 - mean) / std
+
+    def front(self, point: str, image: np.ndarray) -> Any:
+        """The value at cut point ``point``: the image itself at ``input``, else a float32 tensor, batch dim 1."""
+        import torch
+
+        self._check_point(point)
+        if point == INPUT:
+            self.input_tensor(image)  # validates
+            return image
+        with torch.inference_mode():
+            return self.network().forward_to(self.input_tensor(image), point)
+
+    def run_from(self, point: str, value: Any) -> ClassScores:
+        """Class probabilities from an image (``input``) or from the tensor at a cut point (batch dim 1)."""
+        import torch
+
+        self._check_point(point)
+        net = self.network()
+        with torch.inference_mode():
+            if point == INPUT:
+                x = self.input_tensor(value)
+            else:
+                x = torch.as_tensor(value, dtype=torch.float32)
+                if x.ndim in (1, 3):
+                    x = x.unsqueeze(0)
+                if x.shape[0] != 1:
+                    raise TaskModelError(f"task model {self.name!r}: cut point {point!r} needs one tensor with "
+                                         f"batch dim 1, got shape {tuple(x.shape)}")
+            try:
+                logits = net.forward_from(point, x)
+            except RuntimeError as exc:
+                raise TaskModelError(f"task model {self.name!r}: a tensor of shape {tuple(x.shape)} does not fit "
+                                     f"cut point {point!r}: {str(exc).splitlines()[0]}") from exc
+            probs = torch.softmax(logits.float(), dim=1)[0]
+        return ClassScores(probs.numpy())
