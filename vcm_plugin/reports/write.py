@@ -293,10 +293,14 @@ def write_failures(points: list[PointMetrics], path: Path) -> None:
 
 
 def format_bd_table(rows: list[BDRow]) -> str:
-    out = [f"{'task':<14}{'codec':<14}{'anchor':<10}{'scale':>6}{'BD-rate':>11}  note"]
+    """The BD-rate rows as a plain-text table; columns as wide as their longest entry."""
+    tw = max([4, *(len(r.task) for r in rows)]) + 2
+    cw = max([5, *(len(r.codec) for r in rows)]) + 2
+    aw = max([6, *(len(r.anchor) for r in rows)]) + 2
+    out = [f"{'task':<{tw}}{'codec':<{cw}}{'anchor':<{aw}}{'scale':>6}{'BD-rate':>11}  note"]
     for r in rows:
         value = f"{r.bd_rate:+9.2f} %" if r.bd_rate is not None else "      n/a"
-        out.append(f"{r.task:<14}{r.codec:<14}{r.anchor:<10}{r.scale:>6g}{value:>11}  {r.note}")
+        out.append(f"{r.task:<{tw}}{r.codec:<{cw}}{r.anchor:<{aw}}{r.scale:>6g}{value:>11}  {r.note}")
     return "\n".join(out)
 
 
