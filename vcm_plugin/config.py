@@ -81,6 +81,39 @@ class WeightsConfig(_Strict):
     search_path: list[str] = Field(default_factory=list)
 
 
+class ExecutorConfig(_Strict):
+    """Where the units run: ``local`` (a process pool, default) or ``dask`` (a Dask cluster).
+
+    For ``dask``: ``address`` of an existing scheduler (``tcp://host:8786``), or ``cluster``
+    ``local`` (dask.distributed ``LocalCluster``, ``workers`` processes of one thread),
+    ``slurm`` / ``pbs`` (dask-jobqueue; ``cluster_options`` passed through, ``workers``
+    jobs). ``shard_size``: images per Dask task (one codec point). ``task_timeout``:
+    seconds one image may take (codec + task models) before it is failed; any executor.
+    """
+
+    kind: Literal["local", "dask"] = "local"
+    address: str | None = None
+    cluster: Literal["local", "slurm", "pbs"] | None = None
+    workers: int | None = Field(default=None, ge=1)
+    cluster_options: dict[str, Any] = Field(default_factory=dict)
+    shard_size: int = Field(default=8, ge=1)
+    retries: int = Field(default=2, ge=0)
+    task_timeout: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _dask_needs_a_target(self) -> ExecutorConfig:
+        if self.kind == "dask" and not self.address and not self.cluster:
+            self.cluster = "local"
+        if self.address and self.cluster:
+            raise ValueError("executor: give either `address` (an existing scheduler) or `cluster`, not both")
+        return self
+
+
 class RunConfig(_Strict):
     """The whole run."""
 
@@ -92,6 +125,7 @@ class RunConfig(_Strict):
     anchors: list[str] = Field(default_factory=list)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
     jobs: int | None = Field(default=None, ge=1)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     published_anchors: list[str] = Field(default_factory=list)  # anchors/published/*.yaml
     bd_method: Literal["pchip", "akima", "cubic"] = "pchip"
     non_monotonic: Literal["error", "envelope"] = "envelope"

@@ -13,8 +13,7 @@ import fcntl
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,9 @@ from vcm_plugin import __version__
 from vcm_plugin.config import RunConfig, dump_config
 from vcm_plugin.datasets.base import Dataset, Sample
 from vcm_plugin.errors import VcmError
-from vcm_plugin.pipeline.store import ResultsStore, UnitRow, unit_key
-from vcm_plugin.pipeline.units import REFERENCE, CodecPoint, Job, TaskSpec, init_worker, run_job
+from vcm_plugin.pipeline.executors import execute
+from vcm_plugin.pipeline.store import ResultsStore, unit_key
+from vcm_plugin.pipeline.units import REFERENCE, CodecPoint, Job, TaskSpec
 
 LOCK_NAME = ".vcm-run.lock"
 STORE_NAME = "results.sqlite"
@@ -171,28 +171,6 @@ def build_jobs(config: RunConfig, dataset: Dataset, tasks: list[TaskSpec],
 
 
 # -- executing ----------------------------------------------------------------------------
-def execute(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int) -> Iterator[list[UnitRow]]:
-    """Run jobs in-process (n_jobs=1) or in a worker pool; yield each job's rows as it finishes."""
-    if n_jobs <= 1:
-        init_worker(tasks)
-        for job in jobs:
-            yield run_job(job)
-        return
-    with ProcessPoolExecutor(max_workers=n_jobs, initializer=init_worker, initargs=(tasks, 1)) as pool:
-        pending: set[Future] = set()
-        queue = iter(jobs)
-        for job in queue:  # keep a bounded window in flight so a crash loses little
-            pending.add(pool.submit(run_job, job))
-            if len(pending) >= 2 * n_jobs:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-
-
 def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = None, quiet: bool = False,
         log: Callable[[str], None] = print) -> RunSummary:
     """Run the whole grid of ``config`` into ``output`` and write the reports."""
@@ -226,7 +204,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             remaining = _remaining_per_point(todo)
             known: dict[tuple, Any] = {}  # point metrics computed for the progress lines, reused by the reports
             bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
-            for rows in execute(todo, tasks, n_jobs):
+            for rows in execute(todo, tasks, config.executor, n_jobs):
                 for row in rows:
                     store.put(row)
                     summary.units_computed += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -109,11 +110,47 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def _where(job: Job) -> str:
+    point, sample = job.point, job.sample
+    return f"codec {point.label!r} at quality {point.quality}, image id {sample.image_id} ({sample.path})"
+
+
+def _failed_rows(job: Job, message: str) -> list[UnitRow]:
+    point, sample = job.point, job.sample
+    return [UnitRow(key=k, task=t, status="failed", error=message, codec=point.label, quality=point.quality,
+                    scale=point.scale, image_id=str(sample.image_id)) for t, k in job.task_keys]
+
+
+def run_job_limited(job: Job, timeout: float | None = None) -> list[UnitRow]:
+    """:func:`run_job` with a wall-clock limit in seconds (``None``: no limit).
+
+    The job runs in a daemon thread; when it is still running after ``timeout`` its rows
+    are returned as failed ("timed out", naming the codec and image id) and the thread is
+    abandoned: Python cannot kill a thread, so a truly hung codec keeps one thread (and
+    any child process it waits on) until the worker process exits, but the run goes on.
+    """
+    if not timeout:
+        return run_job(job)
+    result: list[list[UnitRow]] = []
+    thread = threading.Thread(target=lambda: result.append(run_job(job)), daemon=True,
+                              name=f"unit {job.point.label} {job.sample.image_id}")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive() or not result:
+        return _failed_rows(job, f"{_where(job)}: timed out after {timeout:g} s (executor.task_timeout)")
+    return result[0]
+
+
+def run_jobs(jobs: list[Job], timeout: float | None = None) -> list[list[UnitRow]]:
+    """A shard of jobs run one after the other (the unit of work of distributed executors)."""
+    return [run_job_limited(job, timeout) for job in jobs]
+
+
 def run_job(job: Job) -> list[UnitRow]:
     """Execute one job; never raises for a bad input (failed rows say why)."""
     point, sample = job.point, job.sample
     base = dict(codec=point.label, quality=point.quality, scale=point.scale, image_id=str(sample.image_id))
-    where = f"codec {point.label!r} at quality {point.quality}, image id {sample.image_id} ({sample.path})"
+    where = _where(job)
 
     def failed(task: str, key: str, message: str) -> UnitRow:
         return UnitRow(key=key, task=task, status="failed", error=message, **base)
