@@ -1,0 +1,141 @@
+"""Executors: Dask gives the local executor's numbers, survives a killed worker; hung units time out."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from vcm_plugin import Bitstream, Codec, QualityRange, register_codec
+from vcm_plugin.config import ConfigError, config_from_dict
+from vcm_plugin.pipeline.executors import shards
+from vcm_plugin.pipeline.run import run
+
+
+@register_codec
+@dataclass
+class HangOnPortraitCodec(Codec):
+    """Test codec: raw 8-bit samples, but hangs (sleeps an hour) on portrait images."""
+
+    name: ClassVar[str] = "test-hang-portrait"
+    quality_range: ClassVar[QualityRange] = QualityRange("q", 1, 8, higher_is_more_bits=True)
+
+    def _encode(self, image: np.ndarray, quality: int) -> Bitstream:
+        if image.shape[0] > image.shape[1]:
+            time.sleep(3600)
+        return self.make_bitstream(image.tobytes(), quality, image)
+
+    def _decode(self, bitstream: Bitstream) -> np.ndarray:
+        return np.frombuffer(bitstream.data, np.uint8).reshape(bitstream.height, bitstream.width, 3).copy()
+
+
+def _config(shared: Path, output: Path, **extra) -> dict:
+    config = {
+        "name": "exec", "output": str(output), "jobs": 2,
+        "dataset": {"name": "sample", "max_images": 4},
+        "tasks": {"detection": {"model": "yolov5", "weights": "yolov5n.pt"}},
+        "weights": {"search_path": [str(shared / "weights")]},
+        "codecs": {"jpeg": {"qualities": [10, 30, 50, 90]}},
+        "anchors": ["jpeg"],
+    }
+    config.update(extra)
+    return config
+
+
+def _units(folder: Path) -> dict[str, tuple]:
+    with sqlite3.connect(folder / "results.sqlite") as db:
+        return {k: (s, b, p) for k, s, b, p in db.execute("SELECT key, status, bits, predictions FROM units")}
+
+
+def test_executor_config_shorthand_and_errors(shared: Path, tmp_path: Path) -> None:
+    config = config_from_dict(_config(shared, tmp_path, executor="dask"))
+    assert config.executor.kind == "dask" and config.executor.cluster == "local"
+    with pytest.raises(ConfigError, match="executor"):
+        config_from_dict(_config(shared, tmp_path, executor={"kind": "dask", "address": "tcp://x:1",
+                                                             "cluster": "local"}))
+    with pytest.raises(ConfigError, match="executor.clustr"):
+        config_from_dict(_config(shared, tmp_path, executor={"clustr": "local"}))
+
+
+def test_shards_hold_one_codec_point() -> None:
+    from vcm_plugin.pipeline.units import CodecPoint, Job
+
+    a, b = CodecPoint("a", "jpeg", (), 10), CodecPoint("a", "jpeg", (), 20)
+    jobs = [Job(a, i, ()) for i in range(5)] + [Job(b, i, ()) for i in range(2)]  # type: ignore[arg-type]
+    assert [len(s) for s in shards(jobs, 2)] == [2, 2, 1, 2]
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_local_numbers(shared: Path, tmp_path: Path) -> None:
+    local = run(config_from_dict(_config(shared, tmp_path / "local")), quiet=True)
+    dask_run = run(config_from_dict(_config(shared, tmp_path / "dask", executor={
+        "kind": "dask", "cluster": "local", "workers": 2, "shard_size": 3})), quiet=True)
+    assert local.units_failed == dask_run.units_failed == 0
+    assert _units(tmp_path / "local") == _units(tmp_path / "dask")  # same keys, bits and predictions
+    strip = {"encode_s_per_image", "decode_s_per_image", "inference_s_per_image"}
+    import csv
+
+    def table(folder: Path) -> list[dict]:
+        with open(folder / "results.csv") as fh:
+            return [{k: v for k, v in r.items() if k not in strip} for r in csv.DictReader(fh)]
+
+    assert table(tmp_path / "local") == table(tmp_path / "dask")
+
+
+def _worker_processes() -> list:
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True)
+            if "multiprocessing" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_nothing(shared: Path, tmp_path: Path) -> None:
+    config = config_from_dict(_config(shared, tmp_path / "out", executor={
+        "kind": "dask", "cluster": "local", "workers": 2, "shard_size": 1},
+        codecs={"jpeg": {"qualities": [10, 20, 30, 40, 50, 60, 70, 90]}}))
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(summary=run(config, quiet=True)))
+    thread.start()
+    store = tmp_path / "out" / "results.sqlite"
+    deadline = time.time() + 120
+    killed = None
+    while time.time() < deadline and killed is None:
+        time.sleep(0.5)
+        try:
+            with sqlite3.connect(store) as db:
+                done = db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        workers = _worker_processes()
+        if done >= 6 and workers:
+            killed = workers[0].pid
+            os.kill(killed, signal.SIGKILL)  # a real SIGKILL of a worker process
+    thread.join(300)
+    assert killed is not None, "no worker process was found to kill"
+    summary = result["summary"]
+    assert summary.units_failed == 0 and summary.units_total == 4 * 9
+    units = _units(tmp_path / "out")
+    assert len(units) == 4 * 9 and all(s == "ok" for s, _, _ in units.values())
+
+
+def test_a_hung_codec_is_timed_out_and_the_run_goes_on(shared: Path, tmp_path: Path) -> None:
+    data = _config(shared, tmp_path / "out", jobs=1, executor={"task_timeout": 3},
+                   codecs={"hang": {"codec": "test-hang-portrait", "qualities": [8]}}, anchors=[])
+    start = time.perf_counter()
+    summary = run(config_from_dict(data), quiet=True)
+    assert time.perf_counter() - start < 60
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
+        failed = db.execute("SELECT image_id, error FROM units WHERE status='failed'").fetchall()
+        ok = db.execute("SELECT COUNT(*) FROM units WHERE status='ok' AND codec='hang'").fetchone()[0]
+    assert failed and summary.units_failed == len(failed)
+    assert all("timed out after 3 s" in e and image_id in e for image_id, e in failed)
+    assert ok >= 1  # the landscape images were coded
