@@ -139,3 +139,42 @@ def test_a_hung_codec_is_timed_out_and_the_run_goes_on(shared: Path, tmp_path: P
     assert failed and summary.units_failed == len(failed)
     assert all("timed out after 3 s" in e and image_id in e for image_id, e in failed)
     assert ok >= 1  # the landscape images were coded
+
+
+@pytest.mark.slow
+def test_a_killed_dask_client_resumes_on_rerun(shared: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    data = _config(shared, tmp_path / "out", executor={"kind": "dask", "cluster": "local", "workers": 2,
+                                                       "shard_size": 1},
+                   codecs={"jpeg": {"qualities": [10, 20, 30, 40, 50, 60, 70, 90]}})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    command = [sys.executable, "-m", "vcm_plugin", "run", str(path), "--quiet"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = tmp_path / "out" / "results.sqlite"
+    done = 0
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and done < 8:
+            time.sleep(0.5)
+            try:
+                with sqlite3.connect(store) as db:
+                    done = db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+            except sqlite3.Error:
+                pass
+        os.kill(proc.pid, signal.SIGKILL)  # the client only; its workers lose their scheduler
+        proc.wait(30)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # leftover worker processes of the killed client
+        except ProcessLookupError:
+            pass
+    assert 8 <= done < 4 * 9, f"the client was killed after {done} rows"
+    summary = run(config_from_dict(data), quiet=True)
+    assert summary.units_cached >= done and summary.units_failed == 0
+    assert summary.units_cached + summary.units_computed == 4 * 9
+    assert len(_units(tmp_path / "out")) == 4 * 9
