@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vcm-installed
 RECIPE := torch==2.14.1 torchvision==0.29.1 compressai==1.2.8 "numpy<2" "opencv-python-headless<4.12" \
-	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn pytorch-msssim ai-edge-litert dask distributed pytest ruff
+	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn pytorch-msssim ai-edge-litert dask distributed dask-jobqueue pytest ruff
 
 .PHONY: install demo test test-fast lint benchmark benchmark-harness clean
 

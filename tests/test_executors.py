@@ -178,3 +178,20 @@ def test_a_killed_dask_client_resumes_on_rerun(shared: Path, tmp_path: Path) -> 
     assert summary.units_cached >= done and summary.units_failed == 0
     assert summary.units_cached + summary.units_computed == 4 * 9
     assert len(_units(tmp_path / "out")) == 4 * 9
+
+
+def test_the_slurm_example_builds_its_batch_script() -> None:
+    pytest.importorskip("dask_jobqueue")
+    from vcm_plugin.config import load_config
+    from vcm_plugin.pipeline.executors import ExecutorError, jobqueue_cluster
+
+    config = load_config(Path(__file__).resolve().parents[1] / "eval_configs" / "coco_shared_slurm.yaml")
+    cluster = jobqueue_cluster(config.executor)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p cpu" in script and "#SBATCH -A my-project" in script and "--exclusive=user" in script
+    bad = config.executor.model_copy(update={"cluster_options": {"no_such_option": 1}})
+    with pytest.raises(ExecutorError, match="cluster_options for slurm"):
+        jobqueue_cluster(bad)

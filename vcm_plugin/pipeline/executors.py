@@ -111,18 +111,28 @@ def _client(executor: ExecutorConfig, n_jobs: int):
         except TypeError as exc:
             raise ExecutorError(f"executor.cluster_options: {exc}") from exc
         return Client(cluster), cluster
+    cluster = jobqueue_cluster(executor)
+    cluster.scale(jobs=workers)
+    return Client(cluster), cluster
+
+
+def jobqueue_cluster(executor: ExecutorConfig):
+    """The dask-jobqueue cluster (``SLURMCluster`` / ``PBSCluster``) of ``executor``, not yet scaled.
+
+    ``cluster.job_script()`` shows the batch script each worker job will run.
+    """
     try:
         import dask_jobqueue
     except ImportError as exc:
         raise ExecutorError(f"executor.cluster {executor.cluster!r} needs dask-jobqueue: "
                             "pip install 'vcm-plugin[dask]'") from exc
-    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[executor.cluster or ""]
+    classes = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}
+    if executor.cluster not in classes:
+        raise ExecutorError(f"executor.cluster {executor.cluster!r} is not one of {sorted(classes)}")
     try:
-        cluster = cls(**executor.cluster_options)
+        return classes[executor.cluster](**executor.cluster_options)
     except (TypeError, ValueError) as exc:
         raise ExecutorError(f"executor.cluster_options for {executor.cluster}: {exc}") from exc
-    cluster.scale(jobs=workers)
-    return Client(cluster), cluster
 
 
 def execute_dask(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfig,
@@ -157,4 +167,4 @@ def execute_dask(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfi
             cluster.close()
 
 
-__all__ = ["ExecutorError", "execute", "execute_dask", "execute_local", "shards"]
+__all__ = ["ExecutorError", "execute", "execute_dask", "execute_local", "jobqueue_cluster", "shards"]
