@@ -9,6 +9,7 @@ remembered with its error instead of breaking the package.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 from importlib import metadata
@@ -85,6 +86,11 @@ class PluginRegistry(Generic[T]):
     def create(self, name: str, **params: Any) -> T:
         """Build the class registered as ``name`` with ``params``; bad parameters name it."""
         cls = self.get_class(name)
+        if dataclasses.is_dataclass(cls):  # a flag given as "no" or 1 would silently be truthy
+            for f in dataclasses.fields(cls):
+                if f.name in params and f.type in ("bool", bool) and not isinstance(params[f.name], bool):
+                    raise self.params_error(f"{self.kind} {name!r}: parameter {f.name!r} must be true or false, "
+                                            f"got {params[f.name]!r}")
         try:
             return cls(**params)
         except VcmError:

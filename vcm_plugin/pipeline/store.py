@@ -10,6 +10,7 @@ most the unit in flight. Only one process (the run's parent) writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -130,29 +131,44 @@ class ResultsStore:
             raise StoreError(f"cannot write to results store {self.path}: {exc}") from exc
 
     # -- reading ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn a damaged file (SQLite error, undecodable predictions) into a StoreError naming it."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read results store {self.path}: {exc} (the file is damaged; move it away "
+                             "to recompute its units)") from exc
+        except (zlib.error, ValueError) as exc:
+            raise StoreError(f"cannot read results store {self.path}: a row's predictions are damaged ({exc}); "
+                             "move the file away to recompute its units") from exc
+
+    @staticmethod
+    def _record(values: tuple) -> dict[str, Any]:
+        record = dict(zip(_COLUMNS, values))
+        if record["predictions"] is not None:
+            record["predictions"] = json.loads(zlib.decompress(record["predictions"]))
+        return record
+
     def finished_keys(self) -> set[str]:
         """Keys of units that finished successfully (failed ones are retried on a rerun)."""
-        return {k for (k,) in self._db.execute("SELECT key FROM units WHERE status='ok'")}
+        with self._reading():
+            return {k for (k,) in self._db.execute("SELECT key FROM units WHERE status='ok'")}
 
     def rows(self, keys: set[str] | None = None, with_predictions: bool = True) -> Iterator[UnitRow]:
         """Stored rows (restricted to ``keys`` when given), in key order."""
         cols = _COLUMNS if with_predictions else tuple(c if c != "predictions" else "NULL" for c in _COLUMNS)
-        for values in self._db.execute(f"SELECT {','.join(cols)} FROM units ORDER BY key"):
-            record = dict(zip(_COLUMNS, values))
-            if keys is not None and record["key"] not in keys:
-                continue
-            if record["predictions"] is not None:
-                record["predictions"] = json.loads(zlib.decompress(record["predictions"]))
-            yield UnitRow(**record)
+        with self._reading():
+            for values in self._db.execute(f"SELECT {','.join(cols)} FROM units ORDER BY key"):
+                if keys is not None and values[0] not in keys:
+                    continue
+                yield UnitRow(**self._record(values))
 
     def get(self, key: str) -> UnitRow | None:
-        values = self._db.execute(f"SELECT {','.join(_COLUMNS)} FROM units WHERE key=?", (key,)).fetchone()
-        if values is None:
-            return None
-        record = dict(zip(_COLUMNS, values))
-        if record["predictions"] is not None:
-            record["predictions"] = json.loads(zlib.decompress(record["predictions"]))
-        return UnitRow(**record)
+        with self._reading():
+            values = self._db.execute(f"SELECT {','.join(_COLUMNS)} FROM units WHERE key=?", (key,)).fetchone()
+            return None if values is None else UnitRow(**self._record(values))
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM units").fetchone()[0])
+        with self._reading():
+            return int(self._db.execute("SELECT COUNT(*) FROM units").fetchone()[0])

@@ -31,6 +31,11 @@ from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.store import ResultsStore
 from vcm_plugin.pipeline.units import REFERENCE
 
+
+class ReportError(VcmError, RuntimeError):
+    """A report file cannot be written (full disk, permissions); names the folder and the file."""
+
+
 PRIMARY_METRIC = {"detection": "bbox/AP", "segmentation": "segm/AP", "classification": "top1"}
 
 
@@ -313,14 +318,19 @@ def write_reports(config: RunConfig, dataset: Dataset, store: ResultsStore, keys
     points = collect(config, dataset, store, keys, known)
     paths = {"results": folder / "results.csv", "bd_rate_csv": folder / "bd_rate.csv",
              "bd_rate_md": folder / "bd_rate.md", "failures": folder / "failures.csv"}
-    write_results_csv(points, paths["results"])
     rows = bd_rows(config, points)
-    write_bd(rows, paths["bd_rate_csv"], paths["bd_rate_md"], points)
-    write_failures(points, paths["failures"])
-    for task in sorted({p.task for p in points}):
-        paths[f"rd_{task}"] = plot_rd([p for p in points if p.task == task], config.anchors, task,
-                                      folder / f"rd_{task}.png", dataset_name=config.name,
-                                      published=config.published_anchors)
+    try:
+        write_results_csv(points, paths["results"])
+        write_bd(rows, paths["bd_rate_csv"], paths["bd_rate_md"], points)
+        write_failures(points, paths["failures"])
+        for task in sorted({p.task for p in points}):
+            paths[f"rd_{task}"] = plot_rd([p for p in points if p.task == task], config.anchors, task,
+                                          folder / f"rd_{task}.png", dataset_name=config.name,
+                                          published=config.published_anchors)
+    except OSError as exc:  # full disk, folder made read-only: the stored rows are kept, a rerun rewrites these
+        what = f"{exc.filename}: " if exc.filename else ""
+        raise ReportError(f"cannot write the reports into {folder}: {what}{exc.strerror or exc} (the results "
+                          "store is intact; rerun to write them)") from exc
     if log is not None:
         log("\n" + format_bd_table(rows))
         n_fail = sum(len(p.errors) for p in points)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vcm_plugin.errors import VcmError
 from vcm_plugin.plugins import PluginRegistry
 from vcm_plugin.tasks.base import TaskModel, TaskModelError
 
@@ -12,7 +11,7 @@ ENTRY_POINT_GROUP = "vcm_plugin.tasks"
 
 TASK_MODELS: PluginRegistry[TaskModel] = PluginRegistry(
     "task model", TaskModel, ENTRY_POINT_GROUP, ("vcm_plugin.tasks.builtin", "vcm_plugin.tasks.cifar_vgg"),
-    VcmError, TaskModelError)
+    TaskModelError, TaskModelError)
 
 register_task_model = TASK_MODELS.register
 get_task_model_class = TASK_MODELS.get_class

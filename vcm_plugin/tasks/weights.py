@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -114,10 +113,10 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise NotWeightsOnlyError(f"weights file {str(path)!r} is not a weights-only checkpoint: it holds pickled "
                                  f"Python objects, which are not loaded for safety ({reason})") from exc
         raise TaskModelError(f"weights file {str(path)!r} is not a torch checkpoint ({reason})") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # RuntimeError, EOFError, BadZipFile, or KeyError/IndexError from garbage bytes
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TaskModelError(f"weights file {str(path)!r} cannot be read (truncated or not a torch checkpoint): "
-                             f"{first}") from exc
+                             f"{type(exc).__name__}: {first}") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):

@@ -48,17 +48,14 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a training state saved by :func:`atomic_save` (weights-only); errors name the file."""
-    import pickle
-    import zipfile
-
     import torch
 
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # UnpicklingError, BadZipFile, EOFError, or KeyError/IndexError from garbage bytes
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise TrainingError(f"checkpoint {str(path)!r} cannot be loaded safely (truncated, not a torch file, or "
-                            f"not weights-only): {first}") from exc
+                            f"not weights-only): {type(exc).__name__}: {first}") from exc
     if not isinstance(state, dict) or "step" not in state:
         raise TrainingError(f"checkpoint {str(path)!r} is not a vcm-plugin training state (no 'step')")
     return state
