@@ -257,9 +257,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: s
         conf = OmegaConf.create(data)
         for item in overrides or []:
             key, value = parse_override(item)
-            OmegaConf.update(conf, key, value, merge=True, force_add=True)
+            try:
+                OmegaConf.update(conf, key, value, merge=True, force_add=True)
+            except (OmegaConfBaseException, ValueError, TypeError) as exc:
+                raise ConfigError(f"{source}: override {item!r}: {str(exc).splitlines()[0]}") from exc
         return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:  # e.g. a list indexed by a name
         raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
 
 

@@ -182,7 +182,10 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
     summary = RunSummary(output=folder)
     started = time.perf_counter()
     with OutputLock(folder):
-        (folder / "config.yaml").write_text(dump_config(config))
+        try:
+            (folder / "config.yaml").write_text(dump_config(config))
+        except OSError as exc:  # e.g. a full disk
+            raise RunError(f"cannot write {folder / 'config.yaml'}: {exc.strerror or exc}") from exc
         dataset = get_dataset(config.dataset.name, **config.dataset_params())
         tasks = task_specs(config)
         task_ids = {}
