@@ -262,7 +262,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: s
             except (OmegaConfBaseException, ValueError, TypeError) as exc:
                 raise ConfigError(f"{source}: override {item!r}: {str(exc).splitlines()[0]}") from exc
         return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
-    except (OmegaConfBaseException, ValueError, TypeError) as exc:  # e.g. a list indexed by a name
+    except ConfigError:
+        raise
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:
         raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
 
 
