@@ -195,3 +195,13 @@ def test_the_slurm_example_builds_its_batch_script() -> None:
     bad = config.executor.model_copy(update={"cluster_options": {"no_such_option": 1}})
     with pytest.raises(ExecutorError, match="cluster_options for slurm"):
         jobqueue_cluster(bad)
+
+
+def test_executor_dask_with_an_address_override(shared: Path, tmp_path: Path) -> None:
+    from vcm_plugin.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "eval_configs" / "quickstart.yaml",
+                         ["executor=dask", "executor.address=tcp://scheduler:8786"])
+    assert config.executor.kind == "dask" and config.executor.address == "tcp://scheduler:8786"
+    with pytest.raises(ConfigError, match="need `kind: dask`"):
+        config_from_dict(_config(shared, tmp_path, executor={"kind": "local", "cluster": "slurm"}))

@@ -103,7 +103,12 @@ class ExecutorConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        return {"kind": value} if isinstance(value, str) else value
+        """``executor: dask`` means ``{kind: dask}``; an ``address`` or ``cluster`` alone implies dask."""
+        if isinstance(value, str):
+            return {"kind": value}
+        if isinstance(value, dict) and "kind" not in value and (value.get("address") or value.get("cluster")):
+            return {**value, "kind": "dask"}
+        return value
 
     @model_validator(mode="after")
     def _dask_needs_a_target(self) -> ExecutorConfig:
@@ -111,6 +116,8 @@ class ExecutorConfig(_Strict):
             self.cluster = "local"
         if self.address and self.cluster:
             raise ValueError("executor: give either `address` (an existing scheduler) or `cluster`, not both")
+        if self.kind == "local" and (self.address or self.cluster):
+            raise ValueError("executor: `address` / `cluster` need `kind: dask`")
         return self
 
 
