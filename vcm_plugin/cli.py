@@ -270,11 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from vcm_plugin.datasets.download import add_download_parser
     from vcm_plugin.evaluation.oid_cli import add_oid_eval_parser
+    from vcm_plugin.splitting.layers import add_layers_parser
     from vcm_plugin.training import add_train_parser
 
     add_oid_eval_parser(sub)
     add_download_parser(sub)
     add_train_parser(sub)
+    add_layers_parser(sub)
 
     p = sub.add_parser("run", help="run an evaluation config: code, decode, score, report (resumable)")
     p.add_argument("config", help="YAML config (see eval_configs/)")

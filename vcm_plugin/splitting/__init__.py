@@ -1,0 +1,1 @@
+"""Split points of task models (coding for machines: model splitting and direct coding)."""
