@@ -8,6 +8,7 @@ results store can keep them and metrics can be recomputed without the model.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -112,7 +113,22 @@ class TaskModel(ABC):
 
     name: ClassVar[str]
     task: ClassVar[str]  # "detection", "segmentation" or "classification"
+    #: attributes holding loaded state (networks, interpreters): dropped when pickled, rebuilt lazily
+    transient: ClassVar[tuple[str, ...]] = ()
     categories: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its parameters (for process pools): loaded state and the lock are left out."""
+        state = dict(self.__dict__)
+        state.update({name: None for name in self.transient})
+        if "_lock" in state:
+            state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_lock" in state:
+            self._lock = threading.Lock()
 
     def predict(self, image: np.ndarray) -> Predictions:
         """Run the whole model on an (H, W, 3) uint8 RGB image."""

@@ -200,6 +200,7 @@ class CifarVGGClassifier(TaskModel):
 
     name: ClassVar[str] = "cifar10-vgg"
     task: ClassVar[str] = "classification"
+    transient: ClassVar[tuple[str, ...]] = ("_net", "_norm")
 
     weights: str = "cifar10-vgg"
     search_path: list[str] | None = None
@@ -212,15 +213,6 @@ class CifarVGGClassifier(TaskModel):
     def __post_init__(self) -> None:
         self.categories = dict(enumerate(CIFAR10_CLASSES))
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickles as its parameters (for process pools); the network reloads lazily."""
-        state = dict(self.__dict__)
-        state.update(_net=None, _norm=None, _lock=None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- weights -----------------------------------------------------------------------------
     def weights_path(self) -> Path:

@@ -73,6 +73,7 @@ class TorchvisionClassifier(TaskModel):
 
     name: ClassVar[str] = "torchvision-classification"
     task: ClassVar[str] = "classification"
+    transient: ClassVar[tuple[str, ...]] = ("_net", "_transform")
 
     architecture: str = "resnet50"
     weights: str = "DEFAULT"
@@ -95,15 +96,6 @@ class TorchvisionClassifier(TaskModel):
                                  f"(all: torchvision.models.list_models(module=torchvision.models))")
         self.categories = dict(enumerate(self.weights_enum().meta["categories"]))
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickles as its parameters (for process pools); the network reloads lazily."""
-        state = dict(self.__dict__)
-        state.update(_net=None, _transform=None, _lock=None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- weights -----------------------------------------------------------------------------
     def weights_enum(self) -> Any:

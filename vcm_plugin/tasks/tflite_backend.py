@@ -110,6 +110,7 @@ class TFLiteClassifier(TaskModel):
 
     name: ClassVar[str] = "tflite-classification"
     task: ClassVar[str] = "classification"
+    transient: ClassVar[tuple[str, ...]] = ("_interpreter", "_io")
 
     model_file: str = "mobilenet_v2_1.0_224_quant.tflite"
     search_path: list[str] | None = None
@@ -128,15 +129,6 @@ class TFLiteClassifier(TaskModel):
         if not 0.0 < self.central_fraction <= 1.0:
             raise ValueError(f"{self.name}: central_fraction must be in (0, 1], got {self.central_fraction}")
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickles as its parameters; the interpreter is rebuilt lazily in each process."""
-        state = dict(self.__dict__)
-        state.update(_interpreter=None, _io=None, _lock=None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- model file --------------------------------------------------------------------------
     def model_path(self) -> Path:

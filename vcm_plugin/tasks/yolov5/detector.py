@@ -132,6 +132,7 @@ class YOLOv5Detector(TaskModel):
 
     name: ClassVar[str] = "yolov5"
     task: ClassVar[str] = "detection"
+    transient: ClassVar[tuple[str, ...]] = ("_net", "_label_ids")
 
     weights: str = "yolov5n.pt"
     search_path: list[str] | None = None
@@ -161,15 +162,6 @@ class YOLOv5Detector(TaskModel):
             raise ValueError(f"yolov5: max_det {self.max_det} must be >= 1")
         self.categories = dict(COCO_CATEGORIES)
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickles as its parameters (for process pools); the network reloads lazily."""
-        state = dict(self.__dict__)
-        state.update(_net=None, _label_ids=None, _lock=None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- weights -----------------------------------------------------------------------------
     def weights_path(self) -> Path:
