@@ -1,0 +1,76 @@
+"""FCM-style packing of a feature tensor into one monochrome frame, and back.
+
+A (C, h, w) float tensor is quantised to ``bits`` (10) bits with ONE min/max per tensor
+(carried in the bitstream header as two float32), and its channels are tiled row-major
+into a ``rows x cols`` grid (``cols = ceil(sqrt(C))``) of one frame of
+``rows*h x cols*w`` samples; unused tiles hold mid-grey (``2**(bits-1)``), which costs a
+picture codec almost nothing. This is the baseline of MPEG FCM's feature packing
+(per-tensor linear quantisation, channel tiling); done by hand because no library
+packs tensors into frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Quantised:
+    """Integer samples (C, h, w) uint16 and the float range they map back to."""
+
+    samples: np.ndarray
+    low: float
+    high: float
+    bits: int = 10
+
+
+def quantise(tensor: np.ndarray, bits: int = 10) -> Quantised:
+    """Linear quantisation of ``tensor`` to ``bits`` bits over its own [min, max] (constant -> all zero)."""
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bits {bits} must be 1..16")
+    values = np.asarray(tensor, np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("feature tensor has non-finite values")
+    low, high = float(values.min()), float(values.max())
+    scale = (2**bits - 1) / (high - low) if high > low else 0.0
+    samples = np.rint((values - low) * scale).astype(np.uint16)
+    return Quantised(samples, low, high, bits)
+
+
+def dequantise(q: Quantised) -> np.ndarray:
+    """Back to float32 in [low, high]."""
+    if q.high <= q.low:
+        return np.full(q.samples.shape, q.low, np.float32)
+    return (q.samples.astype(np.float32) * ((q.high - q.low) / (2**q.bits - 1)) + q.low).astype(np.float32)
+
+
+def grid(channels: int) -> tuple[int, int]:
+    """(rows, cols) of the channel tiling: ``cols = ceil(sqrt(C))``."""
+    cols = max(1, math.ceil(math.sqrt(channels)))
+    return math.ceil(channels / cols), cols
+
+
+def tile(samples: np.ndarray, fill: int) -> np.ndarray:
+    """(C, h, w) -> one (rows*h, cols*w) frame, channel k at row k // cols, column k % cols."""
+    channels, h, w = samples.shape
+    rows, cols = grid(channels)
+    frame = np.full((rows * h, cols * w), fill, samples.dtype)
+    for k in range(channels):
+        r, c = divmod(k, cols)
+        frame[r * h:(r + 1) * h, c * w:(c + 1) * w] = samples[k]
+    return frame
+
+
+def untile(frame: np.ndarray, channels: int, h: int, w: int) -> np.ndarray:
+    """Inverse of :func:`tile`; the frame must be at least the tiled size (extra padding is ignored)."""
+    rows, cols = grid(channels)
+    if frame.shape[0] < rows * h or frame.shape[1] < cols * w:
+        raise ValueError(f"frame {frame.shape} is smaller than {channels} tiles of {h}x{w} ({rows}x{cols} grid)")
+    out = np.empty((channels, h, w), frame.dtype)
+    for k in range(channels):
+        r, c = divmod(k, cols)
+        out[k] = frame[r * h:(r + 1) * h, c * w:(c + 1) * w]
+    return out
