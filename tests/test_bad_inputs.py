@@ -355,7 +355,8 @@ def test_bad_arrays_name_the_codec(array: Any) -> None:
 # =====================================================================================
 # Bitstreams
 # =====================================================================================
-BUILTIN = sorted(c.name for c in available_codecs(include_unavailable=True) if c.origin.startswith("vcm_plugin."))
+BUILTIN = sorted(c.name for c in available_codecs(include_unavailable=True)
+                 if c.origin.startswith("vcm_plugin.") and c.output_point == "input")  # image codecs
 AVAILABLE = {c.name for c in available_codecs(include_unavailable=False) if c.origin.startswith("vcm_plugin.")}
 FAST = {"vvc": {"preset": "faster"}, "hevc": {"preset": "ultrafast"}, "av1": {"cpu_used": 8}, "jxl": {"effort": 3}}
 

@@ -24,7 +24,8 @@ from vcm_plugin import (
 from vcm_plugin.codecs.base import Codec
 from vcm_plugin.images.metrics import psnr_rgb
 
-BUILTIN = [c.name for c in available_codecs(include_unavailable=False) if c.origin.startswith("vcm_plugin.")]
+BUILTIN = [c.name for c in available_codecs(include_unavailable=False)
+           if c.origin.startswith("vcm_plugin.") and c.output_point == "input"]  # image codecs
 FAST_PARAMS = {"vvc": {"preset": "faster"}, "hevc": {"preset": "ultrafast"}}
 # codecs whose default configuration supports fewer qualities than the class range
 # (the compressai codec's default is the project-zoo family, qualities 1..4)

@@ -55,7 +55,8 @@ def available_codecs(include_unavailable: bool = True) -> list[CodecInfo]:
         except Exception as exc:  # a codec needing parameters or failing its probe
             availability = Availability(False, f"cannot be built with default parameters: {exc}")
         if availability or include_unavailable:
-            rows.append(CodecInfo(name, availability, str(cls.quality_range), cls.output_point, cls.__module__))
+            point = cls.output_point if isinstance(cls.output_point, str) else "a cut point (parameter `cut`)"
+            rows.append(CodecInfo(name, availability, str(cls.quality_range), point, cls.__module__))
     for name, reason in sorted(CODECS.broken.items()):
         if include_unavailable:
             rows.append(CodecInfo(name, Availability(False, reason), "?", "?", "entry point"))

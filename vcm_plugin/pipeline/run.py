@@ -26,7 +26,7 @@ from vcm_plugin.datasets.base import Dataset, Sample
 from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.executors import execute
 from vcm_plugin.pipeline.store import ResultsStore, unit_key
-from vcm_plugin.pipeline.units import REFERENCE, CodecPoint, Job, TaskSpec
+from vcm_plugin.pipeline.units import REFERENCE, CodecPoint, Job, TaskSpec, freeze_params, thaw_params
 
 LOCK_NAME = ".vcm-run.lock"
 STORE_NAME = "results.sqlite"
@@ -94,10 +94,6 @@ def prepare_output(folder: str | Path) -> Path:
 
 
 # -- building the grid ------------------------------------------------------------------
-def _freeze(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
-
-
 def codec_points(config: RunConfig) -> list[CodecPoint]:
     """Every codec point of the grid, the reference point first."""
     from vcm_plugin.codecs.registry import get_codec_class
@@ -111,7 +107,7 @@ def codec_points(config: RunConfig) -> list[CodecPoint]:
         for scale in entry.scales:
             for quality in entry.qualities:
                 q = int(quality) if float(quality).is_integer() else float(quality)
-                points.append(CodecPoint(label, name, _freeze(params), q, scale))
+                points.append(CodecPoint(label, name, freeze_params(params), q, scale))
     return points
 
 
@@ -126,7 +122,7 @@ def task_specs(config: RunConfig) -> list[TaskSpec]:
         fields = getattr(cls, "__dataclass_fields__", {})
         if config.weights.search_path and "search_path" in fields and "search_path" not in params:
             params["search_path"] = list(config.weights.search_path)
-        specs.append(TaskSpec(label, name, _freeze(params)))
+        specs.append(TaskSpec(label, name, freeze_params(params)))
     return specs
 
 
@@ -190,7 +186,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
         tasks = task_specs(config)
         task_ids = {}
         for spec in tasks:  # identity (incl. the weights hash) without loading the network
-            model = get_task_model(spec.model, **dict(spec.params))
+            model = get_task_model(spec.model, **thaw_params(spec.params))
             task_ids[spec.label] = {"vcm": __version__.split(".")[0], **model.identity()}
         all_jobs, keys = build_jobs(config, dataset, tasks, task_ids)
         n_jobs = jobs or config.jobs or os.cpu_count() or 1
@@ -247,7 +243,7 @@ def preflight(jobs: list[Job], tasks: list[TaskSpec]) -> None:
             continue
         checked.add((point.codec, point.params, point.quality))
         try:
-            get_codec(point.codec, **dict(point.params)).check_ready(point.quality)  # type: ignore[arg-type]
+            get_codec(point.codec, **thaw_params(point.params)).check_ready(point.quality)  # type: ignore[arg-type]
         except VcmError as exc:
             raise type(exc)(f"codec {point.label!r} at quality {point.quality}: {exc}") from exc
     if not jobs:

@@ -26,6 +26,34 @@ from vcm_plugin.pipeline.store import UnitRow
 REFERENCE = "uncompressed"  # label of the reference point: the original image, no codec
 
 
+class FrozenMapping(tuple):
+    """A hashable mapping (sorted key-value pairs) for nested dict parameters of codecs and task models."""
+
+
+def freeze_params(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Parameters as a hashable tuple: lists become tuples, dicts :class:`FrozenMapping`."""
+    def freeze(value: Any) -> Any:
+        if isinstance(value, dict):
+            return FrozenMapping(sorted((k, freeze(v)) for k, v in value.items()))
+        if isinstance(value, list):
+            return tuple(freeze(v) for v in value)
+        return value
+
+    return tuple(sorted((k, freeze(v)) for k, v in params.items()))
+
+
+def thaw_params(params: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """Inverse of :func:`freeze_params` for nested mappings (tuples stay tuples)."""
+    def thaw(value: Any) -> Any:
+        if isinstance(value, FrozenMapping):
+            return {k: thaw(v) for k, v in value}
+        if isinstance(value, tuple):
+            return tuple(thaw(v) for v in value)
+        return value
+
+    return {k: thaw(v) for k, v in params}
+
+
 @dataclass(frozen=True)
 class CodecPoint:
     """A codec configuration at one quality and pre-scale; ``codec=None`` is the reference."""
@@ -90,7 +118,7 @@ def task_model(label: str):
         from vcm_plugin.tasks.registry import get_task_model
 
         spec = _TASKS[label]
-        _MODELS[label] = get_task_model(spec.model, **dict(spec.params))
+        _MODELS[label] = get_task_model(spec.model, **thaw_params(spec.params))
     return _MODELS[label]
 
 
@@ -99,7 +127,7 @@ def codec_for(point: CodecPoint) -> Codec:
     if key not in _CODECS:
         from vcm_plugin.codecs.registry import get_codec
 
-        _CODECS[key] = get_codec(point.codec, **dict(point.params))  # type: ignore[arg-type]
+        _CODECS[key] = get_codec(point.codec, **thaw_params(point.params))  # type: ignore[arg-type]
     return _CODECS[key]
 
 
