@@ -25,8 +25,8 @@ import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, QualityRange, validate_image
 from vcm_plugin.codecs.registry import register_codec
+from vcm_plugin.codecs.varint import ByteReader, encode_varint
 from vcm_plugin.errors import BitstreamFormatError, DecodeError, EncodeError, VcmError
-from vcm_plugin.learned.packing import _Reader, _varint
 
 _VERSION = 1
 _KIND_TENSOR, _KIND_YOLO = 0, 1
@@ -132,7 +132,7 @@ class FcmVvcCodec(FeatureCodec):
         from vcm_plugin.features.vvc_frames import encode_frame
 
         kind, layer, items = _tensors_of(value)
-        out = bytearray([_VERSION, kind]) + _varint(layer) + _varint(len(items))
+        out = bytearray([_VERSION, kind]) + encode_varint(layer) + encode_varint(len(items))
         for key, tensor in items:
             array = tensor.detach().float().cpu().numpy()
             if array.ndim != 4 or array.shape[0] != 1:
@@ -140,8 +140,8 @@ class FcmVvcCodec(FeatureCodec):
             q = quantise(array[0])
             frame = tile(q.samples, 512)
             stream = encode_frame(frame, int(quality), self.preset, self.threads, self.ffmpeg)
-            out += _varint(key) + b"".join(_varint(d) for d in array.shape[1:])
-            out += struct.pack(">ff", q.low, q.high) + _varint(len(stream)) + stream
+            out += encode_varint(key) + b"".join(encode_varint(d) for d in array.shape[1:])
+            out += struct.pack(">ff", q.low, q.high) + encode_varint(len(stream)) + stream
         return bytes(out)
 
     def _decode_value(self, bitstream: Bitstream) -> Any:
@@ -151,7 +151,7 @@ class FcmVvcCodec(FeatureCodec):
         from vcm_plugin.features.vvc_frames import decode_frame
 
         source = f"codec {self.name!r} bitstream"
-        reader = _Reader(bitstream.data, source)
+        reader = ByteReader(bitstream.data, source)
         version, kind = reader.take(2, "header")
         if version != _VERSION or kind not in (_KIND_TENSOR, _KIND_YOLO):
             raise BitstreamFormatError(f"{source}: unknown version {version} or value kind {kind}")

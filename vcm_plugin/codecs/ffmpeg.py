@@ -33,6 +33,7 @@ from typing import ClassVar
 import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality
+from vcm_plugin.codecs.varint import encode_varint
 from vcm_plugin.errors import DecodeError, EncodeError
 
 FFMPEG_ENV = "VCM_FFMPEG"
@@ -148,16 +149,6 @@ def summarise_log(log: bytes, keep: int = 3) -> str:
 
 
 # -- the size header ------------------------------------------------------------------
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
     value = shift = 0
     for i in range(offset, min(len(data), offset + 5)):
@@ -170,7 +161,7 @@ def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
 
 def pack_size(height: int, width: int) -> bytes:
     """The original-size header: width then height as LEB128 varints."""
-    return _varint(width) + _varint(height)
+    return encode_varint(width) + encode_varint(height)
 
 
 def unpack_size(data: bytes) -> tuple[int, int, int]:
@@ -341,7 +332,7 @@ class FFmpegCodec(Codec):
                               f"{width}x{height} image at {self.quality_range.name} {quality}")
         header = pack_size(height, width) if self.size_header else b""
         if self.payload_length:
-            header += _varint(len(coded))
+            header += encode_varint(len(coded))
         return self.make_bitstream(header + coded, quality, image)
 
     def _decode(self, bitstream: Bitstream) -> np.ndarray:

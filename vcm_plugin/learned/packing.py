@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from vcm_plugin.codecs.varint import ByteReader, encode_varint
 from vcm_plugin.errors import BitstreamFormatError
 
 VERSION = 1
@@ -26,39 +27,6 @@ VERSION = 1
 def model_tag(identity: str) -> bytes:
     """4 bytes identifying a model (SHA-256 prefix of its identity string)."""
     return hashlib.sha256(identity.encode("utf-8")).digest()[:4]
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError(f"varint of negative value {value}")
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-class _Reader:
-    def __init__(self, data: bytes, source: str) -> None:
-        self.data, self.pos, self.source = data, 0, source
-
-    def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > len(self.data):
-            raise BitstreamFormatError(f"{self.source}: truncated bitstream (reading {what})")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def varint(self, what: str) -> int:
-        value = shift = 0
-        for _ in range(10):
-            (byte,) = self.take(1, what)
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-        raise BitstreamFormatError(f"{self.source}: malformed varint ({what})")
 
 
 @dataclass(frozen=True)
@@ -76,18 +44,18 @@ class LearnedPayload:
         if len(self.tag) != 4 or not 0 <= self.quality < 256:
             raise ValueError("model tag must be 4 bytes and quality 0..255")
         out = bytearray([VERSION]) + self.tag + bytes([self.quality])
-        out += _varint(self.width) + _varint(self.height) + _varint(len(self.shape))
+        out += encode_varint(self.width) + encode_varint(self.height) + encode_varint(len(self.shape))
         for dim in self.shape:
-            out += _varint(dim)
-        out += _varint(len(self.strings))
+            out += encode_varint(dim)
+        out += encode_varint(len(self.strings))
         for string in self.strings:
-            out += _varint(len(string)) + string
+            out += encode_varint(len(string)) + string
         return bytes(out)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "learned bitstream") -> LearnedPayload:
         """Parse; a wrong version, truncation or trailing bytes raise :class:`BitstreamFormatError`."""
-        reader = _Reader(bytes(data), source)
+        reader = ByteReader(bytes(data), source)
         (version,) = reader.take(1, "version")
         if version != VERSION:
             raise BitstreamFormatError(f"{source}: unknown learned-bitstream version {version}")

@@ -213,7 +213,6 @@ class CifarVGGClassifier(TaskModel):
     def __post_init__(self) -> None:
         self.categories = dict(enumerate(CIFAR10_CLASSES))
 
-
     # -- weights -----------------------------------------------------------------------------
     def weights_path(self) -> Path:
         """The zoo file (SHA-256 verified) when ``weights`` names a zoo classifier, else found via the search path."""

@@ -96,7 +96,6 @@ class TorchvisionClassifier(TaskModel):
                                  f"(all: torchvision.models.list_models(module=torchvision.models))")
         self.categories = dict(enumerate(self.weights_enum().meta["categories"]))
 
-
     # -- weights -----------------------------------------------------------------------------
     def weights_enum(self) -> Any:
         """The torchvision weights enum member named by ``weights``."""

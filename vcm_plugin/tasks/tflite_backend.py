@@ -129,7 +129,6 @@ class TFLiteClassifier(TaskModel):
         if not 0.0 < self.central_fraction <= 1.0:
             raise ValueError(f"{self.name}: central_fraction must be in (0, 1], got {self.central_fraction}")
 
-
     # -- model file --------------------------------------------------------------------------
     def model_path(self) -> Path:
         """The ``.tflite`` file, found through the weights search path."""

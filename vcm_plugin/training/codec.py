@@ -300,12 +300,16 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
         if not quiet:
             print(f"resuming from {last} at step {step}")
 
+    saved_step: int | None = step if last.exists() else None  # step of the checkpoint on disk
+
     def save_last() -> None:
+        nonlocal saved_step
         atomic_save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "aux_optimizer": aux_optimizer.state_dict(), "rng": rng_state(),
                      "numpy_generator": json.dumps(rng.bit_generator.state), "best_val_loss": best,
                      "history": history, "wall_s": wall_before + time.perf_counter() - start,
                      "fingerprint": _config_fingerprint(config)}, last)
+        saved_step = step
 
     def run_validation() -> None:
         nonlocal best
@@ -329,8 +333,8 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
         aux_loss = model.aux_loss()
         if not (torch.isfinite(losses["loss"]) and torch.isfinite(aux_loss)):
             bar.close()
-            kept = f"the last good checkpoint {last} (step {torch.load(last, weights_only=True)['step']})" \
-                if last.exists() else "no checkpoint (none was written yet)"
+            kept = f"the last good checkpoint {last} (step {saved_step})" if saved_step is not None \
+                else "no checkpoint (none was written yet)"
             raise TrainingError(f"non-finite loss at step {step + 1} (loss {losses['loss'].item()}, aux "
                                 f"{aux_loss.item()}); lower lr or lmbda. Kept {kept}")
         optimizer.zero_grad(set_to_none=True)

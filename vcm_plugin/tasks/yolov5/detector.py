@@ -162,7 +162,6 @@ class YOLOv5Detector(TaskModel):
             raise ValueError(f"yolov5: max_det {self.max_det} must be >= 1")
         self.categories = dict(COCO_CATEGORIES)
 
-
     # -- weights -----------------------------------------------------------------------------
     def weights_path(self) -> Path:
         """The checkpoint file, found through the search path (verified when its hash is known)."""
