@@ -69,8 +69,12 @@ def check_cut(cuts: Sequence[CutPoint], name: str, model_name: str) -> CutPoint:
     if name not in by_name and inside:  # a module name: its last node, as create_feature_extractor reads it
         by_name[name] = inside[-1]
     if name not in by_name:
+        import difflib
+
         clean = [c.name for c in cuts if c.clean]
-        raise TaskModelError(f"{model_name}: no node {name!r}; clean cut points: {clean}")
+        near = difflib.get_close_matches(name, clean, n=5, cutoff=0.3)
+        raise TaskModelError(f"{model_name}: no node {name!r}; nearest clean cut points: {near or clean[:5]} "
+                             f"({len(clean)} in all: `vcm layers {model_name}` lists them)")
     cut = by_name[name]
     if cut.extra:
         raise TaskModelError(f"{model_name}: cutting after {name!r} also needs {list(cut.extra)} (skip connections "

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vcm_plugin.errors import InvalidImageError
+from vcm_plugin.splitting.adapter import OUTPUT, SplitAdapter, freeze
 from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError
 from vcm_plugin.tasks.registry import register_task_model
 
@@ -260,6 +261,10 @@ class CifarVGGClassifier(TaskModel):
         if point not in self.cut_points():
             raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
 
+    def split_adapter(self, cut: str) -> Any:
+        """The network cut after stage ``cut``, for learned split / direct codecs."""
+        return CifarSplit(self, cut)
+
     def input_tensor(self, image: np.ndarray) -> Any:
         """(H, W, 3) uint8 RGB -> (1, 3, 32, 32) normalised float32 tensor."""
         import torch
@@ -311,3 +316,43 @@ class CifarVGGClassifier(TaskModel):
                                      f"cut point {point!r}: {str(exc).splitlines()[0]}") from exc
             probs = torch.softmax(logits.float(), dim=1)[0]
         return ClassScores(probs.numpy())
+
+
+class CifarSplit(SplitAdapter):
+    """:class:`CifarVGGClassifier` cut after a stage; ``output`` is the logits (same as ``fc``)."""
+
+    def __init__(self, model: CifarVGGClassifier, cut: str) -> None:
+        super().__init__(model, cut)
+        model._check_point(cut)
+        self.net = freeze(model.network())
+
+    def points(self) -> list[str]:
+        return self.model.cut_points() + [OUTPUT]
+
+    def input_tensor(self, image: np.ndarray) -> Any:
+        mean, std = self.model._norm
+        return (self.model.input_tensor(image) * std + mean).clamp_(0, 1)
+
+    def front(self, x: Any) -> Any:
+        import torch
+
+        mean, std = self.model._norm
+        with torch.no_grad():
+            return self.net.forward_to((x - mean) / std, self.cut)
+
+    def mid(self, y1: Any, point: str) -> list[Any]:
+        self.check_distillation_point(point)
+        names = self.model.cut_points()
+        stop = names[-1] if point == OUTPUT else point
+        x = y1
+        for _, module in self.net.stages()[names.index(self.cut):names.index(stop)]:
+            x = module(x)
+        return [x]
+
+    def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
+        return y1
+
+    def from_value(self, value: Any) -> Any:
+        import torch
+
+        return torch.as_tensor(value)

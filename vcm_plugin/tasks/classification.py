@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from vcm_plugin.splitting.adapter import OUTPUT, SplitAdapter, freeze
 from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError, WeightsNotFoundError
 from vcm_plugin.tasks.registry import register_task_model
 
@@ -73,7 +74,7 @@ class TorchvisionClassifier(TaskModel):
 
     name: ClassVar[str] = "torchvision-classification"
     task: ClassVar[str] = "classification"
-    transient: ClassVar[tuple[str, ...]] = ("_net", "_transform")
+    transient: ClassVar[tuple[str, ...]] = ("_net", "_transform", "_splits")
 
     architecture: str = "resnet50"
     weights: str = "DEFAULT"
@@ -200,21 +201,115 @@ class TorchvisionClassifier(TaskModel):
         expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
         return state_dict_mismatch(expected, state)
 
-    def run_from(self, point: str, value: Any) -> ClassScores:
-        """Class probabilities (softmax) for an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
+    # -- cut points (any clean graph node, as torchvision.models.feature_extraction names it) ----
+    def split_adapter(self, cut: str) -> Any:
+        """The network cut at graph node ``cut`` (``vcm layers <architecture>`` lists them)."""
+        return TorchvisionSplit(self, cut)
+
+    def _split(self, cut: str) -> Any:
+        splits = self.__dict__.get("_splits")
+        if splits is None:
+            splits = self.__dict__["_splits"] = {}
+        if cut not in splits:
+            splits[cut] = TorchvisionSplit(self, cut)
+        return splits[cut]
+
+    def preprocess(self, image: np.ndarray) -> Any:
+        """(H, W, 3) uint8 RGB -> (1, 3, h, w) normalised float tensor (the weights' transforms)."""
         import torch
 
         from vcm_plugin.tasks.torchvision_backend import check_image
 
-        if point != INPUT:
-            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
-        image = check_image(value, self.name)
+        image = check_image(image, self.name)
         self.load()
         x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)  # a read-only array warns
-        x = self._transform(x).unsqueeze(0).to(self.device)
+        return self._transform(x).unsqueeze(0).to(self.device)
+
+    def front(self, point: str, image: np.ndarray) -> Any:
+        """The image at ``input``; else the (1, ...) tensor at graph node ``point``."""
+        import torch
+
+        if point == INPUT:
+            return super().front(point, image)
+        split = self._split(point)
         with torch.inference_mode():
-            logits = self._net(x)
+            return split.front_module(self.preprocess(image))
+
+    def run_from(self, point: str, value: Any) -> ClassScores:
+        """Class probabilities (softmax) from an (H, W, 3) uint8 RGB image or a tensor at a graph node."""
+        import torch
+
+        if point == INPUT:
+            x = self.preprocess(value)
+            with torch.inference_mode():
+                logits = self._net(x)
+        else:
+            split = self._split(point)
+            with torch.inference_mode():
+                logits = split.rest_module(torch.as_tensor(value, dtype=torch.float32).to(self.device))
         if logits.ndim != 2 or logits.shape[1] != len(self.categories):
             raise TaskModelError(f"task model {self.name!r} ({self.architecture}): output of shape "
                                  f"{tuple(logits.shape)}, expected (1, {len(self.categories)})")
         return ClassScores(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
+
+
+class TorchvisionSplit(SplitAdapter):
+    """A torchvision classifier cut at a clean graph node with ``torchvision.models.feature_extraction``."""
+
+    def __init__(self, model: TorchvisionClassifier, cut: str) -> None:
+        import torch
+
+        from vcm_plugin.splitting.fx_split import fx_front, fx_rest, resolve_cut
+        from vcm_plugin.splitting.graph import analyse_cuts
+
+        super().__init__(model, cut)
+        model.load()
+        net = freeze(model._net)
+        crop = getattr(model._transform, "crop_size", [224])
+        size = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+        self._cuts = analyse_cuts(net, torch.zeros(1, 3, size, size))
+        resolve_cut(net, cut, torch.zeros(1, 3, size, size), model.architecture)
+        self.net = net
+        self.front_module = freeze(fx_front(net, cut))
+        self.rest_module = freeze(fx_rest(net, cut))
+        self._mids: dict[str, Any] = {}
+        mean = torch.tensor(getattr(model._transform, "mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
+        std = torch.tensor(getattr(model._transform, "std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+        self._norm = (mean, std)
+
+    def points(self) -> list[str]:
+        return [INPUT] + [c.name for c in self._cuts] + [OUTPUT]
+
+    def resolve(self, point: str) -> str:
+        names = [c.name for c in self._cuts]
+        inside = [n for n in names if n.startswith(point + ".")]
+        return inside[-1] if point not in names and inside else point
+
+    def input_tensor(self, image: np.ndarray) -> Any:
+        mean, std = self._norm
+        return (self.model.preprocess(image).cpu() * std + mean).clamp_(0, 1)
+
+    def front(self, x: Any) -> Any:
+        import torch
+
+        mean, std = self._norm
+        with torch.no_grad():
+            return self.front_module((x - mean) / std)
+
+    def mid(self, y1: Any, point: str) -> list[Any]:
+        from vcm_plugin.splitting.fx_split import fx_rest
+
+        point = self.check_distillation_point(point)
+        if point == self.resolve(self.cut):
+            return [y1]
+        if point not in self._mids:
+            self._mids[point] = freeze(fx_rest(self.net, self.cut, None if point == OUTPUT else point))
+        return [self._mids[point](y1)]
+
+    def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
+        return y1
+
+    def from_value(self, value: Any) -> Any:
+        import torch
+
+        return torch.as_tensor(value)

@@ -232,6 +232,12 @@ class YOLOv5Detector(TaskModel):
         raise TaskModelError(f"task model 'yolov5' has no cut point {point!r}; valid: {self.cut_points()} "
                              f"or 'layer.<k>' with k < {net.num_layers - 1}")
 
+    def split_adapter(self, cut: str) -> Any:
+        """The model cut after one layer, for learned split / direct codecs (:mod:`.split`)."""
+        from vcm_plugin.tasks.yolov5.split import YoloSplit
+
+        return YoloSplit(self, cut)
+
     def _input_tensor(self, image: np.ndarray) -> tuple[Any, Letterbox]:
         import torch
 

@@ -1,0 +1,144 @@
+"""A task model cut in two at a cut point: what learned feature / direct codecs and their training need.
+
+A :class:`SplitAdapter` exposes, for one task model and one cut point ``cut``:
+
+* ``input_tensor(image)``: the model's own input geometry (resize, letterbox) as a
+  (1, 3, H, W) float tensor in [0, 1] (no normalisation: that is part of ``front``);
+* ``front(x)``: X -> Y1, the tensor at the cut (B, C, h, w), without gradients;
+* ``mid(y1, point)``: the frozen task mid-model M, Y1 -> Y2 at a distillation point
+  after the cut (a list of tensors; gradients flow to ``y1``); ``point == "output"`` is
+  the model's output (class logits for classifiers, the raw head maps of a detector);
+* ``to_value`` / ``from_value``: between Y1 and the value ``TaskModel.run_from(cut, .)``
+  takes, so a decoded Ŷ1 is scored by the same harness and evaluator as an image.
+
+Task models provide an adapter through ``TaskModel.split_adapter(cut)``; third parties
+can add cut-point definitions for an existing task model through the entry-point group
+``vcm_plugin.cut_points`` (entry-point name: the task model's name; value: a function
+``(task_model, cut) -> SplitAdapter``), or register one with :func:`register_cut_points`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from vcm_plugin.tasks.base import INPUT, TaskModel, TaskModelError
+
+OUTPUT = "output"  # the distillation point at the task model's output
+ENTRY_POINT_GROUP = "vcm_plugin.cut_points"
+
+_FACTORIES: dict[str, Callable[[TaskModel, str], SplitAdapter]] = {}
+
+
+class SplitAdapter(ABC):
+    """One task model cut at ``cut`` (see the module docstring). Parameters of the model are frozen."""
+
+    def __init__(self, model: TaskModel, cut: str) -> None:
+        self.model, self.cut = model, cut
+
+    #: "classification" (``mid(.., "output")`` gives logits) or "detection"
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    @abstractmethod
+    def input_tensor(self, image: np.ndarray) -> Any:
+        """(H, W, 3) uint8 RGB -> (1, 3, H', W') float32 in [0, 1] at the model's input geometry."""
+
+    @abstractmethod
+    def front(self, x: Any) -> Any:
+        """(B, 3, H', W') in [0, 1] -> Y1 (B, C, h, w) at the cut, no gradients."""
+
+    @abstractmethod
+    def points(self) -> list[str]:
+        """Every point of the model in execution order, from ``input`` to ``output``."""
+
+    @abstractmethod
+    def mid(self, y1: Any, point: str) -> list[Any]:
+        """The frozen mid-model from the cut to ``point`` (differentiable in ``y1``)."""
+
+    @abstractmethod
+    def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
+        """Y1 (1, C, h, w) of an image of ORIGINAL size ``image_hw`` -> the value ``run_from(cut, .)`` takes."""
+
+    @abstractmethod
+    def from_value(self, value: Any) -> Any:
+        """Inverse of :meth:`to_value`: the Y1 tensor (1, C, h, w)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What a trained codec is bound to: the task model (name, weights) and the cut."""
+        ident = self.model.identity()
+        weights = ident.get("weights_sha256") or ident.get("weights") or ident.get("params")
+        return {"task_model": self.model.name, "weights": weights, "cut": self.cut}
+
+    def resolve(self, point: str) -> str:
+        """The point's canonical name (a module name stands for its last node in graph-based adapters)."""
+        return point
+
+    def check_distillation_point(self, point: str) -> str:
+        """``point`` (canonical) if it is the cut or deeper; errors name the nearest valid ones."""
+        points, cut, point = self.points(), self.resolve(self.cut), self.resolve(point)
+        after = points[points.index(cut):] if cut in points else points
+        shown = after[:8] + ([f"... {len(after) - 8} more"] if len(after) > 8 else [])
+        if point not in points:
+            near = difflib.get_close_matches(point, after, n=3, cutoff=0.3)
+            raise TaskModelError(f"task model {self.model.name!r}: no distillation point {point!r}; nearest: "
+                                 f"{near or after[:3]}; valid after cut {self.cut!r}: {shown}")
+        if points.index(point) < points.index(cut):
+            raise TaskModelError(f"task model {self.model.name!r}: distillation point {point!r} comes before the "
+                                 f"cut {self.cut!r}; it must be the cut itself or deeper: {shown}")
+        return point
+
+    def probe(self, height: int, width: int) -> tuple[int, int]:
+        """(channels of Y1, pixels per Y1 cell) measured on a blank input of ``height`` x ``width``."""
+        import torch
+
+        y1 = self.front(torch.zeros(1, 3, height, width))
+        return int(y1.shape[1]), max(1, round(height / y1.shape[-2]))
+
+
+def freeze(module: Any) -> Any:
+    """Eval mode, no parameter gradients: the task model stays exactly as trained."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def register_cut_points(model_name: str) -> Callable:
+    """Decorator: ``factory(task_model, cut) -> SplitAdapter`` adds cut points to task model ``model_name``."""
+    def wrap(factory: Callable[[TaskModel, str], SplitAdapter]) -> Callable[[TaskModel, str], SplitAdapter]:
+        _FACTORIES[model_name] = factory
+        return factory
+    return wrap
+
+
+def _entry_point_factory(model_name: str) -> Callable[[TaskModel, str], SplitAdapter] | None:
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == model_name:
+            try:
+                return ep.load()
+            except Exception as exc:  # a broken plugin is named, not fatal for other models
+                raise TaskModelError(f"cut-point plugin {ep.value!r} for {model_name!r} failed to import: "
+                                     f"{exc}") from exc
+    return None
+
+
+def split_adapter(model: TaskModel, cut: str) -> SplitAdapter:
+    """The adapter of ``model`` cut at ``cut``: the model's own, else a registered or entry-point one."""
+    if cut == INPUT:
+        raise TaskModelError(f"task model {model.name!r}: the cut point of a feature or direct codec cannot be "
+                             f"'input' (that is an image codec)")
+    factory = _FACTORIES.get(model.name) or _entry_point_factory(model.name)
+    if factory is not None:
+        return factory(model, cut)
+    own = getattr(model, "split_adapter", None)
+    if own is None:
+        raise TaskModelError(f"task model {model.name!r} defines no cut points for learned split / direct codecs "
+                             f"(add a split_adapter method or a {ENTRY_POINT_GROUP!r} entry point)")
+    return own(cut)
