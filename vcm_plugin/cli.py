@@ -268,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
+    from vcm_plugin.analysis.cli import add_appropriateness_parser
     from vcm_plugin.datasets.download import add_download_parser
     from vcm_plugin.evaluation.oid_cli import add_oid_eval_parser
     from vcm_plugin.splitting.layers import add_layers_parser
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_parser(sub)
     add_train_parser(sub)
     add_layers_parser(sub)
+    add_appropriateness_parser(sub)
 
     p = sub.add_parser("run", help="run an evaluation config: code, decode, score, report (resumable)")
     p.add_argument("config", help="YAML config (see eval_configs/)")

@@ -1,0 +1,20 @@
+"""Task appropriateness ρ of a model's layers (the project's estimator, pluggable), t-SNE views, reports.
+
+See :mod:`vcm_plugin.analysis.rho` for the definition (the project's, not the paper's)
+and ``vcm appropriateness`` (:mod:`vcm_plugin.analysis.cli`) for the command.
+"""
+
+from vcm_plugin.analysis.rho import (
+    DEFAULT_ESTIMATOR,
+    AnalysisError,
+    RhoEstimate,
+    RhoEstimator,
+    UnknownEstimatorError,
+    bootstrap_rho,
+    estimator_names,
+    get_estimator,
+    register_estimator,
+)
+
+__all__ = ["DEFAULT_ESTIMATOR", "AnalysisError", "RhoEstimate", "RhoEstimator", "UnknownEstimatorError",
+           "bootstrap_rho", "estimator_names", "get_estimator", "register_estimator"]

@@ -1,0 +1,205 @@
+"""``vcm appropriateness``: ρ per layer of a task model on a labelled dataset, with t-SNE views.
+
+Writes ``rho.csv`` (:mod:`vcm_plugin.analysis.report`), ``rho.png`` and ``rho.json``
+(configuration, wall time, machine) to ``--output``. ρ is the project's estimator
+(:mod:`vcm_plugin.analysis.rho`), not the paper's exact formula, which was not available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vcm_plugin.analysis.rho import CI_METHODS, DEFAULT_ESTIMATOR, AnalysisError
+
+
+@dataclass
+class AppropriatenessResult:
+    """Rows of ``rho.csv``, the bootstrap replicates {(layer, k): (B,) ρ}, output files and timing (s)."""
+
+    rows: list[Any]
+    replicates: dict[tuple[str, int], np.ndarray] = field(repr=False)
+    files: dict[str, str]
+    config: dict[str, Any]
+    wall_s: float
+    class_names: list[str]
+
+
+def parse_ks(text: str | Sequence[int]) -> list[int]:
+    """``"2,16,256"`` -> [2, 16, 256]; every k must be an integer >= 2 (errors name ``--k``)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    ks: list[int] = []
+    for item in items:
+        try:
+            k = int(str(item).strip())
+        except ValueError:
+            raise AnalysisError(f"--k {text!r}: {item!r} is not an integer") from None
+        if k < 2:
+            raise AnalysisError(f"--k {text!r}: k = {k} is below 2 (a quantiser needs >= 2 levels)")
+        if k not in ks:
+            ks.append(k)
+    if not ks:
+        raise AnalysisError(f"--k {text!r}: no k given")
+    return ks
+
+
+def limit_threads(threads: int | None) -> None:
+    """Cap torch and the BLAS / OpenMP pools (k-means, PCA, t-SNE) at ``threads``; None leaves them."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise AnalysisError(f"--threads {threads}: must be >= 1")
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
+def run_appropriateness(model: str, dataset: str, layers: Sequence[str] | None = None, root: str | None = None,
+                        split: str | None = "test", max_images: int | None = None,
+                        ks: Sequence[int] = (2, 16, 256), pca: int | None = 64, n_boot: int = 20, seed: int = 0,
+                        estimator: str = DEFAULT_ESTIMATOR, output: str | Path | None = None,
+                        model_params: dict[str, Any] | None = None, tsne_samples: int = 300,
+                        ci_method: str = "percentile",
+                        log: Callable[[str], None] | None = None) -> AppropriatenessResult:
+    """ρ of each layer of task model ``model`` on ``dataset`` for every k, with bootstrap CIs.
+
+    Features per layer are PCA-reduced to ``pca`` dims (clamped; None: none), fitted once
+    on all samples (label-free); the bootstrap (``n_boot`` resamples, shared by all layers
+    for a given seed) refits the quantiser. With ``output`` the CSV, figure (t-SNE on at
+    most ``tsne_samples`` samples; 0 skips it) and JSON are written there. ``ci_method``:
+    see :func:`~vcm_plugin.analysis.rho.bootstrap_rho`.
+    """
+    from vcm_plugin.analysis.features import depth_index, layer_features, load_labelled_images, resolve_layers
+    from vcm_plugin.analysis.report import RhoRow, machine_description, plot_rho, tsne_embedding, write_rho_csv
+    from vcm_plugin.analysis.rho import bootstrap_rho, get_estimator, pca_reduce
+    from vcm_plugin.tasks.registry import get_task_model
+
+    log = log or (lambda _msg: None)
+    start = time.perf_counter()
+    ks = parse_ks(ks)
+    est = get_estimator(estimator)
+    if pca is not None and pca < 1:
+        raise AnalysisError(f"--pca {pca}: must be >= 1")
+    if ci_method not in CI_METHODS:
+        raise AnalysisError(f"--ci {ci_method!r}: expected one of {list(CI_METHODS)}")
+    if n_boot < 0:
+        raise AnalysisError(f"--bootstrap {n_boot}: must be >= 0")
+    params = dict(model_params or {})
+    if isinstance(params.get("search_path"), str):  # --param search_path=DIR
+        params["search_path"] = [params["search_path"]]
+    task_model = get_task_model(model, **params)
+    layers = resolve_layers(task_model, layers)
+    data = load_labelled_images(dataset, root, split, max_images)
+    n = len(data.labels)
+    present = np.unique(data.labels)
+    if len(present) < 2:
+        raise AnalysisError(f"dataset {dataset!r}: only {len(present)} class present among the {n} images; "
+                            "ρ needs at least 2 classes (raise --max-images)")
+    too_big = [k for k in ks if k >= n]
+    if too_big:
+        raise AnalysisError(f"--k: k = {too_big} must be smaller than the number of images ({n}); "
+                            "lower k or raise --max-images")
+    log(f"{model}: {len(layers)} layer(s) on {n} images of {dataset} ({len(present)} classes)")
+    t0 = time.perf_counter()
+    feats = layer_features(task_model, data.images, layers)
+    log(f"features extracted in {time.perf_counter() - t0:.1f} s")
+
+    rows: list[RhoRow] = []
+    replicates: dict[tuple[str, int], np.ndarray] = {}
+    tsne: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for layer in layers:
+        t0 = time.perf_counter()
+        raw = feats.pop(layer)
+        x = pca_reduce(raw, pca, seed)
+        for k in ks:
+            res = bootstrap_rho(x, data.labels, k, est, n_boot, seed, method=ci_method)
+            replicates[(layer, k)] = res.replicates
+            rows.append(RhoRow(layer, depth_index(task_model, layer), k, res.rho, res.ci_low, res.ci_high, n,
+                               x.shape[1], seed, raw.shape[1], n_boot, est.name, ci_method))
+        if output is not None and tsne_samples > 0:
+            tsne[layer] = tsne_embedding(x, data.labels, tsne_samples, seed)
+        summary = ", ".join(f"k={r.k}: {r.rho:.3f}" for r in rows if r.layer == layer)
+        log(f"{layer:<10} dims {raw.shape[1]} -> {x.shape[1]}  rho {summary}  ({time.perf_counter() - t0:.1f} s)")
+
+    config = {"model": model, "model_params": params, "dataset": dataset, "root": root, "split": split,
+              "max_images": max_images, "n_samples": n, "layers": layers, "k": ks, "pca": pca, "bootstrap": n_boot,
+              "seed": seed, "estimator": est.name, "ci_method": ci_method, "tsne_samples": tsne_samples,
+              "class_counts": {data.class_names[int(c)] if int(c) < len(data.class_names) else str(c): int(m)
+                               for c, m in zip(*np.unique(data.labels, return_counts=True))}}
+    files: dict[str, str] = {}
+    if output is not None:
+        out = Path(output)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AnalysisError(f"--output {out}: cannot create the folder: {exc.strerror or exc}") from exc
+        files["csv"] = str(write_rho_csv(rows, out / "rho.csv"))
+        title = f"Task appropriateness ρ of {model} on {dataset} ({n} images, 95 % bootstrap CI, B = {n_boot})"
+        files["figure"] = str(plot_rho(rows, out / "rho.png", tsne, data.class_names, title))
+    wall = time.perf_counter() - start
+    result = AppropriatenessResult(rows, replicates, files, config, wall, data.class_names)
+    if output is not None:
+        info = {"config": config, "wall_s": round(wall, 2), "machine": machine_description(),
+                "definition": "project's rho_k(L) = I(Q_k(Y_L); T) / min(H(T), log2 k), not the paper's formula",
+                "rows": [asdict(r) for r in rows]}
+        json_path = Path(output) / "rho.json"
+        json_path.write_text(json.dumps(info, indent=2, default=float) + "\n")
+        files["json"] = str(json_path)
+    return result
+
+
+def cmd_appropriateness(args: argparse.Namespace) -> int:
+    from vcm_plugin.cli import parse_params
+
+    limit_threads(args.threads)
+    layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = run_appropriateness(args.model, args.dataset, layers, args.root, args.split, args.max_images,
+                                 parse_ks(args.k), args.pca, args.bootstrap, args.seed, args.estimator,
+                                 args.output, parse_params(args.param), args.tsne_samples, args.ci, log)
+    if not args.quiet:
+        print(f"{'layer':<10}{'depth':>6}{'k':>6}{'rho':>9}{'95% CI':>20}")
+        for r in result.rows:
+            print(f"{r.layer:<10}{r.depth:>6}{r.k:>6}{r.rho:>9.4f}   [{r.ci_low:.4f}, {r.ci_high:.4f}]")
+        print(f"wrote {', '.join(result.files.values())} ({result.wall_s:.1f} s)")
+    return 0
+
+
+def add_appropriateness_parser(sub: argparse._SubParsersAction) -> None:
+    from vcm_plugin.analysis.rho import estimator_names
+
+    p = sub.add_parser("appropriateness", help="task appropriateness ρ per layer of a task model, with t-SNE views")
+    p.add_argument("--model", required=True, help="a registered task model, e.g. cifar10-vgg")
+    p.add_argument("--layers", help="comma-separated cut points (default: all; see `vcm layers MODEL`)")
+    p.add_argument("--dataset", required=True, help="a single-label dataset, e.g. cifar10")
+    p.add_argument("--root", help="dataset folder (e.g. ../shared/data/cifar10)")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--max-images", type=int, help="use this many images (cifar10: class-balanced)")
+    p.add_argument("--k", default="2,16,256", help="quantiser levels, comma-separated (default 2,16,256)")
+    p.add_argument("--pca", type=int, default=64, help="PCA dims per layer before k-means (clamped; default 64)")
+    p.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamples for the 95%% CI (default 20)")
+    p.add_argument("--ci", choices=CI_METHODS, default="percentile",
+                   help="bootstrap interval: percentile (default) or basic (corrects the resampling bias)")
+    p.add_argument("--seed", type=int, default=0, help="seed of k-means, PCA, bootstrap and t-SNE (default 0)")
+    p.add_argument("--estimator", default=DEFAULT_ESTIMATOR,
+                   help=f"ρ estimator (registered: {', '.join(estimator_names())}; default {DEFAULT_ESTIMATOR})")
+    p.add_argument("--output", "-o", default="appropriateness", help="output folder (default ./appropriateness)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="task-model parameter (repeatable)")
+    p.add_argument("--tsne-samples", type=int, default=300, help="samples per t-SNE panel (0: no t-SNE; default 300)")
+    p.add_argument("--threads", type=int, help="cap torch / BLAS / OpenMP threads (default: their own)")
+    p.add_argument("--quiet", action="store_true", help="no progress or table")
+    p.set_defaults(func=cmd_appropriateness)
+
+
+__all__ = ["AppropriatenessResult", "add_appropriateness_parser", "cmd_appropriateness", "limit_threads",
+           "parse_ks", "run_appropriateness"]
