@@ -1,0 +1,197 @@
+"""Networks of the learned task codecs: direct coding (X -> Ŷ1) and learned feature coding (Y1 -> Ŷ1).
+
+One CompressAI ``CompressionModel`` covers both paradigms of ../shared/PAPER_NOTES.md:
+
+* **direct** (``in_channels=3``): a CompressAI-style image encoder (``down`` stride-2
+  5x5 convolutions with GDN, as ``bmshj2018-hyperprior``'s ``g_a``), the entropy model,
+  and a *latent decoder* (``up`` stride-2 transposed convolutions with inverse GDN, a 3x3
+  refinement, a 3x3 output convolution) that outputs the cut point's tensor Ŷ1 directly;
+  ``2 ** (down - up)`` must be Y1's stride in input pixels.
+* **feature** (``in_channels = C1``): the same analysis / synthesis pair over Y1 itself
+  (model splitting), with ``down == up``.
+
+Entropy model: ``hyperprior`` (a scale hyperprior as in Ballé et al. 2018 /
+``ScaleHyperprior``: ``EntropyBottleneck`` on z, ``GaussianConditional`` on y) or
+``factorized`` (one ``EntropyBottleneck`` on y). Feature tensors are standardised per
+channel with the mean / std of the training features (buffers saved with the weights),
+and the decoder predicts the standardised Y1.
+
+Sizes that are not multiples of the total stride (``2 ** down``, times 4 with the
+hyperprior) are replicate-padded on the bottom / right before encoding; the decoded Ŷ1 is
+cropped to the cut point's (h, w), which the bitstream header carries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from vcm_plugin.learned.models import import_compressai
+
+
+@dataclass(frozen=True)
+class TaskNetConfig:
+    """Architecture of a :class:`TaskCodecNet` (all sizes in channels / stride-2 steps)."""
+
+    paradigm: Literal["direct", "feature"]
+    in_channels: int
+    out_channels: int
+    down: int
+    up: int
+    N: int = 64
+    M: int = 96
+    entropy: Literal["hyperprior", "factorized"] = "hyperprior"
+
+    def __post_init__(self) -> None:
+        if self.paradigm not in ("direct", "feature") or self.entropy not in ("hyperprior", "factorized"):
+            raise ValueError(f"paradigm {self.paradigm!r} / entropy {self.entropy!r} not supported")
+        if min(self.in_channels, self.out_channels, self.N, self.M) < 1 or self.down < 0 or self.up < 0:
+            raise ValueError(f"bad task codec sizes: {self}")
+        if self.up > self.down:
+            raise ValueError(f"up ({self.up}) cannot exceed down ({self.down})")
+
+    @property
+    def multiple(self) -> int:
+        """Input sizes are padded to a multiple of this many pixels (or Y1 cells)."""
+        return 2 ** (self.down + (2 if self.entropy == "hyperprior" else 0))
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per output cell (1 for feature codecs)."""
+        return 2 ** (self.down - self.up)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_task_net(config: TaskNetConfig) -> Any:
+    """A fresh :class:`TaskCodecNet` (CompressAI imported lazily)."""
+    return _net_class()(config)
+
+
+def _net_class() -> type:
+    import_compressai()
+    return _define()
+
+
+_CLASS: list[type] = []
+
+
+def _define() -> type:
+    if _CLASS:
+        return _CLASS[0]
+    import torch
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import GDN
+    from compressai.models.base import CompressionModel
+    from compressai.models.utils import conv, deconv
+    from torch import nn
+
+    class TaskCodecNet(CompressionModel):
+        """Analysis -> entropy model -> synthesis to the cut point's tensor (see the module docstring)."""
+
+        def __init__(self, config: TaskNetConfig) -> None:
+            super().__init__()
+            self.config = config
+            c, n, m = config, config.N, config.M
+            strides = [1] * max(0, 2 - c.down) + [2] * c.down
+            layers: list[nn.Module] = []
+            ch = c.in_channels
+            for i, s in enumerate(strides):
+                last = i == len(strides) - 1
+                layers.append(conv(ch, m if last else n, kernel_size=5 if s == 2 else 3, stride=s))
+                if not last:
+                    layers.append(GDN(n))
+                ch = n
+            self.g_a = nn.Sequential(*layers)
+            syn: list[nn.Module] = []
+            ch = m
+            for _ in range(c.up):
+                syn += [deconv(ch, n, kernel_size=5, stride=2), GDN(n, inverse=True)]
+                ch = n
+            syn += [conv(ch, n, kernel_size=3, stride=1), GDN(n, inverse=True), conv(n, c.out_channels, 3, 1)]
+            self.g_s = nn.Sequential(*syn)
+            if c.entropy == "hyperprior":
+                self.h_a = nn.Sequential(conv(m, n, 3, 1), nn.ReLU(inplace=True), conv(n, n, 5, 2),
+                                         nn.ReLU(inplace=True), conv(n, n, 5, 2))
+                self.h_s = nn.Sequential(deconv(n, n, 5, 2), nn.ReLU(inplace=True), deconv(n, n, 5, 2),
+                                         nn.ReLU(inplace=True), conv(n, m, 3, 1), nn.ReLU(inplace=True))
+                self.entropy_bottleneck = EntropyBottleneck(n)
+                self.gaussian_conditional = GaussianConditional(None)
+            else:
+                self.entropy_bottleneck = EntropyBottleneck(m)
+            self.register_buffer("in_mean", torch.zeros(1, c.in_channels, 1, 1))
+            self.register_buffer("in_std", torch.ones(1, c.in_channels, 1, 1))
+            self.register_buffer("out_mean", torch.zeros(1, c.out_channels, 1, 1))
+            self.register_buffer("out_std", torch.ones(1, c.out_channels, 1, 1))
+
+        # -- helpers -------------------------------------------------------------------------
+        def set_statistics(self, inputs: torch.Tensor | None, outputs: torch.Tensor) -> None:
+            """Per-channel mean / std of feature inputs (feature codecs) and of Y1 targets."""
+            def stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                mean = t.mean(dim=(0, 2, 3), keepdim=True)
+                return mean, t.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+
+            if inputs is not None and self.config.paradigm == "feature":
+                self.in_mean.copy_(stats(inputs)[0])
+                self.in_std.copy_(stats(inputs)[1])
+            mean, std = stats(outputs)
+            self.out_mean.copy_(mean)
+            self.out_std.copy_(std)
+
+        def _analysis_input(self, x: torch.Tensor) -> torch.Tensor:
+            import torch.nn.functional as F
+
+            if self.config.paradigm == "feature":
+                x = (x - self.in_mean) / self.in_std
+            k = self.config.multiple
+            h, w = x.shape[-2:]
+            return F.pad(x, (0, (-w) % k, 0, (-h) % k), mode="replicate") if (h % k or w % k) else x
+
+        def _synthesis(self, y_hat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+            out = self.g_s(y_hat)[..., :size[0], :size[1]]
+            return out * self.out_std + self.out_mean
+
+        # -- training ------------------------------------------------------------------------
+        def forward(self, x: torch.Tensor, size: tuple[int, int]) -> dict[str, Any]:
+            """Noisy-quantisation pass: Ŷ1 (cropped to ``size``) and the likelihoods for the rate."""
+            y = self.g_a(self._analysis_input(x))
+            if self.config.entropy == "hyperprior":
+                z = self.h_a(torch.abs(y))
+                z_hat, z_lik = self.entropy_bottleneck(z)
+                y_hat, y_lik = self.gaussian_conditional(y, self.h_s(z_hat))
+                likelihoods = {"y": y_lik, "z": z_lik}
+            else:
+                y_hat, y_lik = self.entropy_bottleneck(y)
+                likelihoods = {"y": y_lik}
+            return {"y1_hat": self._synthesis(y_hat, size), "likelihoods": likelihoods}
+
+        # -- real coding ---------------------------------------------------------------------
+        def compress(self, x: torch.Tensor) -> dict[str, Any]:
+            """Entropy-coded strings (lists of one bytes object per batch item) and the latent shape."""
+            y = self.g_a(self._analysis_input(x))
+            if self.config.entropy == "factorized":
+                return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
+            z = self.h_a(torch.abs(y))
+            z_strings = self.entropy_bottleneck.compress(z)
+            z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+            indexes = self.gaussian_conditional.build_indexes(self.h_s(z_hat))
+            y_strings = self.gaussian_conditional.compress(y, indexes)
+            return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+
+        def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> Any:
+            """Ŷ1 (cropped to ``size``) from :meth:`compress`'s strings."""
+            if self.config.entropy == "factorized":
+                y_hat = self.entropy_bottleneck.decompress(strings[0], shape)
+            else:
+                z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+                indexes = self.gaussian_conditional.build_indexes(self.h_s(z_hat))
+                y_hat = self.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype)
+            return self._synthesis(y_hat, size)
+
+        def string_count(self) -> int:
+            return 1 if self.config.entropy == "factorized" else 2
+
+    TaskCodecNet.__module__ = __name__
+    _CLASS.append(TaskCodecNet)
+    return TaskCodecNet
