@@ -57,6 +57,7 @@ def limit_threads(threads: int | None) -> None:
         return
     if threads < 1:
         raise AnalysisError(f"--threads {threads}: must be >= 1")
+    import sklearn.cluster  # noqa: F401  (loads its OpenMP runtime so that the limit reaches it)
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -75,7 +76,8 @@ def run_appropriateness(model: str, dataset: str, layers: Sequence[str] | None =
 
     Features per layer are PCA-reduced to ``pca`` dims (clamped; None: none), fitted once
     on all samples (label-free); the bootstrap (``n_boot`` resamples, shared by all layers
-    for a given seed) refits the quantiser. With ``output`` the CSV, figure (t-SNE on at
+    for a given seed) refits the quantiser; each row also has ρ with the labels permuted once
+    (the chance level). With ``output`` the CSV, figure (t-SNE on at
     most ``tsne_samples`` samples; 0 skips it) and JSON are written there. ``ci_method``:
     see :func:`~vcm_plugin.analysis.rho.bootstrap_rho`.
     """
@@ -114,6 +116,7 @@ def run_appropriateness(model: str, dataset: str, layers: Sequence[str] | None =
     feats = layer_features(task_model, data.images, layers)
     log(f"features extracted in {time.perf_counter() - t0:.1f} s")
 
+    shuffled = np.random.default_rng(seed).permutation(data.labels)  # for the chance level
     rows: list[RhoRow] = []
     replicates: dict[tuple[str, int], np.ndarray] = {}
     tsne: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -124,8 +127,9 @@ def run_appropriateness(model: str, dataset: str, layers: Sequence[str] | None =
         for k in ks:
             res = bootstrap_rho(x, data.labels, k, est, n_boot, seed, method=ci_method)
             replicates[(layer, k)] = res.replicates
+            chance = float(est(x, shuffled, k, seed=seed))
             rows.append(RhoRow(layer, depth_index(task_model, layer), k, res.rho, res.ci_low, res.ci_high, n,
-                               x.shape[1], seed, raw.shape[1], n_boot, est.name, ci_method))
+                               x.shape[1], seed, raw.shape[1], n_boot, est.name, ci_method, chance))
         if output is not None and tsne_samples > 0:
             tsne[layer] = tsne_embedding(x, data.labels, tsne_samples, seed)
         summary = ", ".join(f"k={r.k}: {r.rho:.3f}" for r in rows if r.layer == layer)
@@ -168,9 +172,10 @@ def cmd_appropriateness(args: argparse.Namespace) -> int:
                                  parse_ks(args.k), args.pca, args.bootstrap, args.seed, args.estimator,
                                  args.output, parse_params(args.param), args.tsne_samples, args.ci, log)
     if not args.quiet:
-        print(f"{'layer':<10}{'depth':>6}{'k':>6}{'rho':>9}{'95% CI':>20}")
+        print(f"{'layer':<10}{'depth':>6}{'k':>6}{'rho':>9}{'95% CI':>20}{'chance':>10}")
         for r in result.rows:
-            print(f"{r.layer:<10}{r.depth:>6}{r.k:>6}{r.rho:>9.4f}   [{r.ci_low:.4f}, {r.ci_high:.4f}]")
+            print(f"{r.layer:<10}{r.depth:>6}{r.k:>6}{r.rho:>9.4f}   [{r.ci_low:.4f}, {r.ci_high:.4f}]"
+                  f"{r.rho_shuffled:>10.4f}")
         print(f"wrote {', '.join(result.files.values())} ({result.wall_s:.1f} s)")
     return 0
 

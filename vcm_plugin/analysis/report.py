@@ -18,7 +18,8 @@ from vcm_plugin.analysis.rho import AnalysisError
 @dataclass(frozen=True)
 class RhoRow:
     """One (layer, k) result: ρ (dimensionless, 0..1) with its 95 % bootstrap CI (``bootstrap`` resamples,
-    ``ci_method``); ``dims`` of the features after PCA, ``raw_dims`` before."""
+    ``ci_method``); ``dims`` of the features after PCA, ``raw_dims`` before; ``rho_shuffled`` the same
+    estimator with the labels randomly permuted (the chance level, i.e. the plug-in bias floor)."""
 
     layer: str
     depth: int
@@ -33,6 +34,7 @@ class RhoRow:
     bootstrap: int = 0
     estimator: str = ""
     ci_method: str = "percentile"
+    rho_shuffled: float = float("nan")
 
 
 CSV_COLUMNS = [f.name for f in fields(RhoRow)]
@@ -115,7 +117,7 @@ def plot_rho(rows: Sequence[RhoRow], path: str | Path, tsne: dict[str, tuple[np.
     cols = min(4, max(1, n_panels))
     tsne_rows = math.ceil(n_panels / cols) if n_panels else 0
     fig = plt.figure(figsize=(4.2 * max(cols, 3), 4.6 + 4.0 * tsne_rows), dpi=110)
-    grid = fig.add_gridspec(1 + tsne_rows, cols, height_ratios=[1.15] + [1.0] * tsne_rows, hspace=0.3,
+    grid = fig.add_gridspec(1 + tsne_rows, cols, height_ratios=[1.15] + [1.0] * tsne_rows, hspace=0.42,
                             wspace=0.25)
     ax = fig.add_subplot(grid[0, :])
     layers = sorted({(r.depth, r.layer) for r in rows})
@@ -126,6 +128,10 @@ def plot_rho(rows: Sequence[RhoRow], path: str | Path, tsne: dict[str, tuple[np.
         low = np.array([r.ci_low for r in pts])
         high = np.array([r.ci_high for r in pts])
         line, = ax.plot(d, rho, marker="o", linewidth=2, label=f"k = {k}")
+        chance = np.array([r.rho_shuffled for r in pts])
+        if np.isfinite(chance).any():
+            ax.plot(d, chance, linestyle=":", linewidth=1.5, color=line.get_color(),
+                    label=f"k = {k}, labels shuffled (chance)")
         if np.isfinite(low).any():
             ax.fill_between(d, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
             ax.errorbar(d, rho, yerr=[np.clip(rho - low, 0, None), np.clip(high - rho, 0, None)], fmt="none",
@@ -136,7 +142,7 @@ def plot_rho(rows: Sequence[RhoRow], path: str | Path, tsne: dict[str, tuple[np.
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.tick_params(axis="y", labelsize=11)
-    ax.legend(title="quantiser levels", fontsize=11, title_fontsize=11, loc="upper left")
+    ax.legend(title="quantiser levels", fontsize=10, title_fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or "ρ_k(L) = I(Q_k(Y_L); T) / min(H(T), log2 k) (95 % bootstrap CI)", fontsize=13)
 
     cmap = plt.get_cmap("tab10" if len(class_names or []) <= 10 else "tab20")
