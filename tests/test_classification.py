@@ -371,7 +371,7 @@ def test_torchvision_classifier_runs_a_random_checkpoint(tmp_path: Path, offline
     assert ident["weights"]["enum"] == "ResNet18_Weights.IMAGENET1K_V1" and len(ident["weights"]["sha256"]) == 64
     clone = pickle.loads(pickle.dumps(model))
     np.testing.assert_allclose(clone.predict(imagenet[0].load()).probs, scores.probs, atol=1e-6)
-    with pytest.raises(TaskModelError, match="has no cut point 'backbone'"):
+    with pytest.raises(TaskModelError, match="no node 'backbone'; nearest clean cut points"):
         model.run_from("backbone", imagenet[0].load())
     assert not offline
 

@@ -53,3 +53,25 @@ def test_plugin_absent_without_install() -> None:
     from vcm_plugin import available_codecs
 
     assert "posterize-zlib" not in {c.name for c in available_codecs()}
+
+
+def test_third_party_task_model_and_cut_points_by_entry_point(plugin_site: Path) -> None:
+    script = (
+        "import numpy as np, torch\n"
+        "from vcm_plugin.tasks.registry import get_task_model\n"
+        "from vcm_plugin.splitting.adapter import split_adapter\n"
+        "m = get_task_model('tiny-convnet')\n"
+        "a = split_adapter(m, 'conv1')\n"
+        "img = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)\n"
+        "y1 = a.front(a.input_tensor(img))\n"
+        "print(tuple(y1.shape), tuple(a.mid(y1, 'conv2')[0].shape), tuple(a.mid(y1, 'output')[0].shape))\n"
+        "print(np.allclose(m.run_from('conv1', y1).probs, m.predict(img).probs, atol=1e-6))\n"
+        "try:\n    split_adapter(m, 'conv9')\nexcept Exception as e:\n    print('ERR', e)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "(1, 8, 16, 16) (1, 8, 8, 8) (1, 4)"
+    assert lines[1] == "True"
+    assert lines[2].startswith("ERR") and "conv9" in lines[2]

@@ -62,6 +62,8 @@ class CodecDataConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     max_train_images: int | None = Field(None, ge=1)
     max_val_pixels: int = Field(512 * 768, ge=1, description="validation images are centre-cropped to this area")
+    small_images: Literal["error", "pad", "skip"] = Field(
+        "error", description="training images smaller than `crop`: stop naming them, edge-pad, or leave them out")
 
 
 class CodecTrainConfig(_Strict):
@@ -94,7 +96,10 @@ def _expand(entries: list[str], where: str) -> list[Path]:
     for entry in entries:
         path = Path(entry).expanduser()
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise TrainingError(f"{where}: folder {entry!r} contains no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
         elif path.is_file():
             files.append(path)
         else:
@@ -131,8 +136,9 @@ def resolve_images(data: CodecDataConfig, seed: int) -> tuple[list[Path], list[P
     return train, val
 
 
-def load_images(files: list[Path], min_side: int) -> list[np.ndarray]:
-    """Decode every file to uint8 RGB; images smaller than ``min_side`` are upscaled by edge padding."""
+def load_images(files: list[Path], min_side: int, small: str = "pad") -> list[np.ndarray]:
+    """Decode every file to uint8 RGB. Images with a side below ``min_side``: ``small`` = ``"error"``
+    (a :class:`TrainingError` naming the file), ``"pad"`` (edge padding) or ``"skip"``."""
     from vcm_plugin.images.io import read_image
 
     images = []
@@ -140,8 +146,16 @@ def load_images(files: list[Path], min_side: int) -> list[np.ndarray]:
         image = read_image(path)
         h, w = image.shape[:2]
         if h < min_side or w < min_side:
+            if small == "error":
+                raise TrainingError(f"training image {str(path)!r} is {w}x{h} pixels, smaller than the {min_side}-"
+                                    f"pixel crop; lower data.crop, or set data.small_images: pad (edge padding) "
+                                    f"or skip")
+            if small == "skip":
+                continue
             image = np.pad(image, ((0, max(0, min_side - h)), (0, max(0, min_side - w)), (0, 0)), mode="edge")
         images.append(image)
+    if not images:
+        raise TrainingError(f"no training image is at least {min_side} pixels on each side (data.small_images: skip)")
     return images
 
 
@@ -269,7 +283,7 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
     output.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     train_files, val_files = resolve_images(config.data, config.seed)
-    train_images = load_images(train_files, config.data.crop)
+    train_images = load_images(train_files, config.data.crop, config.data.small_images)
     val_images = [_centre_crop(im, config.data.max_val_pixels) for im in load_images(val_files, 16)]
 
     model = build_model(config.architecture, **config.arch_params)
@@ -340,7 +354,7 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if config.clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.clip_grad)
         optimizer.step()
         aux_optimizer.zero_grad(set_to_none=True)
         aux_loss.backward()

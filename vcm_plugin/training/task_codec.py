@@ -243,7 +243,7 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
     adapter = build_adapter(config)
     point = config.distill or config.cut
     train_files, val_files = resolve_images(config.data, config.seed)
-    train_images = load_images(train_files, config.data.crop)
+    train_images = load_images(train_files, config.data.crop, config.data.small_images)
     val_images = [_centre_crop(im, config.data.max_val_pixels) for im in load_images(val_files, 16)]
     crop = config.data.crop
     net = build_task_net(net_config(config, kind, adapter, crop))
@@ -309,7 +309,7 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.clip_grad:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.clip_grad)
         optimizer.step()
         aux_optimizer.zero_grad(set_to_none=True)
         aux_loss.backward()

@@ -1,0 +1,270 @@
+"""Split points, direct coding and learned feature codecs: training by distillation, codecs, bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+import yaml
+
+from vcm_plugin.cli import main
+from vcm_plugin.codecs.registry import get_codec
+from vcm_plugin.errors import BitstreamFormatError, DecodeError
+from vcm_plugin.images.io import read_image
+from vcm_plugin.learned.task_checkpoint import TaskCodecCheckpointError
+from vcm_plugin.splitting.adapter import split_adapter
+from vcm_plugin.tasks.base import TaskModelError
+from vcm_plugin.tasks.registry import get_task_model
+from vcm_plugin.training import task_codec
+from vcm_plugin.training.checkpoints import TrainingError, load_checkpoint
+from vcm_plugin.training.task_codec import TaskCodecTrainConfig
+
+
+@pytest.fixture(scope="module")
+def cifar() -> object:
+    return get_task_model("cifar10-vgg")
+
+
+@pytest.fixture(scope="module")
+def yolo(shared: Path) -> object:
+    return get_task_model("yolov5", search_path=[str(shared / "weights")])
+
+
+@pytest.fixture(scope="module")
+def cifar_images(shared: Path) -> list[np.ndarray]:
+    files = sorted((shared / "data/cifar10/test").rglob("*.png"))[::500][:8]
+    return [read_image(p) for p in files]
+
+
+def _config(shared: Path, out: Path, **changes) -> dict:
+    data = {
+        "output": str(out), "task_model": "cifar10-vgg", "cut": "block2", "distill": "output",
+        "distortion": "kl", "lmbda": 1.0, "arch": {"N": 16, "M": 24, "down": 2},
+        "data": {"train": [str(shared / "data/cifar10/train/airplane"), str(shared / "data/cifar10/train/cat")],
+                 "val_count": 4, "crop": 32, "batch_size": 8, "max_train_images": 200},
+        "steps": 8, "warmup_steps": 2, "lr": 1e-3, "seed": 1, "threads": 1, "checkpoint_every": 4, "val_every": 4,
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+def _write(tmp_path: Path, data: dict, name: str = "train.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(shared: Path, tmp_path_factory) -> dict[str, Path]:
+    """A tiny direct codec and a tiny feature codec for cifar10-vgg cut at block2 (a few seconds each)."""
+    root = tmp_path_factory.mktemp("task_codecs")
+    out = {}
+    for kind, extra in (("direct", {}), ("feature", {"distill": "block3", "distortion": "mse",
+                                                     "arch": {"N": 16, "M": 24, "down": 1}})):
+        data = _config(shared, root / kind, kind=kind, **extra)
+        assert main(["train", str(_write(root, data, f"{kind}.yaml")), "--quiet"]) == 0
+        out[kind] = root / kind / "model.pt"
+    return out
+
+
+# -- split points --------------------------------------------------------------------------
+def test_yolo_cut_front_mid_and_back_agree_with_the_whole_model(yolo, kodim23) -> None:
+    adapter = split_adapter(yolo, "layer.4")
+    x = adapter.input_tensor(kodim23[:200, :300])
+    y1 = adapter.front(x)
+    assert y1.shape[1] == 64 and x.shape[-1] // y1.shape[-1] == 8
+    assert [tuple(t.shape[1:2]) for t in adapter.mid(y1, "output")] == [(255,), (255,), (255,)]
+    assert adapter.mid(y1, "layer.9")[0].shape[1] == 256
+    with torch.no_grad():
+        assert torch.equal(adapter.mid(y1, "layer.6")[0], yolo.network().front(x, 6)[6])
+    whole = yolo.predict(kodim23[:200, :300])
+    split = yolo.run_from("layer.4", adapter.to_value(y1, (200, 300)))
+    np.testing.assert_allclose(split.boxes, whole.boxes, atol=1e-3)
+
+
+def test_a_cut_that_needs_more_tensors_is_refused_naming_them(yolo) -> None:
+    with pytest.raises(TaskModelError, match=r"needs the outputs of layers \[4, 6\]"):
+        split_adapter(yolo, "backbone")
+
+
+def test_unknown_layer_names_list_the_nearest_valid_ones(yolo, cifar) -> None:
+    with pytest.raises(TaskModelError, match="block2"):
+        split_adapter(cifar, "blok2")
+    with pytest.raises(TaskModelError, match="layer.<k>"):
+        split_adapter(yolo, "layer.99")
+    with pytest.raises(TaskModelError, match=r"nearest: \['layer.9'"):
+        split_adapter(yolo, "layer.4").check_distillation_point("layer.9x")
+
+
+def test_distillation_point_before_the_cut_is_refused(cifar, shared: Path, tmp_path: Path) -> None:
+    with pytest.raises(TaskModelError, match="'block1' comes before the cut 'block2'"):
+        split_adapter(cifar, "block2").check_distillation_point("block1")
+    data = _config(shared, tmp_path / "o", kind="direct", distill="block1", distortion="mse")
+    assert main(["train", str(_write(tmp_path, data)), "--quiet"]) == 2
+
+
+def test_torchvision_models_split_with_feature_extraction_nodes(tmp_path: Path, small_crop) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    model = get_task_model("torchvision-classification", architecture="resnet18", weights="IMAGENET1K_V1",
+                           checkpoint=str(path))
+    y1 = model.front("layer2", small_crop)
+    assert tuple(y1.shape) == (1, 128, 28, 28)
+    np.testing.assert_allclose(model.run_from("layer2", y1).probs, model.predict(small_crop).probs, atol=1e-5)
+    adapter = split_adapter(model, "layer2")
+    assert adapter.mid(y1, "layer3")[0].shape[1] == 256 and adapter.mid(y1, "output")[0].shape == (1, 1000)
+    with pytest.raises(TaskModelError, match="maxpool"):  # inside a residual block: the skip tensor is named
+        model.front("layer1.0.conv1", small_crop)
+    with pytest.raises(TaskModelError, match="nearest clean cut points"):
+        model.front("layer9", small_crop)
+
+
+# -- training --------------------------------------------------------------------------------
+def test_training_writes_a_bound_export_and_codec_entry(trained: dict[str, Path]) -> None:
+    for kind, path in trained.items():
+        result = json.loads((path.parent / "result.json").read_text())
+        assert result["steps"] == 8 and result["val"]["bpp"] > 0 and np.isfinite(result["val"]["distortion"])
+        assert result["codec"] == {"direct": "direct", "feature": "feature-learned"}[kind]
+        export = torch.load(path, weights_only=True)
+        assert export["binding"]["task_model"] == "cifar10-vgg" and export["binding"]["cut"] == "block2"
+        assert len(export["binding"]["weights"]) == 64  # the classifier's SHA-256
+        entry = yaml.safe_load((path.parent / "codec.yaml").read_text())
+        assert entry["name"] == result["codec"] and entry["checkpoint"] == str(path)
+    assert "top1_agreement" in json.loads((trained["direct"].parent / "result.json").read_text())["val"]
+
+
+def test_training_is_reproducible_and_resumes_exactly(shared: Path, tmp_path: Path, monkeypatch) -> None:
+    config = TaskCodecTrainConfig(**_config(shared, tmp_path / "a", steps=6))
+    task_codec.train(config, "direct", tmp_path / "a", quiet=True)
+    straight = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+
+    calls = {"n": 0}
+    real = task_codec.rate_bpp
+
+    def crash_after_four(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task_codec, "rate_bpp", crash_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        task_codec.train(config, "direct", tmp_path / "b", quiet=True)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 4
+    monkeypatch.setattr(task_codec, "rate_bpp", real)
+    task_codec.train(config, "direct", tmp_path / "b", quiet=True)
+    resumed = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shared: Path, tmp_path: Path, monkeypatch) -> None:
+    config = TaskCodecTrainConfig(**_config(shared, tmp_path / "n", steps=8))
+    real, calls = task_codec.distortion, {"n": 0}
+
+    def nan_at_six(*args, **kwargs):
+        value = real(*args, **kwargs)
+        if kwargs.get("teacher") is None and args[3].requires_grad:
+            calls["n"] += 1
+            if calls["n"] == 6:
+                return value * float("nan")
+        return value
+
+    monkeypatch.setattr(task_codec, "distortion", nan_at_six)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 6 .*\(step 4\)"):
+        task_codec.train(config, "direct", tmp_path / "n", quiet=True)
+    assert load_checkpoint(tmp_path / "n" / "last.pt")["step"] == 4
+
+
+def test_bad_training_data_is_named(shared: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = TaskCodecTrainConfig(**_config(shared, tmp_path / "e", data={"train": [str(empty)]}))
+    with pytest.raises(TrainingError, match="empty.* contains no images"):
+        task_codec.train(config, "direct", tmp_path / "e", quiet=True)
+    config = TaskCodecTrainConfig(**_config(shared, tmp_path / "s", data={"crop": 48}))
+    with pytest.raises(TrainingError, match=r"is 32x32 pixels, smaller than the 48-pixel crop"):
+        task_codec.train(config, "direct", tmp_path / "s", quiet=True)
+    with pytest.raises(TrainingError, match="'kl' compares class posteriors"):
+        task_codec.train(TaskCodecTrainConfig(**_config(shared, tmp_path / "k", distill="block3")), "direct",
+                         tmp_path / "k", quiet=True)
+
+
+# -- codecs in the harness -------------------------------------------------------------------
+@pytest.mark.parametrize("kind,codec_name", [("direct", "direct"), ("feature", "feature-learned")])
+def test_codec_round_trip_scores_at_the_cut_with_an_honest_rate(trained, cifar, cifar_images, kind,
+                                                                codec_name) -> None:
+    codec = get_codec(codec_name, task_model="cifar10-vgg", cut="block2", checkpoint=str(trained[kind]))
+    assert codec.output_point == "block2"
+    codec.check_ready(1)
+    for image in cifar_images[:3]:
+        stream = codec.encode(image, 1)
+        assert stream.bpp == pytest.approx(8 * len(stream.data) / (32 * 32))
+        value = codec.decode(stream)
+        assert tuple(value.shape) == (1, 64, 8, 8)
+        assert cifar.run_from("block2", value).probs.sum() == pytest.approx(1, abs=1e-4)
+        assert torch.equal(codec.decode(stream), value)  # deterministic decoder
+
+
+def test_checkpoint_for_another_cut_model_or_paradigm_is_refused(trained) -> None:
+    with pytest.raises(TaskCodecCheckpointError, match="cut 'block2', but the codec is configured for .* 'block3'"):
+        get_codec("direct", task_model="cifar10-vgg", cut="block3", checkpoint=str(trained["direct"])).check_ready(1)
+    with pytest.raises(TaskCodecCheckpointError, match="is a 'feature' codec export"):
+        get_codec("direct", task_model="cifar10-vgg", cut="block2", checkpoint=str(trained["feature"])).check_ready(1)
+
+
+def test_corrupt_or_truncated_checkpoint_is_named(trained, tmp_path: Path) -> None:
+    cut_short = tmp_path / "short.pt"
+    cut_short.write_bytes(trained["direct"].read_bytes()[:3000])
+    codec = get_codec("direct", task_model="cifar10-vgg", cut="block2", checkpoint=str(cut_short))
+    with pytest.raises(TaskCodecCheckpointError, match="short.pt.*corrupt, truncated"):
+        codec.check_ready(1)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(TaskCodecCheckpointError, match="not a task codec export"):
+        get_codec("direct", task_model="cifar10-vgg", cut="block2", checkpoint=str(other)).check_ready(1)
+
+
+def test_a_feature_bitstream_fed_to_the_wrong_model_is_refused(trained, cifar_images, tmp_path: Path,
+                                                              shared: Path) -> None:
+    codec = get_codec("feature-learned", task_model="cifar10-vgg", cut="block2", checkpoint=str(trained["feature"]))
+    stream = codec.encode(cifar_images[0], 1)
+    data = _config(shared, tmp_path / "f2", kind="feature", distill="block3", distortion="mse", steps=2, seed=9,
+                   arch={"N": 16, "M": 24, "down": 1})
+    assert main(["train", str(_write(tmp_path, data)), "--quiet"]) == 0
+    other = get_codec("feature-learned", task_model="cifar10-vgg", cut="block2",
+                      checkpoint=str(tmp_path / "f2" / "model.pt"))
+    with pytest.raises(BitstreamFormatError, match="made by another model"):
+        other.decode(stream)
+    with pytest.raises(DecodeError):  # an fcm-vvc stream is not this codec's
+        codec.decode(dataclasses.replace(stream, codec="fcm-vvc"))
+    with pytest.raises(BitstreamFormatError, match="truncated"):
+        codec.decode(dataclasses.replace(stream, data=stream.data[:-2]))
+
+
+@pytest.mark.slow
+def test_vcm_run_reports_the_three_paradigms_in_one_table(trained, shared: Path, tmp_path: Path) -> None:
+    config = {
+        "name": "paradigms", "output": str(tmp_path / "run"),
+        "dataset": {"name": "cifar10", "root": str(shared / "data/cifar10"), "split": "test", "max_images": 10},
+        "tasks": {"classification": {"model": "cifar10-vgg"}},
+        "codecs": {"jpeg": {"qualities": [5, 20, 50, 90]},
+                   "direct-block2": {"codec": "direct", "task_model": "cifar10-vgg", "cut": "block2",
+                                     "checkpoint": str(trained["direct"]), "qualities": [1]},
+                   "feature-block2": {"codec": "feature-learned", "task_model": "cifar10-vgg", "cut": "block2",
+                                      "checkpoint": str(trained["feature"]), "qualities": [1]}},
+        "anchors": ["jpeg"],
+    }
+    assert main(["run", str(_write(tmp_path, config, "run.yaml")), "--jobs", "1"]) == 0
+    rows = (tmp_path / "run" / "results.csv").read_text().splitlines()
+    assert sum(r.split(",")[1] in ("direct-block2", "feature-block2") for r in rows) == 2 or \
+        sum(("direct-block2" in r) or ("feature-block2" in r) for r in rows) == 2
