@@ -268,3 +268,33 @@ def test_vcm_run_reports_the_three_paradigms_in_one_table(trained, shared: Path,
     rows = (tmp_path / "run" / "results.csv").read_text().splitlines()
     assert sum(r.split(",")[1] in ("direct-block2", "feature-block2") for r in rows) == 2 or \
         sum(("direct-block2" in r) or ("feature-block2" in r) for r in rows) == 2
+
+
+def test_front_decoder_starts_from_the_image_codec_and_the_task_models_front(shared: Path, tmp_path: Path,
+                                                                             cifar, cifar_images) -> None:
+    from vcm_plugin.learned.task_nets import TaskNetConfig, build_task_net
+    from vcm_plugin.tasks.weights import load_state_dict_safely
+    from vcm_plugin.zoo import zoo_entry, zoo_file
+
+    adapter = split_adapter(cifar, "block2")
+    net = build_task_net(TaskNetConfig("direct", 3, 64, 4, 2, 48, 96, decoder="front"), adapter.front_module())
+    keys = task_codec.init_from_image_codec(net, "vcm-hyperprior-q1")
+    zoo = load_state_dict_safely(zoo_file(zoo_entry("vcm-hyperprior-q1")))
+    assert any(k.startswith("g_s.") for k in keys) and torch.equal(net.state_dict()["g_a.0.weight"],
+                                                                   zoo["g_a.0.weight"].float())
+    # the front copy is the task model's own front: an image through it gives exactly Y1
+    x = adapter.input_tensor(cifar_images[0])
+    with torch.no_grad():
+        torch.testing.assert_close(net.front_copy(x), adapter.front(x))
+    assert all(p.requires_grad for p in net.front_copy.parameters())
+    assert not any(p.requires_grad for p in cifar.network().parameters())  # the task model stays frozen
+    with pytest.raises(TrainingError, match="does not fit this codec's N=16"):
+        task_codec.init_from_image_codec(
+            build_task_net(TaskNetConfig("direct", 3, 64, 4, 2, 16, 24, decoder="front"), adapter.front_module()),
+            "vcm-hyperprior-q1")
+
+    data = _config(shared, tmp_path / "front", kind="direct", steps=4, arch={"N": 16, "M": 24, "down": 2,
+                                                                             "decoder": "front"})
+    assert main(["train", str(_write(tmp_path, data)), "--quiet"]) == 0
+    codec = get_codec("direct", task_model="cifar10-vgg", cut="block2", checkpoint=str(tmp_path / "front/model.pt"))
+    assert tuple(codec.decode(codec.encode(cifar_images[1], 1)).shape) == (1, 64, 8, 8)

@@ -9,9 +9,10 @@ so their RD points share the evaluator, the anchors and the BD-rate table of ima
 * ``feature-learned``: the encoder runs the model's front part to Y1 and codes Y1.
 
 ``checkpoint`` is an export of ``vcm train direct|feature`` (``{quality}`` in the path
-selects one file per quality: quality k is the k-th trained lambda); relative paths are
-searched in the weights search path too. The export is bound to a task model's weights
-and cut point; a codec configured for another one refuses it, naming both.
+selects one file per quality: quality k is the k-th trained lambda); a relative path is
+taken from the working directory, else searched in the weights search path. The export
+is bound to a task model's weights and cut point; a codec configured for another one
+refuses it, naming both.
 
 Stream: version, paradigm, a 4-byte tag of the checkpoint file (a stream made with other
 weights is refused), Y1 (h, w), latent (h, w), then each rANS string with its length
@@ -77,7 +78,10 @@ class LearnedTaskCodec(FeatureCodec):
     def checkpoint_path(self, quality: Quality) -> Path:
         from vcm_plugin.tasks.weights import find_weights
 
-        return find_weights(str(self.checkpoint).replace("{quality}", str(int(quality))), self.search_path)
+        name = str(self.checkpoint).replace("{quality}", str(int(quality)))
+        if Path(name).expanduser().is_file():  # a path (relative to the working directory) wins
+            return Path(name).expanduser()
+        return find_weights(name, self.search_path)
 
     def check_ready(self, quality: Quality) -> None:
         super().check_ready(quality)
@@ -120,7 +124,7 @@ class LearnedTaskCodec(FeatureCodec):
                 from vcm_plugin.learned.task_checkpoint import TaskCodecCheckpointError, file_tag, load_task_codec
 
                 path = self.checkpoint_path(quality)
-                net, data = load_task_codec(path, self.adapter().identity())
+                net, data = load_task_codec(path, self.adapter().identity(), self.adapter())
                 if data.get("paradigm") != self.paradigm:
                     raise TaskCodecCheckpointError(f"codec {self.name!r}: {str(path)!r} is a "
                                                    f"{data.get('paradigm')!r} codec export")

@@ -47,8 +47,10 @@ def read_task_codec(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-    """(network ready for real coding, export dict); ``binding`` (task model, weights, cut) must match."""
+def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None,
+                    adapter: Any = None) -> tuple[Any, dict[str, Any]]:
+    """(network ready for real coding, export dict); ``binding`` (task model, weights, cut) must match;
+    ``adapter`` (the task model cut) builds the front copy of ``decoder: front`` networks."""
     data = read_task_codec(path)
     if binding is not None:
         theirs = data.get("binding", {})
@@ -59,7 +61,9 @@ def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None) -> 
             raise TaskCodecCheckpointError(f"task codec checkpoint {str(path)!r} was trained for another task "
                                            f"model or cut point ({'; '.join(diff)})")
     try:
-        net = build_task_net(TaskNetConfig(**data["net"]))
+        config = TaskNetConfig(**data["net"])
+        front = adapter.front_module() if config.decoder == "front" and adapter is not None else None
+        net = build_task_net(config, front)
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in data["state_dict"].items()}
         net.load_state_dict(state)

@@ -7,6 +7,12 @@ One CompressAI ``CompressionModel`` covers both paradigms of ../shared/PAPER_NOT
   and a *latent decoder* (``up`` stride-2 transposed convolutions with inverse GDN, a 3x3
   refinement, a 3x3 output convolution) that outputs the cut point's tensor Ŷ1 directly;
   ``2 ** (down - up)`` must be Y1's stride in input pixels.
+* **direct** with ``decoder: front``: the latent decoder is ``bmshj2018-hyperprior``'s
+  synthesis (back to input resolution, 3 channels) followed by a trainable copy of the
+  task model's own front layers (initialised from the task model), so that training starts
+  from "image codec + task model" and learns from the task distortion end to end; it can
+  start from a trained CompressAI image codec of the same N, M (``init_image_codec``).
+  Only Ŷ1 is ever a target: the intermediate 3-channel tensor is free to be anything.
 * **feature** (``in_channels = C1``): the same analysis / synthesis pair over Y1 itself
   (model splitting), with ``down == up``.
 
@@ -41,6 +47,8 @@ class TaskNetConfig:
     N: int = 64
     M: int = 96
     entropy: Literal["hyperprior", "factorized"] = "hyperprior"
+    res_blocks: int = 2
+    decoder: Literal["plain", "front"] = "plain"
 
     def __post_init__(self) -> None:
         if self.paradigm not in ("direct", "feature") or self.entropy not in ("hyperprior", "factorized"):
@@ -49,6 +57,8 @@ class TaskNetConfig:
             raise ValueError(f"bad task codec sizes: {self}")
         if self.up > self.down:
             raise ValueError(f"up ({self.up}) cannot exceed down ({self.down})")
+        if self.decoder == "front" and (self.paradigm != "direct" or self.in_channels != 3):
+            raise ValueError("decoder 'front' is for direct coding of RGB images")
 
     @property
     def multiple(self) -> int:
@@ -64,9 +74,12 @@ class TaskNetConfig:
         return asdict(self)
 
 
-def build_task_net(config: TaskNetConfig) -> Any:
-    """A fresh :class:`TaskCodecNet` (CompressAI imported lazily)."""
-    return _net_class()(config)
+def build_task_net(config: TaskNetConfig, front: Any = None) -> Any:
+    """A fresh :class:`TaskCodecNet` (CompressAI imported lazily); ``front``: the trainable copy of the
+    task model's front layers that decoder ``front`` ends with (``SplitAdapter.front_module()``)."""
+    if config.decoder == "front" and front is None:
+        raise ValueError("decoder 'front' needs the task model's front module")
+    return _net_class()(config, front)
 
 
 def _net_class() -> type:
@@ -82,7 +95,7 @@ def _define() -> type:
         return _CLASS[0]
     import torch
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-    from compressai.layers import GDN
+    from compressai.layers import GDN, ResidualBlock
     from compressai.models.base import CompressionModel
     from compressai.models.utils import conv, deconv
     from torch import nn
@@ -90,7 +103,7 @@ def _define() -> type:
     class TaskCodecNet(CompressionModel):
         """Analysis -> entropy model -> synthesis to the cut point's tensor (see the module docstring)."""
 
-        def __init__(self, config: TaskNetConfig) -> None:
+        def __init__(self, config: TaskNetConfig, front: Any = None) -> None:
             super().__init__()
             self.config = config
             c, n, m = config, config.N, config.M
@@ -106,10 +119,20 @@ def _define() -> type:
             self.g_a = nn.Sequential(*layers)
             syn: list[nn.Module] = []
             ch = m
-            for _ in range(c.up):
-                syn += [deconv(ch, n, kernel_size=5, stride=2), GDN(n, inverse=True)]
-                ch = n
-            syn += [conv(ch, n, kernel_size=3, stride=1), GDN(n, inverse=True), conv(n, c.out_channels, 3, 1)]
+            if c.decoder == "front":  # bmshj2018's image synthesis, then the task model's (trainable) front
+                for i in range(c.down):
+                    last = i == c.down - 1
+                    syn.append(deconv(ch, 3 if last else n, kernel_size=5, stride=2))
+                    if not last:
+                        syn.append(GDN(n, inverse=True))
+                    ch = n
+                self.front_copy = front
+            else:
+                for _ in range(c.up):
+                    syn += [deconv(ch, n, kernel_size=5, stride=2), GDN(n, inverse=True)]
+                    ch = n
+                syn += [conv(ch, n, kernel_size=3, stride=1), GDN(n, inverse=True)]
+                syn += [ResidualBlock(n, n) for _ in range(c.res_blocks)] + [conv(n, c.out_channels, 3, 1)]
             self.g_s = nn.Sequential(*syn)
             if c.entropy == "hyperprior":
                 self.h_a = nn.Sequential(conv(m, n, 3, 1), nn.ReLU(inplace=True), conv(n, n, 5, 2),
@@ -149,8 +172,19 @@ def _define() -> type:
             return F.pad(x, (0, (-w) % k, 0, (-h) % k), mode="replicate") if (h % k or w % k) else x
 
         def _synthesis(self, y_hat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+            if self.config.decoder == "front":
+                stride = self.config.stride
+                image = self.g_s(y_hat)[..., :size[0] * stride, :size[1] * stride]
+                return self.front_copy(image)[..., :size[0], :size[1]]
             out = self.g_s(y_hat)[..., :size[0], :size[1]]
             return out * self.out_std + self.out_mean
+
+        def train(self, mode: bool = True) -> Any:
+            """Train mode, except the front copy's normalisation layers, which keep the task model's statistics."""
+            super().train(mode)
+            if getattr(self, "front_copy", None) is not None:
+                self.front_copy.eval()
+            return self
 
         # -- training ------------------------------------------------------------------------
         def forward(self, x: torch.Tensor, size: tuple[int, int]) -> dict[str, Any]:

@@ -70,6 +70,11 @@ class SplitAdapter(ABC):
     def from_value(self, value: Any) -> Any:
         """Inverse of :meth:`to_value`: the Y1 tensor (1, C, h, w)."""
 
+    def front_module(self) -> Any:
+        """A trainable deep copy of the front layers: (B, 3, H, W) in [0, 1] -> Y1 (for ``decoder: front``)."""
+        raise TaskModelError(f"task model {self.model.name!r} provides no copy of its front layers "
+                             "(use decoder: plain)")
+
     def identity(self) -> dict[str, Any]:
         """What a trained codec is bound to: the task model (name, weights) and the cut."""
         ident = self.model.identity()

@@ -349,6 +349,18 @@ class CifarSplit(SplitAdapter):
             x = module(x)
         return [x]
 
+    def front_module(self) -> Any:
+        import copy
+
+        from torch import nn
+
+        names = self.model.cut_points()
+        stages = [copy.deepcopy(m) for _, m in self.net.stages()[:names.index(self.cut)]]
+        front = nn.Sequential(_Normalise(*self.model._norm), *stages)
+        for p in front.parameters():
+            p.requires_grad_(True)
+        return front
+
     def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
         return y1
 
@@ -356,3 +368,24 @@ class CifarSplit(SplitAdapter):
         import torch
 
         return torch.as_tensor(value)
+
+
+def _normalise_class() -> type:
+    from torch import nn
+
+    class Normalise(nn.Module):
+        """(x - mean) / std with fixed buffers."""
+
+        def __init__(self, mean: Any, std: Any) -> None:
+            super().__init__()
+            self.register_buffer("mean", mean.clone())
+            self.register_buffer("std", std.clone())
+
+        def forward(self, x: Any) -> Any:
+            return (x - self.mean) / self.std
+
+    return Normalise
+
+
+def _Normalise(mean: Any, std: Any) -> Any:  # noqa: N802 - a class factory (torch imported lazily)
+    return _normalise_class()(mean, std)

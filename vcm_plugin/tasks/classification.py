@@ -233,7 +233,7 @@ class TorchvisionClassifier(TaskModel):
             return super().front(point, image)
         split = self._split(point)
         with torch.inference_mode():
-            return split.front_module(self.preprocess(image))
+            return split.front_module_(self.preprocess(image))
 
     def run_from(self, point: str, value: Any) -> ClassScores:
         """Class probabilities (softmax) from an (H, W, 3) uint8 RGB image or a tensor at a graph node."""
@@ -270,7 +270,7 @@ class TorchvisionSplit(SplitAdapter):
         self._cuts = analyse_cuts(net, torch.zeros(1, 3, size, size))
         resolve_cut(net, cut, torch.zeros(1, 3, size, size), model.architecture)
         self.net = net
-        self.front_module = freeze(fx_front(net, cut))
+        self.front_module_ = freeze(fx_front(net, cut))
         self.rest_module = freeze(fx_rest(net, cut))
         self._mids: dict[str, Any] = {}
         mean = torch.tensor(getattr(model._transform, "mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
@@ -294,7 +294,7 @@ class TorchvisionSplit(SplitAdapter):
 
         mean, std = self._norm
         with torch.no_grad():
-            return self.front_module((x - mean) / std)
+            return self.front_module_((x - mean) / std)
 
     def mid(self, y1: Any, point: str) -> list[Any]:
         from vcm_plugin.splitting.fx_split import fx_rest
@@ -305,6 +305,18 @@ class TorchvisionSplit(SplitAdapter):
         if point not in self._mids:
             self._mids[point] = freeze(fx_rest(self.net, self.cut, None if point == OUTPUT else point))
         return [self._mids[point](y1)]
+
+    def front_module(self) -> Any:
+        import copy
+
+        from torch import nn
+
+        from vcm_plugin.tasks.cifar_vgg import _Normalise
+
+        front = nn.Sequential(_Normalise(*self._norm), copy.deepcopy(self.front_module_))
+        for p in front.parameters():
+            p.requires_grad_(True)
+        return front
 
     def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
         return y1

@@ -75,6 +75,10 @@ class TaskArchConfig(_Strict):
     M: int = Field(96, ge=1)
     down: int | None = Field(None, ge=0, description="stride-2 analysis steps; default: 4 direct, 1 feature")
     entropy: Literal["hyperprior", "factorized"] = "hyperprior"
+    res_blocks: int = Field(2, ge=0, description="residual blocks in the decoder")
+    decoder: Literal["plain", "front"] = Field(
+        "plain", description="direct coding: 'front' ends the latent decoder with a trainable copy of the task "
+                             "model's front layers (after an image-style synthesis)")
 
 
 class TaskCodecTrainConfig(_Strict):
@@ -103,6 +107,9 @@ class TaskCodecTrainConfig(_Strict):
     val_every: int = Field(500, ge=1)
     stats_batches: int = Field(4, ge=1, description="batches used for the feature mean / std")
     init_from: str | None = Field(None, description="start from this task codec export (e.g. another lambda)")
+    init_image_codec: str | None = Field(
+        None, description="direct coding: start g_a, h_a, h_s (and g_s with decoder: front) and the entropy models "
+                          "from this CompressAI bmshj2018-hyperprior of the same N, M (zoo name or file)")
     export_dtype: Literal["float32", "float16"] = "float32"
 
 
@@ -138,9 +145,35 @@ def net_config(config: TaskCodecTrainConfig, kind: str, adapter: Any, crop: int)
         if down < shift:
             raise TrainingError(f"arch.down={down} is below the cut's stride 2^{shift}")
         return TaskNetConfig("direct", 3, channels, down, down - shift, config.arch.N, config.arch.M,
-                             config.arch.entropy)
+                             config.arch.entropy, config.arch.res_blocks, config.arch.decoder)
+    if config.arch.decoder != "plain":
+        raise TrainingError("arch.decoder: 'front' is for direct coding; feature codecs use 'plain'")
     down = config.arch.down if config.arch.down is not None else 1
-    return TaskNetConfig("feature", channels, channels, down, down, config.arch.N, config.arch.M, config.arch.entropy)
+    return TaskNetConfig("feature", channels, channels, down, down, config.arch.N, config.arch.M, config.arch.entropy,
+                         config.arch.res_blocks)
+
+
+def init_from_image_codec(net: Any, source: str) -> list[str]:
+    """Copy the matching tensors of a CompressAI image codec (zoo name or file) into ``net``; returns their keys."""
+    from vcm_plugin.tasks.weights import load_state_dict_safely
+    from vcm_plugin.zoo import zoo_entries, zoo_file
+
+    entry = zoo_entries().get(source)
+    path = zoo_file(entry) if entry is not None else Path(source)
+    theirs = load_state_dict_safely(path)
+    ours = net.state_dict()
+    prefixes = ("g_a.", "h_a.", "h_s.", "entropy_bottleneck.", "gaussian_conditional.")
+    if net.config.decoder == "front":
+        prefixes += ("g_s.",)
+    cdf = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+    wanted = [k for k in ours if k.startswith(prefixes) and not k.endswith(cdf)]
+    bad = [k for k in wanted if k not in theirs or tuple(theirs[k].shape) != tuple(ours[k].shape)]
+    if bad:
+        raise TrainingError(f"init_image_codec {source!r} ({path}) does not fit this codec's N={net.config.N}, "
+                            f"M={net.config.M}: missing or other shape for {bad[:5]}")
+    ours.update({k: theirs[k].float() for k in wanted})
+    net.load_state_dict(ours)
+    return wanted
 
 
 def distortion(adapter: Any, point: str, kind: str, y1_hat: Any, y1: Any, teacher: list[Any] | None = None) -> Any:
@@ -246,15 +279,19 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
     train_images = load_images(train_files, config.data.crop, config.data.small_images)
     val_images = [_centre_crop(im, config.data.max_val_pixels) for im in load_images(val_files, 16)]
     crop = config.data.crop
-    net = build_task_net(net_config(config, kind, adapter, crop))
+    arch = net_config(config, kind, adapter, crop)
+    net = build_task_net(arch, adapter.front_module() if arch.decoder == "front" else None)
     rng = np.random.default_rng(config.seed)
     if config.init_from:
-        init, _ = load_task_codec(config.init_from, adapter.identity())
+        init, _ = load_task_codec(config.init_from, adapter.identity(), adapter)
         if init.config != net.config:
             raise TrainingError(f"init_from {config.init_from!r} has architecture {init.config}, this config "
                                 f"{net.config}")
         net.load_state_dict(init.state_dict())
-    else:  # feature statistics from a few batches (their own RNG: the training stream is unchanged)
+    else:
+        if config.init_image_codec:
+            init_from_image_codec(net, config.init_image_codec)
+        # feature statistics from a few batches (their own RNG: the training stream is unchanged)
         stats_rng = np.random.default_rng(config.seed + 1)
         xs = [random_batch(train_images, crop, config.data.batch_size, stats_rng) for _ in range(config.stats_batches)]
         y1s = torch.cat([adapter.front(x) for x in xs])

@@ -219,8 +219,9 @@ class YOLOv5Detector(TaskModel):
 
     # -- inference ---------------------------------------------------------------------------
     def cut_points(self) -> list[str]:
-        """``"input"``, ``"backbone"`` (after layer 9: P3/P4/P5 of layers 4, 6, 9); ``"layer.<k>"`` also works."""
-        return [INPUT, BACKBONE]
+        """``"input"``, ``"backbone"`` (after layer 9: P3/P4/P5 of layers 4, 6, 9), then ``"layer.<k>"`` for
+        every layer before the Detect head (the value there carries every output the rest reads)."""
+        return [INPUT, BACKBONE] + [f"layer.{k}" for k in range(self.network().num_layers - 1)]
 
     def _cut_layer(self, point: str) -> int:
         net = self.network()

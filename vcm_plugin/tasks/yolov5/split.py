@@ -65,6 +65,30 @@ class YoloSplit(SplitAdapter):
             return [conv(cache[src]) for conv, src in zip(detect.m, detect.sources)]
         return [cache[stop - 1]]
 
+    def front_module(self) -> Any:
+        import copy
+
+        from torch import nn
+
+        class YoloFront(nn.Module):
+            """Layers 0..k of YOLOv5 (a copy), run as YOLOv5._run does."""
+
+            def __init__(self, layers: list[nn.Module]) -> None:
+                super().__init__()
+                self.layers = nn.ModuleList(layers)
+
+            def forward(self, x: Any) -> Any:
+                cache = {-1: x}
+                for layer in self.layers:
+                    srcs = layer.sources
+                    cache[layer.i] = layer(cache[srcs[0]] if isinstance(layer.f, int) else [cache[j] for j in srcs])
+                return cache[self.layers[-1].i]
+
+        front = YoloFront([copy.deepcopy(self.net.model[i]) for i in range(self.layer + 1)])
+        for p in front.parameters():
+            p.requires_grad_(True)
+        return front
+
     def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
         from vcm_plugin.tasks.yolov5.detector import YoloFeatures
 
