@@ -298,3 +298,20 @@ def test_front_decoder_starts_from_the_image_codec_and_the_task_models_front(sha
     assert main(["train", str(_write(tmp_path, data)), "--quiet"]) == 0
     codec = get_codec("direct", task_model="cifar10-vgg", cut="block2", checkpoint=str(tmp_path / "front/model.pt"))
     assert tuple(codec.decode(codec.encode(cifar_images[1], 1)).shape) == (1, 64, 8, 8)
+
+
+def test_likelihood_bounds_survive_float16_exports_and_image_codec_starts(cifar, shared: Path, tmp_path: Path) -> None:
+    """1e-9 stored as float16 is 0: a zero bound let a likelihood reach 0 (infinite rate) in training."""
+    from vcm_plugin.learned.task_nets import TaskNetConfig, build_task_net
+
+    net = build_task_net(TaskNetConfig("direct", 3, 64, 4, 2, 48, 96, decoder="front"),
+                         split_adapter(cifar, "block2").front_module())
+    task_codec.init_from_image_codec(net, "vcm-hyperprior-q1")  # a float16 zoo export
+    bounds = {k: v for k, v in net.state_dict().items() if k.endswith("likelihood_lower_bound.bound")}
+    assert len(bounds) == 2 and all(float(v) == pytest.approx(1e-9) for v in bounds.values())
+    data = _config(shared, tmp_path / "h", kind="feature", distill="block3", distortion="mse", steps=2,
+                   export_dtype="float16", arch={"N": 16, "M": 24, "down": 1})
+    assert main(["train", str(_write(tmp_path, data)), "--quiet"]) == 0
+    state = torch.load(tmp_path / "h" / "model.pt", weights_only=True)["state_dict"]
+    assert state["g_a.0.weight"].dtype == torch.float16
+    assert all(float(v) == pytest.approx(1e-9) for k, v in state.items() if k.endswith("likelihood_lower_bound.bound"))

@@ -93,6 +93,17 @@ def check_architecture(state: dict[str, Any], architecture: str, source: str) ->
                                 f"{show(missing)}; unexpected keys: {show(unexpected)}")
 
 
+#: tensors never stored as float16: the entropy models' likelihood bound (1e-9 underflows to 0,
+#: which lets a likelihood reach 0 and the rate become infinite in training) and the scale table
+KEEP_FLOAT32 = ("scale_table", ".bound")
+
+
+def with_default_bounds(state: dict[str, Any], model: Any) -> dict[str, Any]:
+    """``state`` with ``model``'s own LowerBound constants (``*.bound``): float16 exports stored 1e-9 as 0."""
+    own = model.state_dict()
+    return {k: (own[k] if k.endswith(".bound") and k in own else v) for k, v in state.items()}
+
+
 def model_from_state(state: dict[str, Any], architecture: str, source: str) -> Any:
     """Build ``architecture`` from a state_dict (sizes from the tensors), eval mode, tables updated."""
     import_compressai()

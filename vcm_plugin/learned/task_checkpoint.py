@@ -66,7 +66,9 @@ def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None,
         net = build_task_net(config, front)
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in data["state_dict"].items()}
-        net.load_state_dict(state)
+        from vcm_plugin.learned.models import with_default_bounds
+
+        net.load_state_dict(with_default_bounds(state, net))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise TaskCodecCheckpointError(f"task codec checkpoint {str(path)!r} does not fit its own architecture: "
                                        f"{str(exc).splitlines()[0]}") from exc

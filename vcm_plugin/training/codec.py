@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from vcm_plugin.learned.models import KEEP_FLOAT32, with_default_bounds
 from vcm_plugin.training.checkpoints import (
     BEST,
     LAST,
@@ -262,7 +263,7 @@ def export_model(model: Any, config: CodecTrainConfig, path: Path, extra: dict[s
     model.update(force=True)
     state = model.state_dict()
     if config.export_dtype == "float16":
-        state = {k: (v.half() if v.is_floating_point() and not k.endswith("scale_table") else v)
+        state = {k: (v.half() if v.is_floating_point() and not k.endswith(KEEP_FLOAT32) else v)
                  for k, v in state.items()}
     return atomic_save({"state_dict": state, "architecture": config.architecture,
                         "arch_params": dict(config.arch_params), "lmbda": config.lmbda,
@@ -291,7 +292,7 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
         from vcm_plugin.tasks.weights import load_state_dict_safely
 
         init = model_from_state(load_state_dict_safely(config.init_from), config.architecture, config.init_from)
-        model.load_state_dict(init.state_dict())
+        model.load_state_dict(with_default_bounds(init.state_dict(), model))
     model.train()
     optimizer, aux_optimizer = make_optimizers(model, config)
     criterion = RateDistortionLoss(lmbda=config.lmbda, metric=config.distortion)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from vcm_plugin.learned.models import KEEP_FLOAT32, with_default_bounds
 from vcm_plugin.learned.task_checkpoint import FORMAT
 from vcm_plugin.splitting.adapter import OUTPUT
 from vcm_plugin.training.checkpoints import (
@@ -165,7 +166,7 @@ def init_from_image_codec(net: Any, source: str) -> list[str]:
     prefixes = ("g_a.", "h_a.", "h_s.", "entropy_bottleneck.", "gaussian_conditional.")
     if net.config.decoder == "front":
         prefixes += ("g_s.",)
-    cdf = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+    cdf = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".bound")  # tables, fixed constants
     wanted = [k for k in ours if k.startswith(prefixes) and not k.endswith(cdf)]
     bad = [k for k in wanted if k not in theirs or tuple(theirs[k].shape) != tuple(ours[k].shape)]
     if bad:
@@ -248,7 +249,7 @@ def export(net: Any, config: TaskCodecTrainConfig, kind: str, adapter: Any, path
     net.update(force=True)
     state = net.state_dict()
     if config.export_dtype == "float16":
-        state = {k: (v.half() if v.is_floating_point() and not k.endswith(("scale_table", "_mean", "_std"))
+        state = {k: (v.half() if v.is_floating_point() and not k.endswith((*KEEP_FLOAT32, "_mean", "_std"))
                      else v) for k, v in state.items()}
     atomic_save({"format": FORMAT, "paradigm": kind, "net": net.config.to_dict(), "binding": adapter.identity(),
                  "task_params": json.loads(json.dumps(config.task_params)), "distill": config.distill or config.cut,
@@ -287,7 +288,7 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
         if init.config != net.config:
             raise TrainingError(f"init_from {config.init_from!r} has architecture {init.config}, this config "
                                 f"{net.config}")
-        net.load_state_dict(init.state_dict())
+        net.load_state_dict(with_default_bounds(init.state_dict(), net))
     else:
         if config.init_image_codec:
             init_from_image_codec(net, config.init_image_codec)
