@@ -38,3 +38,14 @@ benchmark-harness: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# The three coding paradigms on COCO (eval_configs/coco_paradigms.yaml): trains the four YOLOv5n
+# direct codecs first when their exports are missing (resumable), then runs the evaluation.
+.PHONY: paradigms
+DIRECT_LAMBDAS := 1:1 2:2.5 3:6 4:16
+paradigms: install
+	@for ql in $(DIRECT_LAMBDAS); do q=$${ql%%:*}; l=$${ql##*:}; \
+	  test -f outputs/train/direct-yolov5n-q$$q/model.pt || \
+	  $(BIN)/vcm train eval_configs/train/direct_yolov5n.yaml lmbda=$$l init_image_codec=vcm-hyperprior-q$$q \
+	    output=outputs/train/direct-yolov5n-q$$q || exit 1; done
+	$(BIN)/vcm run eval_configs/coco_paradigms.yaml
