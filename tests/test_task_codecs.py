@@ -315,3 +315,17 @@ def test_likelihood_bounds_survive_float16_exports_and_image_codec_starts(cifar,
     state = torch.load(tmp_path / "h" / "model.pt", weights_only=True)["state_dict"]
     assert state["g_a.0.weight"].dtype == torch.float16
     assert all(float(v) == pytest.approx(1e-9) for k, v in state.items() if k.endswith("likelihood_lower_bound.bound"))
+
+
+def test_vcm_train_finds_the_trainer_from_the_configs_kind(tmp_path: Path, capsys) -> None:
+    """`vcm train CONFIG`: every shipped training config names its kind; a config without one is refused."""
+    from vcm_plugin.training import kind_of_config
+
+    root = Path(__file__).resolve().parents[1] / "eval_configs" / "train"
+    kinds = {p.name: kind_of_config(str(p)) for p in sorted(root.glob("*.yaml"))}
+    assert kinds["vcm_hyperprior.yaml"] == "codec" and kinds["cifar10_vgg.yaml"] == "classifier"
+    assert kinds["direct_yolov5n.yaml"] == "direct"
+    plain = _write(tmp_path, {"output": "x"}, "nokind.yaml")
+    assert main(["train", str(plain)]) == 2
+    assert "no valid `kind` key" in capsys.readouterr().err
+    assert main(["train", "direct"]) == 2

@@ -46,7 +46,7 @@ from vcm_plugin.training.checkpoints import (
 
 RESULT = "result.json"
 #: Keys that may change between a run and its resumption (they do not change what is learned so far).
-RESUMABLE_CHANGES = {"epochs", "steps", "threads", "output", "checkpoint_every", "export", "max_test_images",
+RESUMABLE_CHANGES = {"kind", "epochs", "steps", "threads", "output", "checkpoint_every", "export", "max_test_images",
                      "eval_batch_size"}
 
 
@@ -68,6 +68,7 @@ class ClassifierTrainConfig(BaseModel):
     ``epochs``; ``threads`` torch CPU threads; ``checkpoint_every`` steps between ``last.pt`` saves."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: Literal["classifier"] | None = Field(None, description="lets `vcm train CONFIG` find the trainer")
     name: str = "cifar10-vgg"
     data: str = Field(default_factory=_default_data)
     train_split: str = "train"

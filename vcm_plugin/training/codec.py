@@ -70,6 +70,7 @@ class CodecDataConfig(_Strict):
 class CodecTrainConfig(_Strict):
     """Schema of ``eval_configs/train/*.yaml`` for ``vcm train codec``."""
 
+    kind: Literal["codec"] | None = Field(None, description="lets `vcm train CONFIG` find the trainer")
     output: str
     architecture: str = "bmshj2018-hyperprior"
     arch_params: dict[str, int] = Field(default_factory=lambda: {"N": 48, "M": 96})
@@ -246,7 +247,7 @@ def validate(model: Any, images: list[np.ndarray], config: CodecTrainConfig) -> 
 # -- the loop ----------------------------------------------------------------------------
 def _config_fingerprint(config: CodecTrainConfig) -> dict[str, Any]:
     """Fields that must not change when resuming (``steps`` may grow)."""
-    return config.model_dump(exclude={"steps", "output", "checkpoint_every", "val_every", "threads"})
+    return config.model_dump(exclude={"kind", "steps", "output", "checkpoint_every", "val_every", "threads"})
 
 
 def export_model(model: Any, config: CodecTrainConfig, path: Path, extra: dict[str, Any]) -> Path:

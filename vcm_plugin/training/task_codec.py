@@ -116,7 +116,7 @@ class TaskCodecTrainConfig(_Strict):
 
 def _fingerprint(config: TaskCodecTrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(config.model_dump(
-        exclude={"steps", "output", "checkpoint_every", "val_every", "threads"}, mode="json")))
+        exclude={"kind", "steps", "output", "checkpoint_every", "val_every", "threads"}, mode="json")))
 
 
 def build_adapter(config: TaskCodecTrainConfig) -> Any:
