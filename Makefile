@@ -42,10 +42,11 @@ clean:
 # The three coding paradigms on COCO (eval_configs/coco_paradigms.yaml): trains the four YOLOv5n
 # direct codecs first when their exports are missing (resumable), then runs the evaluation.
 .PHONY: paradigms
-DIRECT_LAMBDAS := 1:1 2:2.5 3:6 4:16
+# quality:lambda:steps (q1-q3 start from the zoo codec of their quality and need fewer steps)
+DIRECT_RUNS := 4:16:400 1:1:200 2:2.5:200 3:6:200
 paradigms: install
-	@for ql in $(DIRECT_LAMBDAS); do q=$${ql%%:*}; l=$${ql##*:}; \
+	@for run in $(DIRECT_RUNS); do q=$${run%%:*}; rest=$${run#*:}; l=$${rest%%:*}; n=$${rest#*:}; \
 	  test -f outputs/train/direct-yolov5n-q$$q/model.pt || \
-	  $(BIN)/vcm train eval_configs/train/direct_yolov5n.yaml lmbda=$$l init_image_codec=vcm-hyperprior-q$$q \
-	    output=outputs/train/direct-yolov5n-q$$q || exit 1; done
+	  $(BIN)/vcm train eval_configs/train/direct_yolov5n.yaml lmbda=$$l steps=$$n \
+	    init_image_codec=vcm-hyperprior-q$$q output=outputs/train/direct-yolov5n-q$$q || exit 1; done
 	$(BIN)/vcm run eval_configs/coco_paradigms.yaml
