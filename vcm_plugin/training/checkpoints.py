@@ -90,3 +90,67 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+class ResumableRun:
+    """Bookkeeping of one rate-distortion training run in a folder (shared by the codec trainers).
+
+    On creation it resumes from ``folder/last.pt`` when one exists (model, both optimizers,
+    every RNG, step, best validation loss, history, wall time), refusing a checkpoint written
+    with another ``fingerprint`` (the config fields that may not change) or other ``tags``;
+    :meth:`save` writes ``last.pt`` atomically; :meth:`non_finite` is the error of a NaN /
+    infinite loss naming the last good checkpoint.
+    """
+
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], model: Any, optimizer: Any, aux_optimizer: Any,
+                 rng: np.random.Generator, tags: dict[str, Any] | None = None, quiet: bool = False) -> None:
+        import json
+        import time
+
+        self.last = folder / LAST
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.model, self.optimizer, self.aux_optimizer, self.rng = model, optimizer, aux_optimizer, rng
+        self.tags = dict(tags or {})
+        self.step, self.best, self.history, self.wall_before = 0, float("inf"), [], 0.0
+        self.saved_step: int | None = None  # step of the checkpoint on disk
+        if self.last.exists():
+            state = load_checkpoint(self.last)
+            if state.get("fingerprint") != self.fingerprint or any(state.get(k) != v for k, v in self.tags.items()):
+                raise TrainingError(f"{self.last} was written by a different training config; use another output "
+                                    "folder or delete it to start over")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
+            set_rng_state(state["rng"])
+            rng.bit_generator.state = json.loads(state["numpy_generator"])
+            self.step, self.best = int(state["step"]), float(state["best_val_loss"])
+            self.history, self.wall_before = list(state["history"]), float(state["wall_s"])
+            self.saved_step = self.step
+            if not quiet:
+                print(f"resuming from {self.last} at step {self.step}")
+        self._start = time.perf_counter()
+
+    @property
+    def wall_s(self) -> float:
+        """Training seconds so far, over every resumed session."""
+        import time
+
+        return self.wall_before + time.perf_counter() - self._start
+
+    def save(self) -> None:
+        """Write ``last.pt`` (atomic)."""
+        import json
+
+        atomic_save({**self.tags, "step": self.step, "model": self.model.state_dict(),
+                     "optimizer": self.optimizer.state_dict(), "aux_optimizer": self.aux_optimizer.state_dict(),
+                     "rng": rng_state(), "numpy_generator": json.dumps(self.rng.bit_generator.state),
+                     "best_val_loss": self.best, "history": self.history, "wall_s": self.wall_s,
+                     "fingerprint": self.fingerprint}, self.last)
+        self.saved_step = self.step
+
+    def non_finite(self, loss: float, aux: float) -> TrainingError:
+        """The error for a non-finite loss at the next step, naming the checkpoint that is kept."""
+        kept = f"the last good checkpoint {self.last} (step {self.saved_step})" if self.saved_step is not None \
+            else "no checkpoint (none was written yet)"
+        return TrainingError(f"non-finite loss at step {self.step + 1} (loss {loss}, aux {aux}); lower lr or "
+                             f"lmbda. Kept {kept}")

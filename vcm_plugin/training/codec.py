@@ -25,7 +25,6 @@ import json
 import math
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,13 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from vcm_plugin.learned.models import KEEP_FLOAT32, with_default_bounds
 from vcm_plugin.training.checkpoints import (
     BEST,
-    LAST,
+    ResumableRun,
     TrainingError,
     atomic_save,
     load_checkpoint,
-    rng_state,
     seed_everything,
-    set_rng_state,
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -67,15 +64,9 @@ class CodecDataConfig(_Strict):
         "error", description="training images smaller than `crop`: stop naming them, edge-pad, or leave them out")
 
 
-class CodecTrainConfig(_Strict):
-    """Schema of ``eval_configs/train/*.yaml`` for ``vcm train codec``."""
+class RDTrainingConfig(_Strict):
+    """What every rate-distortion trainer shares: data, schedule, optimisers, checkpoints, export."""
 
-    kind: Literal["codec"] | None = Field(None, description="lets `vcm train CONFIG` find the trainer")
-    output: str
-    architecture: str = "bmshj2018-hyperprior"
-    arch_params: dict[str, int] = Field(default_factory=lambda: {"N": 48, "M": 96})
-    lmbda: float = Field(..., gt=0)
-    distortion: Literal["mse", "ms-ssim"] = "mse"
     data: CodecDataConfig
     steps: int = Field(..., ge=1)
     lr: float = Field(1e-4, gt=0)
@@ -88,8 +79,19 @@ class CodecTrainConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     checkpoint_every: int = Field(200, ge=1)
     val_every: int = Field(500, ge=1)
-    init_from: str | None = Field(None, description="start from this checkpoint's weights (e.g. another lambda)")
     export_dtype: Literal["float32", "float16"] = "float32"
+
+
+class CodecTrainConfig(RDTrainingConfig):
+    """Schema of ``eval_configs/train/*.yaml`` for ``vcm train codec``."""
+
+    kind: Literal["codec"] | None = Field(None, description="lets `vcm train CONFIG` find the trainer")
+    output: str
+    architecture: str = "bmshj2018-hyperprior"
+    arch_params: dict[str, int] = Field(default_factory=lambda: {"N": 48, "M": 96})
+    lmbda: float = Field(..., gt=0)
+    distortion: Literal["mse", "ms-ssim"] = "mse"
+    init_from: str | None = Field(None, description="start from this checkpoint's weights (e.g. another lambda)")
 
 
 # -- data ------------------------------------------------------------------------------
@@ -298,61 +300,29 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
     optimizer, aux_optimizer = make_optimizers(model, config)
     criterion = RateDistortionLoss(lmbda=config.lmbda, metric=config.distortion)
     rng = np.random.default_rng(config.seed)
-    step, best, history, wall_before = 0, math.inf, [], 0.0
-
-    last = output / LAST
-    if last.exists():
-        state = load_checkpoint(last)
-        if state.get("fingerprint") != json.loads(json.dumps(_config_fingerprint(config))):
-            raise TrainingError(f"{last} was written by a different training config; use another output "
-                                "folder or delete it to start over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
-        set_rng_state(state["rng"])
-        rng.bit_generator.state = json.loads(state["numpy_generator"])
-        step, best, history = int(state["step"]), float(state["best_val_loss"]), list(state["history"])
-        wall_before = float(state["wall_s"])
-        if not quiet:
-            print(f"resuming from {last} at step {step}")
-
-    saved_step: int | None = step if last.exists() else None  # step of the checkpoint on disk
-
-    def save_last() -> None:
-        nonlocal saved_step
-        atomic_save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "aux_optimizer": aux_optimizer.state_dict(), "rng": rng_state(),
-                     "numpy_generator": json.dumps(rng.bit_generator.state), "best_val_loss": best,
-                     "history": history, "wall_s": wall_before + time.perf_counter() - start,
-                     "fingerprint": _config_fingerprint(config)}, last)
-        saved_step = step
+    run = ResumableRun(output, _config_fingerprint(config), model, optimizer, aux_optimizer, rng, quiet=quiet)
 
     def run_validation() -> None:
-        nonlocal best
         metrics = validate(model, val_images, config)
-        history.append({"step": step, **metrics})
-        if metrics["loss"] < best:
-            best = metrics["loss"]
-            atomic_save({"step": step, "state_dict": model.state_dict(), "val": metrics}, output / BEST)
+        run.history.append({"step": run.step, **metrics})
+        if metrics["loss"] < run.best:
+            run.best = metrics["loss"]
+            atomic_save({"step": run.step, "state_dict": model.state_dict(), "val": metrics}, output / BEST)
         if not quiet:
-            tqdm.write(f"step {step}: val bpp {metrics['bpp']:.4f} PSNR {metrics['psnr_rgb']:.2f} dB "
-                       f"loss {metrics['loss']:.4f} (best {best:.4f})")
+            tqdm.write(f"step {run.step}: val bpp {metrics['bpp']:.4f} PSNR {metrics['psnr_rgb']:.2f} dB "
+                       f"loss {metrics['loss']:.4f} (best {run.best:.4f})")
 
-    start = time.perf_counter()
-    bar = tqdm(total=config.steps, initial=step, disable=quiet, desc="train codec", unit="step")
-    while step < config.steps:
+    bar = tqdm(total=config.steps, initial=run.step, disable=quiet, desc="train codec", unit="step")
+    while run.step < config.steps:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+            group["lr"] = lr_at(run.step, config)
         x = random_batch(train_images, config.data.crop, config.data.batch_size, rng)
         out = model(x)
         losses = criterion(out, x)
         aux_loss = model.aux_loss()
         if not (torch.isfinite(losses["loss"]) and torch.isfinite(aux_loss)):
             bar.close()
-            kept = f"the last good checkpoint {last} (step {saved_step})" if saved_step is not None \
-                else "no checkpoint (none was written yet)"
-            raise TrainingError(f"non-finite loss at step {step + 1} (loss {losses['loss'].item()}, aux "
-                                f"{aux_loss.item()}); lower lr or lmbda. Kept {kept}")
+            raise run.non_finite(losses["loss"].item(), aux_loss.item())
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if config.clip_grad:
@@ -361,24 +331,25 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
         aux_optimizer.zero_grad(set_to_none=True)
         aux_loss.backward()
         aux_optimizer.step()
-        step += 1
+        run.step += 1
         bar.update(1)
         mse = ((out["x_hat"].detach().clamp(0, 1) - x) ** 2).mean().item()
         bar.set_postfix(loss=f"{losses['loss'].item():.3f}", bpp=f"{losses['bpp_loss'].item():.3f}",
                         psnr=f"{10 * math.log10(1 / max(mse, 1e-12)):.2f}", refresh=False)
-        if step % config.val_every == 0 or step == config.steps:
+        if run.step % config.val_every == 0 or run.step == config.steps:
             run_validation()
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_last()
+        if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            run.save()
     bar.close()
 
     best_state = load_checkpoint(output / BEST) if (output / BEST).exists() else {"state_dict": model.state_dict()}
     model.load_state_dict(best_state["state_dict"])
-    wall = wall_before + time.perf_counter() - start
-    export_model(model, config, output / EXPORT, {"best_step": int(best_state.get("step", step))})
+    wall = run.wall_s
+    best_step = int(best_state.get("step", run.step))
+    export_model(model, config, output / EXPORT, {"best_step": best_step})
     final = validate(model, val_images, config)
-    result = {"export": str(output / EXPORT), "best_step": int(best_state.get("step", step)), "steps": step,
-              "wall_s": round(wall, 1), "val": final, "history": history, "train_images": len(train_files),
+    result = {"export": str(output / EXPORT), "best_step": best_step, "steps": run.step,
+              "wall_s": round(wall, 1), "val": final, "history": run.history, "train_images": len(train_files),
               "val_images": [str(p) for p in val_files], "threads": torch.get_num_threads(),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
               "config": config.model_dump(mode="json")}

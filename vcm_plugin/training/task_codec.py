@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,17 +45,15 @@ from vcm_plugin.learned.task_checkpoint import FORMAT
 from vcm_plugin.splitting.adapter import OUTPUT
 from vcm_plugin.training.checkpoints import (
     BEST,
-    LAST,
+    ResumableRun,
     TrainingError,
     atomic_save,
     load_checkpoint,
-    rng_state,
     seed_everything,
-    set_rng_state,
 )
 from vcm_plugin.training.codec import (
     EXPORT,
-    CodecDataConfig,
+    RDTrainingConfig,
     _centre_crop,
     _Strict,
     load_images,
@@ -82,7 +79,7 @@ class TaskArchConfig(_Strict):
                              "model's front layers (after an image-style synthesis)")
 
 
-class TaskCodecTrainConfig(_Strict):
+class TaskCodecTrainConfig(RDTrainingConfig):
     """Schema of ``eval_configs/train/*.yaml`` for ``vcm train direct`` / ``vcm train feature``."""
 
     kind: Literal["direct", "feature"] | None = None
@@ -94,24 +91,11 @@ class TaskCodecTrainConfig(_Strict):
     distortion: Literal["mse", "kl", "ce"] = "mse"
     lmbda: float = Field(..., gt=0)
     arch: TaskArchConfig = Field(default_factory=TaskArchConfig)
-    data: CodecDataConfig
-    steps: int = Field(..., ge=1)
-    lr: float = Field(1e-4, gt=0)
-    min_lr_fraction: float = Field(0.05, ge=0, le=1)
-    warmup_steps: int = Field(100, ge=0)
-    aux_lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    clip_grad: float | None = Field(1.0, gt=0)
-    seed: int = 0
-    threads: int | None = Field(None, ge=1)
-    checkpoint_every: int = Field(200, ge=1)
-    val_every: int = Field(500, ge=1)
     stats_batches: int = Field(4, ge=1, description="batches used for the feature mean / std")
     init_from: str | None = Field(None, description="start from this task codec export (e.g. another lambda)")
     init_image_codec: str | None = Field(
         None, description="direct coding: start g_a, h_a, h_s (and g_s with decoder: front) and the entropy models "
                           "from this CompressAI bmshj2018-hyperprior of the same N, M (zoo name or file)")
-    export_dtype: Literal["float32", "float16"] = "float32"
 
 
 def _fingerprint(config: TaskCodecTrainConfig) -> dict[str, Any]:
@@ -299,38 +283,13 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
         net.set_statistics(y1s, y1s)
     net.train()
     optimizer, aux_optimizer = make_optimizers(net, config)  # type: ignore[arg-type]
-    step, best, history, wall_before = 0, math.inf, [], 0.0
-    last = output / LAST
-    if last.exists():
-        state = load_checkpoint(last)
-        if state.get("fingerprint") != _fingerprint(config) or state.get("kind") != kind:
-            raise TrainingError(f"{last} was written by a different training config; use another output "
-                                "folder or delete it to start over")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
-        set_rng_state(state["rng"])
-        rng.bit_generator.state = json.loads(state["numpy_generator"])
-        step, best, history = int(state["step"]), float(state["best_val_loss"]), list(state["history"])
-        wall_before = float(state["wall_s"])
-        if not quiet:
-            print(f"resuming from {last} at step {step}")
-    saved_step: int | None = step if last.exists() else None
-    start = time.perf_counter()
+    run = ResumableRun(output, _fingerprint(config), net, optimizer, aux_optimizer, rng, tags={"kind": kind},
+                       quiet=quiet)
 
-    def save_last() -> None:
-        nonlocal saved_step
-        atomic_save({"kind": kind, "step": step, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                     "aux_optimizer": aux_optimizer.state_dict(), "rng": rng_state(),
-                     "numpy_generator": json.dumps(rng.bit_generator.state), "best_val_loss": best,
-                     "history": history, "wall_s": wall_before + time.perf_counter() - start,
-                     "fingerprint": _fingerprint(config)}, last)
-        saved_step = step
-
-    bar = tqdm(total=config.steps, initial=step, disable=quiet, desc=f"train {kind} codec", unit="step")
-    while step < config.steps:
+    bar = tqdm(total=config.steps, initial=run.step, disable=quiet, desc=f"train {kind} codec", unit="step")
+    while run.step < config.steps:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)  # type: ignore[arg-type]
+            group["lr"] = lr_at(run.step, config)  # type: ignore[arg-type]
         x = random_batch(train_images, crop, config.data.batch_size, rng)
         y1 = adapter.front(x)
         out = net(x if kind == "direct" else y1, tuple(y1.shape[-2:]))
@@ -340,10 +299,7 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
         aux_loss = net.aux_loss()
         if not (torch.isfinite(loss) and torch.isfinite(aux_loss)):
             bar.close()
-            kept = f"the last good checkpoint {last} (step {saved_step})" if saved_step is not None \
-                else "no checkpoint (none was written yet)"
-            raise TrainingError(f"non-finite loss at step {step + 1} (loss {loss.item()}, aux {aux_loss.item()}); "
-                                f"lower lr or lmbda. Kept {kept}")
+            raise run.non_finite(loss.item(), aux_loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.clip_grad:
@@ -352,29 +308,29 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
         aux_optimizer.zero_grad(set_to_none=True)
         aux_loss.backward()
         aux_optimizer.step()
-        step += 1
+        run.step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.item():.3f}", d=f"{dist.item():.4f}", refresh=False)
-        if step % config.val_every == 0 or step == config.steps:
+        if run.step % config.val_every == 0 or run.step == config.steps:
             metrics = validate(net, adapter, val_images, config, kind)
-            history.append({"step": step, **metrics})
-            if metrics["loss"] < best:
-                best = metrics["loss"]
-                atomic_save({"step": step, "state_dict": net.state_dict(), "val": metrics}, output / BEST)
+            run.history.append({"step": run.step, **metrics})
+            if metrics["loss"] < run.best:
+                run.best = metrics["loss"]
+                atomic_save({"step": run.step, "state_dict": net.state_dict(), "val": metrics}, output / BEST)
             if not quiet:
-                tqdm.write(f"step {step}: val bpp {metrics['bpp']:.4f} d {metrics['distortion']:.4f} "
-                           f"loss {metrics['loss']:.4f} (best {best:.4f})")
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_last()
+                tqdm.write(f"step {run.step}: val bpp {metrics['bpp']:.4f} d {metrics['distortion']:.4f} "
+                           f"loss {metrics['loss']:.4f} (best {run.best:.4f})")
+        if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            run.save()
     bar.close()
     best_state = load_checkpoint(output / BEST) if (output / BEST).exists() else {"state_dict": net.state_dict()}
     net.load_state_dict(best_state["state_dict"])
-    wall = wall_before + time.perf_counter() - start
-    best_step = int(best_state.get("step", step))
+    wall = run.wall_s
+    best_step = int(best_state.get("step", run.step))
     export(net, config, kind, adapter, output / EXPORT, {"best_step": best_step})
     final = validate(net, adapter, val_images, config, kind)
-    result = {"export": str(output / EXPORT), "codec": CODEC_NAMES[kind], "best_step": best_step, "steps": step,
-              "wall_s": round(wall, 1), "val": final, "history": history, "train_images": len(train_files),
+    result = {"export": str(output / EXPORT), "codec": CODEC_NAMES[kind], "best_step": best_step, "steps": run.step,
+              "wall_s": round(wall, 1), "val": final, "history": run.history, "train_images": len(train_files),
               "val_images": [str(p) for p in val_files], "threads": torch.get_num_threads(),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
               "kind": kind, "config": config.model_dump(mode="json")}
