@@ -62,13 +62,16 @@ class SplitAdapter(ABC):
     def mid(self, y1: Any, point: str) -> list[Any]:
         """The frozen mid-model from the cut to ``point`` (differentiable in ``y1``)."""
 
-    @abstractmethod
     def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
-        """Y1 (1, C, h, w) of an image of ORIGINAL size ``image_hw`` -> the value ``run_from(cut, .)`` takes."""
+        """Y1 (1, C, h, w) of an image of ORIGINAL size ``image_hw`` -> the value ``run_from(cut, .)`` takes
+        (default: the tensor itself)."""
+        return y1
 
-    @abstractmethod
     def from_value(self, value: Any) -> Any:
         """Inverse of :meth:`to_value`: the Y1 tensor (1, C, h, w)."""
+        import torch
+
+        return torch.as_tensor(value)
 
     def front_module(self) -> Any:
         """A trainable deep copy of the front layers: (B, 3, H, W) in [0, 1] -> Y1 (for ``decoder: front``)."""

@@ -361,13 +361,6 @@ class CifarSplit(SplitAdapter):
             p.requires_grad_(True)
         return front
 
-    def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
-        return y1
-
-    def from_value(self, value: Any) -> Any:
-        import torch
-
-        return torch.as_tensor(value)
 
 
 def _normalise_class() -> type:

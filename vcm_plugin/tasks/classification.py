@@ -318,10 +318,3 @@ class TorchvisionSplit(SplitAdapter):
             p.requires_grad_(True)
         return front
 
-    def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
-        return y1
-
-    def from_value(self, value: Any) -> Any:
-        import torch
-
-        return torch.as_tensor(value)
