@@ -298,20 +298,63 @@ class TorchvisionDetector(TaskModel):
         if self._net is None:
             self._net = self._build()
 
-    def run_from(self, point: str, value: Any) -> Detections:
-        """Run the detector on an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
+    # -- cut points: the backbone body's children of R-CNN models (:mod:`.torchvision_split`) -----
+    def cut_points(self) -> list[str]:
+        """``input``, then ``body.<child>`` of an R-CNN's backbone body (clean up to ``body.layer1``)."""
+        from vcm_plugin.tasks.torchvision_split import body_points
+
+        self.load()
+        try:
+            return [INPUT, *body_points(self._net)]
+        except TaskModelError:
+            return [INPUT]
+
+    def split_adapter(self, cut: str) -> Any:
+        from vcm_plugin.tasks.torchvision_split import TorchvisionDetectorSplit
+
+        return TorchvisionDetectorSplit(self, cut)
+
+    def _tensor(self, image: np.ndarray) -> Any:
         import torch
 
-        if point != INPUT:
-            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
-        image = check_image(value, self.name)
-        if self._net is None:
-            self._net = self._build()
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(self.device, torch.float32) / 255
+        image = check_image(image, self.name)
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(self.device, torch.float32) / 255
+
+    def front(self, point: str, image: np.ndarray) -> Any:
+        """The image at ``input``; at ``body.<child>`` a :class:`~.torchvision_split.DetectorFeatures`."""
+        import torch
+
+        from vcm_plugin.tasks.torchvision_split import check_body_cut, front_features
+
+        if point == INPUT:
+            return check_image(image, self.name)
+        self.load()
+        child = check_body_cut(self._net, point, self.name)
         with torch.inference_mode():
-            output = self._net([tensor])[0]
+            return front_features(self._net, child, self._tensor(image), tuple(image.shape[:2]))
+
+    def run_from(self, point: str, value: Any) -> Detections:
+        """Run the detector on an (H, W, 3) uint8 RGB image, or from the features at a body cut point."""
+        import torch
+
+        from vcm_plugin.tasks.torchvision_split import DetectorFeatures, check_body_cut, run_rest
+
+        self.load()
         ids = coco_category_ids(self._category_names())
-        return outputs_to_detections(output, ids, image.shape[:2], self.score_threshold,
+        if point == INPUT:
+            image = check_image(value, self.name)
+            with torch.inference_mode():
+                output = self._net([self._tensor(image)])[0]
+            image_hw = image.shape[:2]
+        else:
+            child = check_body_cut(self._net, point, self.name)
+            if not isinstance(value, DetectorFeatures) or value.child != child:
+                raise TaskModelError(f"task model {self.name!r}: cut point {point!r} needs DetectorFeatures of "
+                                     f"{child!r}, got {type(value).__name__}")
+            with torch.inference_mode():
+                output = run_rest(self._net, value)
+            image_hw = value.image_hw
+        return outputs_to_detections(output, ids, image_hw, self.score_threshold,
                                      self.mask_threshold if self.with_masks else None)
 
 
