@@ -23,6 +23,8 @@ def _shape(value: Any) -> str:
         return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in value.items()) + "}"
     if isinstance(getattr(value, "tensors", None), dict):  # values that carry several layers (skip connections)
         return f"{type(value).__name__} " + _shape(value.tensors)
+    if hasattr(getattr(value, "tensor", None), "shape"):  # one tensor plus geometry (torchvision R-CNN cuts)
+        return f"{type(value).__name__} " + _shape(value.tensor)
     return type(value).__name__
 
 
