@@ -7,7 +7,7 @@ STAMP := $(VENV)/.vcm-installed
 RECIPE := torch==2.14.1 torchvision==0.29.1 compressai==1.2.8 "numpy<2" "opencv-python-headless<4.12" \
 	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn pytorch-msssim ai-edge-litert dask distributed dask-jobqueue pytest ruff
 
-.PHONY: install demo test test-fast lint benchmark benchmark-harness clean
+.PHONY: install demo test test-fast lint benchmark benchmark-harness clean experiments
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ benchmark: install
 benchmark-harness: install
 	$(BIN)/python benchmarks/harness_overhead.py
 
+# The paper's claims (i)-(iv) and the Fig. 2 toy at full scale (about an hour on 2 cores), then
+# experiments/REPORT.md; `$(BIN)/python experiments/run_all.py --quick` is the smoke test.
+experiments: install
+	$(BIN)/python experiments/run_all.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
 
@@ -43,7 +48,7 @@ clean:
 # direct codecs first when their exports are missing (resumable), then runs the evaluation.
 .PHONY: paradigms
 # quality:lambda:steps (q1-q3 start from the zoo codec of their quality and need fewer steps)
-DIRECT_RUNS := 4:16:400 1:1:200 2:2.5:200 3:6:200
+DIRECT_RUNS := 4:16:400 1:1:200 2:2.5:120 3:6:120
 paradigms: install
 	@for run in $(DIRECT_RUNS); do q=$${run%%:*}; rest=$${run#*:}; l=$${rest%%:*}; n=$${rest#*:}; \
 	  test -f outputs/train/direct-yolov5n-q$$q/model.pt || \
