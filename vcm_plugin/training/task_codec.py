@@ -145,7 +145,9 @@ def init_from_image_codec(net: Any, source: str) -> list[str]:
 
     entry = zoo_entries().get(source)
     path = zoo_file(entry) if entry is not None else Path(source)
-    theirs = load_state_dict_safely(path)
+    from compressai.zoo.pretrained import load_pretrained
+
+    theirs = load_pretrained(dict(load_state_dict_safely(path)))  # renames keys of older CompressAI checkpoints
     ours = net.state_dict()
     prefixes = ("g_a.", "h_a.", "h_s.", "entropy_bottleneck.", "gaussian_conditional.")
     if net.config.decoder == "front":
