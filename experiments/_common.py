@@ -1,0 +1,411 @@
+"""Shared helpers of the claim (i)-(iii) experiments on ``cifar10-vgg``: training runs, harness evaluation,
+BD-rates with an image-bootstrap interval, RD figures, and the JSON / Markdown records.
+
+Training runs are exactly ``vcm train direct|feature|codec CONFIG`` (the YAML is written into
+``<output>/configs/``; trained in a pool of ``jobs`` processes with one torch thread each); a run whose
+``result.json`` was written by the same config is not retrained (rerunning a script resumes it).
+Evaluation is one ``vcm run`` of the harness (real bitstreams, class-balanced CIFAR-10 test images, task
+model ``cifar10-vgg``, top-1 in percent) into ``<output>/eval/``. Rates are bits per pixel of the 32x32
+original image (bpp), accuracies top-1 in percent.
+
+BD-rate (percent, negative = the test curve needs fewer bits for the same top-1) is the harness's
+:func:`vcm_plugin.evaluation.bd.bd_rate_report` (pchip, monotone upper envelope for noisy top-1 curves,
+>= 4 points and >= 50 % overlap). Its 95 % interval is a percentile bootstrap over the evaluation images
+(the same resampled images for every codec point: rates and top-1 recomputed from the per-image rows of
+the harness's results store).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_ROOT_DEFAULT = ROOT.parent / "shared" / "data" / "cifar10"
+TASK_MODEL = "cifar10-vgg"
+RD_COLUMNS = ["arm", "codec", "quality", "lmbda", "steps", "bpp", "top1", "images", "train_wall_s",
+              "val_bpp", "val_distortion"]
+BOOTSTRAP_SEED_OFFSET = 1000  # the image bootstrap uses seed + this
+
+
+@dataclass
+class TrainRun:
+    """One training run: ``name`` (its folder under ``train/``), ``kind`` (direct | feature | codec), config."""
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+
+
+# -- set-up -------------------------------------------------------------------------------------
+def base_parser(description: str) -> Any:
+    """The arguments every claim script shares (``--output``, ``--quick``, ``--seed``, ...)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--output", "-o", required=True, help="output folder")
+    parser.add_argument("--quick", action="store_true", help="tiny steps / images (smoke test, seconds)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of training and of the bootstrap (default 0)")
+    parser.add_argument("--jobs", type=int, default=None, help="training runs / harness workers at once "
+                                                               "(default: 1 with --quick, else 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--cifar-root", default=str(CIFAR_ROOT_DEFAULT), help="CIFAR-10 folder (../shared/...)")
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def setup(args: Any) -> tuple[Path, Callable[[str], None]]:
+    """Thread limits, the output folder and a logger (stderr) from the parsed arguments."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.jobs is None:
+        args.jobs = 1 if args.quick else 2
+    out = Path(args.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    name = Path(sys.argv[0]).stem
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"[{name} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    return out, log
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, torch threads / version, load average (1, 5, 15 min) and the date, for the records."""
+    from vcm_plugin.analysis.report import machine_description
+
+    return {"description": machine_description(), "cpus": os.cpu_count(),
+            "loadavg": [round(v, 2) for v in os.getloadavg()], "python": sys.version.split()[0],
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def cifar_data(root: str | Path, crop: int = 32, batch_size: int = 16, quick: bool = False,
+               small_images: str = "error") -> dict[str, Any]:
+    """The ``data:`` block of a training config: the CIFAR-10 ``train`` folder (16 images held out for
+    validation), never the ``test`` split that the harness evaluates on (a separate folder). ``quick``: two
+    class folders, 300 images, 4 held out."""
+    root = Path(root)
+    data: dict[str, Any] = {"train": [str(root / "train")], "val_count": 16, "crop": crop,
+                            "batch_size": batch_size, "small_images": small_images}
+    if quick:
+        data.update(train=[str(root / "train" / "airplane"), str(root / "train" / "cat")], max_train_images=300,
+                    val_count=4)
+    return data
+
+
+# -- training -----------------------------------------------------------------------------------
+def _train_worker(kind: str, config_path: str, threads: int) -> dict[str, Any]:
+    """``vcm train KIND CONFIG --quiet`` in this process (a pool worker keeps torch / the task model loaded)."""
+    import torch
+
+    from vcm_plugin.config import load_model_config
+
+    torch.set_num_threads(threads)
+    if kind == "codec":
+        from vcm_plugin.training.codec import CodecTrainConfig, train
+
+        config = load_model_config(config_path, CodecTrainConfig)
+        return train(config, Path(config.output), quiet=True)
+    from vcm_plugin.training.task_codec import TaskCodecTrainConfig, train
+
+    config = load_model_config(config_path, TaskCodecTrainConfig)
+    return train(config, kind, Path(config.output), quiet=True)
+
+
+def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[str], None]) -> dict[str, dict]:
+    """Train every run, ``jobs`` at a time (see the module docstring); returns name -> its ``result.json``.
+
+    Each config is written to ``configs/<name>.yaml`` and trained exactly as ``vcm train KIND <that file>``
+    (same schema, same trainer), in-process for ``jobs`` 1, else in a pool of ``jobs`` worker processes.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import yaml
+
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    todo, results = [], {}
+    for run in runs:
+        folder = out / "train" / run.name
+        config = {**run.config, "output": str(folder)}
+        path = out / "configs" / f"{run.name}.yaml"
+        path.write_text(f"# vcm train {run.kind} {path.name}   (written by {Path(sys.argv[0]).name})\n"
+                        + yaml.safe_dump(config, sort_keys=False))
+        spec = folder / "spec.json"
+        if (folder / "result.json").exists() and spec.exists() and json.loads(spec.read_text()) == config:
+            results[run.name] = json.loads((folder / "result.json").read_text())
+            continue
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        spec.write_text(json.dumps(config, indent=1))
+        todo.append((run, str(path), int(config.get("threads") or 1)))
+    if len(results):
+        log(f"{len(results)} runs already trained with the same config: kept")
+    log(f"training {len(todo)} runs, {jobs} at a time")
+
+    def done(run: TrainRun, result: dict[str, Any]) -> None:
+        results[run.name] = result
+        log(f"  {run.name}: {result['steps']} steps in {result['wall_s']:.0f} s, val bpp {result['val']['bpp']:.3f}")
+
+    if jobs <= 1:
+        for run, path, threads in todo:
+            done(run, _train_worker(run.kind, path, threads))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [(run, pool.submit(_train_worker, run.kind, path, threads)) for run, path, threads in todo]
+            for run, future in futures:
+                done(run, future.result())
+    return {run.name: results[run.name] for run in runs}
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Path, max_images: int, jobs: int,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    """One harness run of ``codecs`` (label -> codec entry) on class-balanced CIFAR-10 test images.
+
+    Returns ``{"points": [{codec, quality, bpp, top1, images, failed}], "uncompressed_top1", "wall_s",
+    "per_image": {(codec, quality): (bits, pixels, correct) arrays in one image order}, "image_ids"}``.
+    """
+    import yaml
+
+    from vcm_plugin.config import config_from_dict
+    from vcm_plugin.pipeline.run import STORE_NAME, run
+
+    folder = out / "eval"
+    if folder.exists():  # stale rows of other weights would be mixed into the per-image bootstrap
+        shutil.rmtree(folder)
+    config = {"name": f"{out.name}-eval", "output": str(folder),
+              "dataset": {"name": "cifar10", "root": str(cifar_root), "split": "test", "max_images": max_images},
+              "tasks": {"classification": {"model": TASK_MODEL}}, "codecs": codecs, "anchors": [],
+              "non_monotonic": "envelope"}
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    (out / "configs" / "eval.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    log(f"evaluating {sum(len(c['qualities']) for c in codecs.values())} codec points on {max_images} images")
+    summary = run(config_from_dict(config), jobs=jobs, quiet=True)
+    if summary.units_failed:
+        log(f"WARNING: {summary.units_failed} units failed (see {folder / 'failures.md'})")
+    points, uncompressed = [], math.nan
+    with open(folder / "results.csv") as fh:
+        for row in csv.DictReader(fh):
+            if row["codec"] == "uncompressed":
+                uncompressed = float(row["top1"])
+                continue
+            points.append({"codec": row["codec"], "quality": int(float(row["quality"])),
+                           "bpp": float(row["bpp"]) if row["bpp"] else math.nan,
+                           "top1": float(row["top1"]) if row["top1"] else math.nan,
+                           "images": int(row["images"]), "failed": int(row["failed"])})
+    ids, per_image = _per_image(folder / STORE_NAME, cifar_root, max_images)
+    return {"points": points, "uncompressed_top1": uncompressed, "wall_s": round(summary.wall_s, 1),
+            "per_image": per_image, "image_ids": ids, "images": max_images}
+
+
+def _per_image(store_path: Path, cifar_root: str | Path, max_images: int) -> tuple[list[str], dict]:
+    """(image ids, (codec, quality) -> (bits, pixels, correct) arrays in that order) from the results store."""
+    from vcm_plugin.datasets.registry import get_dataset
+    from vcm_plugin.pipeline.store import ResultsStore
+    from vcm_plugin.tasks.base import predictions_from_json
+
+    dataset = get_dataset("cifar10", root=str(cifar_root), split="test", max_images=max_images)
+    labels = {str(s.image_id): int(s.annotations[0]["class_index"]) for s in dataset}
+    ids = sorted(labels)
+    index = {i: k for k, i in enumerate(ids)}
+    table: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    with ResultsStore(store_path) as store:
+        for row in store.rows():
+            if row.codec == "uncompressed" or row.status != "ok" or row.image_id not in index:
+                continue
+            key = (row.codec, int(row.quality))
+            if key not in table:
+                table[key] = (np.full(len(ids), np.nan), np.full(len(ids), np.nan), np.full(len(ids), np.nan))
+            bits, pixels, correct = table[key]
+            k = index[row.image_id]
+            probs = np.asarray(predictions_from_json(row.predictions).probs)
+            bits[k], pixels[k], correct[k] = row.bits, row.pixels, float(np.argmax(probs) == labels[row.image_id])
+    return ids, {k: v for k, v in table.items() if not np.isnan(np.stack(v)).any()}
+
+
+# -- BD-rate ------------------------------------------------------------------------------------
+def bd_entry(anchor: Sequence[dict], test: Sequence[dict], anchor_name: str, test_name: str,
+             per_image: dict | None = None, n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
+    """BD-rate (percent) and BD-top1 (points) of ``test`` against ``anchor`` (lists of RD-point dicts with
+    codec, quality, bpp, top1), with the image-bootstrap 95 % interval of the BD-rate when ``per_image`` is
+    given; ``bd_rate_pct`` None plus ``note`` "n/a: <reason>" when it cannot be computed."""
+    from vcm_plugin.errors import VcmError
+    from vcm_plugin.evaluation.bd import bd_metric_report, bd_rate_report
+
+    entry: dict[str, Any] = {"anchor": anchor_name, "test": test_name, "bd_rate_pct": None, "bd_top1_pts": None,
+                             "ci95": None, "ci95_top1": None, "n_boot": 0, "overlap": None, "dropped": [],
+                             "note": ""}
+
+    def curve(points: Sequence[dict]) -> tuple[list[float], list[float]]:
+        return [p["bpp"] for p in points], [p["top1"] for p in points]
+
+    (ar, am), (tr, tm) = curve(anchor), curve(test)
+    try:
+        rep = bd_rate_report(ar, am, tr, tm, non_monotonic="envelope", anchor_name=anchor_name, test_name=test_name)
+        entry.update(bd_rate_pct=round(rep.value, 2), overlap=round(rep.overlap, 3),
+                     dropped=[f"{anchor_name} bpp {d.rate:.4f}" for d in rep.anchor_dropped]
+                     + [f"{test_name} bpp {d.rate:.4f}" for d in rep.test_dropped])
+    except VcmError as exc:
+        entry["note"] = f"n/a: {exc}"
+    try:
+        entry["bd_top1_pts"] = round(bd_metric_report(ar, am, tr, tm, non_monotonic="envelope",
+                                                      anchor_name=anchor_name, test_name=test_name).value, 2)
+    except VcmError as exc:
+        entry["note"] = "; ".join(filter(None, [entry["note"], f"BD-top1 n/a: {exc}"]))
+    if (entry["bd_rate_pct"] is None and entry["bd_top1_pts"] is None) or not per_image or n_boot <= 0:
+        return entry
+    keys_a = [(p["codec"], p["quality"]) for p in anchor]
+    keys_t = [(p["codec"], p["quality"]) for p in test]
+    if not all(k in per_image for k in keys_a + keys_t):
+        entry["note"] = "; ".join(filter(None, [entry["note"], "bootstrap n/a: per-image rows missing"]))
+        return entry
+    n = len(next(iter(per_image.values()))[0])
+    rng = np.random.default_rng(seed + BOOTSTRAP_SEED_OFFSET)
+    values: dict[str, list[float]] = {"rate": [], "top1": []}
+
+    def resampled(keys: list[tuple[str, int]], idx: np.ndarray) -> tuple[list[float], list[float]]:
+        rates, tops = [], []
+        for key in keys:
+            bits, pixels, correct = per_image[key]
+            rates.append(float(bits[idx].sum() / pixels[idx].sum()))
+            tops.append(float(correct[idx].mean() * 100))
+        return rates, tops
+
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        curves = (*resampled(keys_a, idx), *resampled(keys_t, idx))
+        for kind, func in (("rate", bd_rate_report), ("top1", bd_metric_report)):
+            try:
+                values[kind].append(func(*curves, non_monotonic="envelope").value)
+            except VcmError:
+                continue
+    for kind, key, point in (("rate", "ci95", "bd_rate_pct"), ("top1", "ci95_top1", "bd_top1_pts")):
+        vals = values[kind]
+        if entry[point] is not None and len(vals) >= max(10, n_boot // 2):
+            entry[key] = [round(float(v), 2) for v in np.quantile(vals, [0.025, 0.975])]
+    entry["n_boot"] = len(values["rate"])
+    if entry["bd_rate_pct"] is not None and len(values["rate"]) < n_boot:
+        entry["note"] = "; ".join(filter(None, [entry["note"], f"{n_boot - len(values['rate'])} of {n_boot} "
+                                                               "bootstrap resamples had no valid BD-rate"]))
+    return entry
+
+
+def fmt_bd(entry: dict[str, Any], reason: bool = False) -> str:
+    """'-12.3 % [-20.1, -4.0]' (BD-rate and its interval), or 'n/a' (with the reason when ``reason``)."""
+    if entry["bd_rate_pct"] is None:
+        why = entry["note"].removeprefix("n/a: ").split("; BD-top1 n/a")[0]
+        return f"n/a ({why})" if reason else "n/a"
+    ci = f" [{entry['ci95'][0]:+.1f}, {entry['ci95'][1]:+.1f}]" if entry.get("ci95") else ""
+    return f"{entry['bd_rate_pct']:+.1f} %{ci}"
+
+
+def fmt_top1(entry: dict[str, Any]) -> str:
+    """'+3.10 [+1.2, +5.0]' (BD-top1 in points and its interval) or 'n/a'."""
+    if entry.get("bd_top1_pts") is None:
+        return "n/a"
+    ci = entry.get("ci95_top1")
+    return f"{entry['bd_top1_pts']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def fmt_both(entry: dict[str, Any]) -> str:
+    """'BD-rate -12.3 % [..], BD-top1 +3.10 [..] points' (either may be n/a)."""
+    top1 = fmt_top1(entry)
+    return f"BD-rate {fmt_bd(entry)}, BD-top1 {top1}{'' if top1 == 'n/a' else ' points'}"
+
+
+def ci_sign(entry: dict[str, Any]) -> str:
+    """'below 0' / 'above 0' / 'spans 0' / 'n/a' for the BD-rate's bootstrap interval (point estimate alone
+    when no interval)."""
+    if entry["bd_rate_pct"] is None:
+        return "n/a"
+    lo, hi = entry["ci95"] if entry.get("ci95") else (entry["bd_rate_pct"], entry["bd_rate_pct"])
+    return "below 0" if hi < 0 else ("above 0" if lo > 0 else "spans 0")
+
+
+# -- records and figures ------------------------------------------------------------------------
+def write_rd(rows: list[dict[str, Any]], out: Path) -> None:
+    """``rd_points.csv`` (columns :data:`RD_COLUMNS`, bpp over original pixels, top-1 in percent)."""
+    with open(out / "rd_points.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=RD_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def rd_rows(arms: dict[str, dict[str, Any]], evaluation: dict[str, Any], results: dict[str, dict]) -> list[dict]:
+    """RD rows of every arm: ``arms`` label -> {"runs": [run names in quality order], "lmbdas", "steps"}."""
+    rows = []
+    for label, arm in arms.items():
+        for q, (name, lmbda) in enumerate(zip(arm["runs"], arm["lmbdas"]), start=1):
+            point = next((p for p in evaluation["points"] if p["codec"] == label and p["quality"] == q), None)
+            res = results[name]
+            rows.append({"arm": label, "codec": res.get("codec", "compressai"), "quality": q, "lmbda": lmbda,
+                         "steps": arm["steps"], "bpp": point["bpp"] if point else math.nan,
+                         "top1": point["top1"] if point else math.nan, "images": point["images"] if point else 0,
+                         "train_wall_s": res["wall_s"], "val_bpp": res["val"].get("bpp"),
+                         "val_distortion": res["val"].get("distortion", res["val"].get("mse"))})
+    return rows
+
+
+def arm_points(rows: list[dict], arm: str) -> list[dict]:
+    """The RD points of one arm as BD inputs (codec label = arm)."""
+    return [{"codec": r["arm"], "quality": r["quality"], "bpp": r["bpp"], "top1": r["top1"]}
+            for r in rows if r["arm"] == arm and math.isfinite(r["bpp"])]
+
+
+def plot_rd(curves: list[tuple[str, list[dict], dict[str, Any]]], uncompressed: float, path: Path, title: str,
+            note: str = "") -> None:
+    """Top-1 (%) vs bpp (log axis) of each (label, points, matplotlib style), the uncompressed top-1 dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    for label, points, style in curves:
+        pts = sorted((p["bpp"], p["top1"]) for p in points if math.isfinite(p["bpp"]))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **{"marker": "o", **style})
+    if math.isfinite(uncompressed):
+        ax.axhline(uncompressed, color="0.4", ls=":", lw=1.2, label=f"uncompressed ({uncompressed:.1f} %)")
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xlabel("rate (bits per pixel of the 32x32 image, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def command_line(argv: Sequence[str] | None) -> str:
+    return " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])

@@ -1,0 +1,120 @@
+"""The claim (i)-(iii) experiment scripts and experiments/run_all.py: their --quick versions run end to end
+and write well-formed records (RD points, BD-rate entries or an explicit n/a, report sections). Whether a
+claim holds is NOT tested: quick runs are smoke tests."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+RD_COLUMNS = ["arm", "codec", "quality", "lmbda", "steps", "bpp", "top1", "images", "train_wall_s", "val_bpp",
+              "val_distortion"]
+CLAIMS = {"claim1_parity": "## Claim (i)", "claim2_supervised": "## Claim (ii)", "claim3_depth": "## Claim (iii)"}
+
+
+def load_script(name: str):
+    sys.path.insert(0, str(EXPERIMENTS))
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(shared: Path, tmp_path_factory) -> Path:
+    """run_all --quick for claims (i)-(iii) (toy_fig2 / claim4_rho are tested in test_analysis.py)."""
+    results = tmp_path_factory.mktemp("experiments")
+    run_all = load_script("run_all")
+    rc = run_all.main(["--quick", "--jobs", "1", "--results", str(results / "results"), "--report",
+                       str(results / "REPORT.md"), "--only", ",".join(CLAIMS)])
+    logs = {p.name: p.read_text()[-2000:] for p in (results / "results").glob("*.log")}
+    assert rc == 0, logs
+    return results
+
+
+def _bd_ok(entry: dict) -> None:
+    assert {"anchor", "test", "bd_rate_pct", "bd_top1_pts", "ci95", "overlap", "note"} <= set(entry)
+    if entry["bd_rate_pct"] is None:
+        assert entry["note"].startswith("n/a: ") and len(entry["note"]) > 10  # the reason is given
+    else:
+        assert math.isfinite(entry["bd_rate_pct"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CLAIMS))
+def test_quick_claim_writes_rd_points_bd_entries_configs_and_section(quick_run: Path, name: str) -> None:
+    out = quick_run / "results" / name
+    with open(out / "rd_points.csv") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == RD_COLUMNS
+        rows = list(reader)
+    assert len({r["arm"] for r in rows}) >= 2 and all(len([r for r in rows if r["arm"] == a]) >= 4
+                                                      for a in {r["arm"] for r in rows})
+    for r in rows:
+        assert float(r["bpp"]) > 0 and 0 <= float(r["top1"]) <= 100 and int(r["images"]) == 20
+    info = json.loads((out / f"{name}.json").read_text())
+    assert info["quick"] is True and info["seed"] == 0 and info["verdict"]
+    assert info["wall_s"]["total"] > 0 and info["machine"]["start"]["cpus"] and info["command"]
+    entries = info["bd"] if isinstance(info["bd"], list) else [info["bd"]]
+    for entry in entries:
+        _bd_ok(entry)
+    # every training run's exact YAML is in the results folder and names its output there
+    import yaml
+
+    for run, rel in info["training_configs"].items():
+        config = yaml.safe_load((out / rel).read_text())
+        assert config["seed"] == 0 and config["output"] == str(out / "train" / run)
+        assert json.loads((out / "train" / run / "result.json").read_text())["wall_s"] >= 0
+    with open(out / "bd_rate.csv") as fh:
+        bd_rows = list(csv.DictReader(fh))
+    assert len(bd_rows) == len(entries) and all(r["bd_rate_pct"] or r["note"].startswith("n/a") for r in bd_rows)
+    section = (out / "REPORT_section.md").read_text()
+    assert section.startswith(CLAIMS[name]) and "QUICK run" in section and "![" in section
+    assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_report_has_header_summary_and_one_section_per_step(quick_run: Path) -> None:
+    text = (quick_run / "REPORT.md").read_text()
+    for key in ("- Machine:", "- Date:", "- Total wall time:", "- Seeds:", "- Scale: QUICK", "## Summary"):
+        assert key in text
+    for heading in CLAIMS.values():
+        assert heading in text
+    # sections of steps that were not run are reported as such, not silently left out
+    assert text.count("FAILED / not run") == 2
+    # figure links are relative to the report and point at files that exist
+    links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert links and all((quick_run / link).exists() for link in links)
+    state = json.loads((quick_run / "results" / "run_all.json").read_text())
+    assert set(state["steps"]) == set(CLAIMS) and all(s["rc"] == 0 for s in state["steps"].values())
+
+
+def test_bd_entry_is_na_with_a_reason_when_curves_cannot_be_compared() -> None:
+    common = load_script("_common")
+    a = [{"codec": "a", "quality": q, "bpp": b, "top1": t} for q, (b, t) in enumerate(
+        [(0.1, 10), (0.2, 20), (0.4, 30), (0.8, 40)], 1)]
+    far = [{"codec": "b", "quality": q, "bpp": b, "top1": t} for q, (b, t) in enumerate(
+        [(0.1, 60), (0.2, 70), (0.4, 75), (0.8, 80)], 1)]
+    entry = common.bd_entry(a, far, "a", "b")
+    assert entry["bd_rate_pct"] is None and entry["note"].startswith("n/a: ")
+    assert entry["bd_top1_pts"] > 0  # the rates overlap: BD-top1 still says which is better
+    same = common.bd_entry(a, [{**p, "codec": "b"} for p in a], "a", "b")
+    assert same["bd_rate_pct"] == pytest.approx(0, abs=1e-6)
+    assert common.ci_sign(same) == "spans 0" and "n/a" in common.fmt_bd(entry)
+
+
+def test_verdict_rules_can_say_no() -> None:
+    c1, c2, c3 = load_script("claim1_parity"), load_script("claim2_supervised"), load_script("claim3_depth")
+    entry = {"bd_rate_pct": 45.0, "ci95": [30.0, 60.0], "bd_top1_pts": -5.0, "ci95_top1": [-7.0, -3.0]}
+    assert c1.verdict(entry) == "not supported" and c2.verdict(entry) == "contradicted"
+    assert c3.verdict([entry, {**entry, "ci95": [-10.0, 5.0]}]) == "contradicted"
+    assert c1.verdict({**entry, "bd_rate_pct": 3.0, "ci95": [-8.0, 12.0]}) == "supported"
+    assert c2.verdict({**entry, "bd_rate_pct": None}) == "contradicted (by BD-top1)"
