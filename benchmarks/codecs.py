@@ -52,15 +52,24 @@ def single_threaded(name: str) -> dict:
     return {"threads": 1} if "threads" in names else {}
 
 
-def _peak_child(name: str, params: dict, quality, path: str, queue) -> None:
+def peak_rss_of_this_process_mib() -> float:
+    """VmHWM of /proc/self/status (MiB): this process's own peak. ``getrusage`` is not used: on Linux
+    its ``ru_maxrss`` survives fork + exec, so a spawned child reports its parent's peak."""
     import resource
 
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_child(name: str, params: dict, quality, path: str, queue) -> None:
     from vcm_plugin.codecs.registry import get_codec
     from vcm_plugin.images.io import read_image
 
     codec, image = get_codec(name, **params), read_image(path)
     codec.decode(codec.encode(image, quality))
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    queue.put(peak_rss_of_this_process_mib())
 
 
 def peak_memory_mib(spec: CodecSpec, path: Path) -> float:
