@@ -314,6 +314,14 @@ class TorchvisionDetector(TaskModel):
 
         return TorchvisionDetectorSplit(self, cut)
 
+    def _check_point_name(self, point: str) -> None:
+        """Refuse a point that cannot be a body cut without building the network."""
+        from vcm_plugin.tasks.torchvision_split import PREFIX
+
+        if point != INPUT and not point.startswith(PREFIX):
+            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: 'input', or "
+                                 f"'{PREFIX}<child>' of an R-CNN's backbone body (`vcm layers {self.name}`)")
+
     def _tensor(self, image: np.ndarray) -> Any:
         import torch
 
@@ -328,6 +336,7 @@ class TorchvisionDetector(TaskModel):
 
         if point == INPUT:
             return check_image(image, self.name)
+        self._check_point_name(point)
         self.load()
         child = check_body_cut(self._net, point, self.name)
         with torch.inference_mode():
@@ -339,10 +348,11 @@ class TorchvisionDetector(TaskModel):
 
         from vcm_plugin.tasks.torchvision_split import DetectorFeatures, check_body_cut, run_rest
 
+        image = check_image(value, self.name) if point == INPUT else None  # validated before any build
+        self._check_point_name(point)
         self.load()
         ids = coco_category_ids(self._category_names())
-        if point == INPUT:
-            image = check_image(value, self.name)
+        if image is not None:
             with torch.inference_mode():
                 output = self._net([self._tensor(image)])[0]
             image_hw = image.shape[:2]
