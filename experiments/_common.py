@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ def base_parser(description: str) -> Any:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--cifar-root", default=str(CIFAR_ROOT_DEFAULT), help="CIFAR-10 folder (../shared/...)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--replot", action="store_true", help="only redraw DIR/rd.png from the JSON record there")
     return parser
 
 
@@ -377,8 +379,9 @@ def plot_rd(curves: list[tuple[str, list[dict], dict[str, Any]]], uncompressed: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.4, 4.4), dpi=100)
     for label, points, style in curves:
         pts = sorted((p["bpp"], p["top1"]) for p in points if math.isfinite(p["bpp"]))
         if pts:
@@ -386,21 +389,23 @@ def plot_rd(curves: list[tuple[str, list[dict], dict[str, Any]]], uncompressed: 
     if math.isfinite(uncompressed):
         ax.axhline(uncompressed, color="0.4", ls=":", lw=1.2, label=f"uncompressed ({uncompressed:.1f} %)")
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel("rate (bits per pixel of the 32x32 image, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

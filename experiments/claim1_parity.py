@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="direct codec's latent decoder (default plain; front: for pilots)")
     args = parser.parse_args(argv)
     out, log = C.setup(args)
+    if args.replot:
+        figure(C.read_json(out / "claim1_parity.json"), out / "rd.png")
+        return 0
     start = time.perf_counter()
     cfg = dict(QUICK if args.quick else FULL)
     if args.lmbdas:
@@ -149,14 +152,6 @@ def main(argv: list[str] | None = None) -> int:
                              "; ".join(filter(None, [b["note"], *(["envelope dropped " + ", ".join(b["dropped"])]
                                                                    if b["dropped"] else [])]))])
     final = verdict(bds[-1])
-    styles = {"feature": {"color": "tab:blue"}, "direct": {"color": "tab:red"}}
-    curves = []
-    for label, arm in arms.items():
-        dashed = {} if arm["steps"] == cfg["budgets"][-1] else {"ls": "--", "alpha": 0.6, "marker": "s"}
-        name = "model splitting (feature codec at Y1)" if arm["kind"] == "feature" else "direct coding (X -> Ŷ1)"
-        curves.append((f"{name}, {arm['steps']} steps", C.arm_points(rows, label), {**styles[arm["kind"]], **dashed}))
-    C.plot_rd(curves, ev["uncompressed_top1"], out / "rd.png",
-              f"Claim (i) parity: cifar10-vgg cut {CUT}, KL at the output ({ev['images']} CIFAR-10 test images)")
     wall = time.perf_counter() - start
     info = {"experiment": "claim1_parity", "claim": "(i) Theorem 1: direct coding = model splitting in task RD",
             "quick": args.quick, "seed": args.seed, "config": {**cfg, "cut": CUT, "distill": DISTILL,
@@ -168,10 +163,25 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": {"total": round(wall, 1), "training": round(train_wall, 1), "evaluation": ev["wall_s"]},
             "machine": {"start": machine_start, "end": C.machine()}, "command": C.command_line(argv)}
     C.write_json(out / "claim1_parity.json", info)
+    figure(info, out / "rd.png")
     (out / "REPORT_section.md").write_text(report(info, cfg))
     log(f"claim (i): {final}; " + "; ".join(f"{b['budget_steps']} steps: {C.fmt_both(b)}" for b in bds)
         + f" ({wall:.0f} s)")
     return 0
+
+
+def figure(info: dict[str, Any], path: Path) -> None:
+    """RD curves of every arm (solid: the largest budget, dashed: the others) from the JSON record."""
+    rows, budgets = info["rd_points"], info["config"]["budgets"]
+    styles = {"feature": {"color": "tab:blue"}, "direct": {"color": "tab:red"}}
+    curves = []
+    for label in dict.fromkeys(r["arm"] for r in rows):
+        kind, steps = label.split("-s")[0], int(label.split("-s")[1])
+        dashed = {} if steps == budgets[-1] else {"ls": "--", "alpha": 0.6, "marker": "s"}
+        name = "model splitting (feature codec at Y1)" if kind == "feature" else "direct coding (X -> Ŷ1)"
+        curves.append((f"{name}, {steps} steps", C.arm_points(rows, label), {**styles[kind], **dashed}))
+    C.plot_rd(curves, info["uncompressed_top1"], path, f"Claim (i) parity: cifar10-vgg cut {CUT}, KL at the output "
+              f"({info['config']['max_images']} CIFAR-10 test images)")
 
 
 def report(info: dict[str, Any], cfg: dict[str, Any]) -> str:

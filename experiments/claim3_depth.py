@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, help="evaluation images (default 500)")
     args = parser.parse_args(argv)
     out, log = C.setup(args)
+    if args.replot:
+        figure(C.read_json(out / "claim3_depth.json"), out / "rd.png")
+        return 0
     start = time.perf_counter()
     cfg = dict(QUICK if args.quick else FULL)
     for key in ("lmbdas_mse", "lmbdas_kl"):
@@ -130,10 +133,6 @@ def main(argv: list[str] | None = None) -> int:
                              ci[0], ci[1], "" if b["bd_top1_pts"] is None else b["bd_top1_pts"],
                              "" if b["overlap"] is None else b["overlap"], b["note"]])
     final = verdict(bds)
-    C.plot_rd([(f"distilled at {arm['point']} ({POINTS[arm['point']].upper()})", C.arm_points(rows, label),
-                {"color": COLORS[arm["point"]]}) for label, arm in arms.items()],
-              ev["uncompressed_top1"], out / "rd.png",
-              f"Claim (iii) depth: feature codec at {CUT}, distillation point varied ({ev['images']} images)")
     wall = time.perf_counter() - start
     info = {"experiment": "claim3_depth", "claim": "(iii) deeper distillation points give better task RD",
             "quick": args.quick, "seed": args.seed,
@@ -144,9 +143,19 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": {"total": round(wall, 1), "training": round(train_wall, 1), "evaluation": ev["wall_s"]},
             "machine": {"start": machine_start, "end": C.machine()}, "command": C.command_line(argv)}
     C.write_json(out / "claim3_depth.json", info)
+    figure(info, out / "rd.png")
     (out / "REPORT_section.md").write_text(report(info, cfg))
     log(f"claim (iii): {final}; " + "; ".join(f"{b['point']}: {C.fmt_both(b)}" for b in bds) + f" ({wall:.0f} s)")
     return 0
+
+
+def figure(info: dict[str, Any], path: Path) -> None:
+    """RD curves of every distillation point from the JSON record."""
+    rows, cfg = info["rd_points"], info["config"]
+    C.plot_rd([(f"distilled at {point} ({kind.upper()})", C.arm_points(rows, f"distill-{point}"),
+                {"color": COLORS[point]}) for point, kind in cfg["points"].items()],
+              info["uncompressed_top1"], path, f"Claim (iii) depth: feature codec at {CUT}, distillation point "
+              f"varied, {cfg['steps']} steps ({cfg['max_images']} CIFAR-10 test images)")
 
 
 def report(info: dict[str, Any], cfg: dict[str, Any]) -> str:

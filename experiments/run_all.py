@@ -151,8 +151,8 @@ def assemble(args: argparse.Namespace, results: Path, report: Path, steps: dict[
              "(another job may have shared the CPUs)",
              f"- Git commit: {info['commit']}",
              f"- Scale: {scale}",
-             f"- Seeds: {args.seed} for every step (training, data order, k-means, bootstrap; the toy also "
-             "reports 9 more seeds)",
+             f"- Seeds: {args.seed} for every step (training, data order, k-means, bootstrap)"
+             + ("" if args.quick else "; the toy also reports 9 more seeds"),
              f"- Total wall time: {'n/a' if total is None else f'{total:.0f} s ({total / 60:.1f} min)'}; per step: "
              + ", ".join(f"{n} {s['wall_s']:.0f} s" + ("" if s["rc"] == 0 else f" (FAILED, exit {s['rc']})")
                          for n, s in steps.items()),
@@ -184,15 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.only.split(",")] if args.only else list(STEPS)
     if any(n not in STEPS for n in names):
         parser.error(f"--only: unknown step in {names}; known: {list(STEPS)}")
+    import torch
+
     from vcm_plugin.analysis.report import machine_description
 
+    torch.set_num_threads(1)  # as every step's processes (the description names the thread count)
     results, report = Path(args.results).resolve(), Path(args.report).resolve()
     results.mkdir(parents=True, exist_ok=True)
     state_file = results / "run_all.json"
     state = _read_json(state_file) or {}
     steps: dict[str, dict[str, Any]] = state.get("steps", {})
     info = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": f"{machine_description()}; {os.cpu_count()} cores", "commit": git_commit(),
+            "machine": f"{machine_description()}; {os.cpu_count()} cores; steps use {args.jobs} process(es) of 1 "
+                       "torch thread", "commit": git_commit(),
             "load_start": [round(v, 2) for v in os.getloadavg()], "seed": args.seed, "quick": args.quick,
             "command": " ".join(["python experiments/run_all.py", *(argv if argv is not None else sys.argv[1:])])}
     if args.report_only:
