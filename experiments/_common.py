@@ -303,9 +303,12 @@ def bd_entry(anchor: Sequence[dict], test: Sequence[dict], anchor_name: str, tes
         if entry[point] is not None and len(vals) >= max(10, n_boot // 2):
             entry[key] = [round(float(v), 2) for v in np.quantile(vals, [0.025, 0.975])]
     entry["n_boot"] = len(values["rate"])
-    if entry["bd_rate_pct"] is not None and len(values["rate"]) < n_boot:
-        entry["note"] = "; ".join(filter(None, [entry["note"], f"{n_boot - len(values['rate'])} of {n_boot} "
-                                                               "bootstrap resamples had no valid BD-rate"]))
+    for kind, point, what in (("rate", "bd_rate_pct", "BD-rate"), ("top1", "bd_top1_pts", "BD-top1")):
+        missing = n_boot - len(values[kind])
+        if entry[point] is not None and missing:
+            no_ci = " (too few for an interval)" if len(values[kind]) < max(10, n_boot // 2) else ""
+            entry["note"] = "; ".join(filter(None, [entry["note"], f"{missing} of {n_boot} bootstrap resamples "
+                                                                   f"had no valid {what}{no_ci}"]))
     return entry
 
 

@@ -79,6 +79,9 @@ def test_quick_claim_writes_rd_points_bd_entries_configs_and_section(quick_run: 
     section = (out / "REPORT_section.md").read_text()
     assert section.startswith(CLAIMS[name]) and "QUICK run" in section and "![" in section
     assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (out / "rd.png").unlink()  # --replot redraws the figure from the JSON record alone
+    assert load_script(name).main(["--output", str(out), "--replot", "--quiet"]) == 0
+    assert (out / "rd.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
