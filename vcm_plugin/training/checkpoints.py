@@ -148,6 +148,21 @@ class ResumableRun:
                      "fingerprint": self.fingerprint}, self.last)
         self.saved_step = self.step
 
+    def step_optimizers(self, loss: Any, aux_loss: Any, clip_grad: float | None) -> None:
+        """One step: ``loss`` through the main optimizer (its parameters clipped to ``clip_grad``), ``aux_loss``
+        through the aux optimizer; then ``step`` counts it. The caller checks both are finite first."""
+        import torch
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad:  # only the main parameters: a stale aux gradient must not scale the clipping
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], clip_grad)
+        self.optimizer.step()
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        aux_loss.backward()
+        self.aux_optimizer.step()
+        self.step += 1
+
     def non_finite(self, loss: float, aux: float) -> TrainingError:
         """The error for a non-finite loss at the next step, naming the checkpoint that is kept."""
         kept = f"the last good checkpoint {self.last} (step {self.saved_step})" if self.saved_step is not None \

@@ -323,15 +323,7 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
         if not (torch.isfinite(losses["loss"]) and torch.isfinite(aux_loss)):
             bar.close()
             raise run.non_finite(losses["loss"].item(), aux_loss.item())
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if config.clip_grad:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.clip_grad)
-        optimizer.step()
-        aux_optimizer.zero_grad(set_to_none=True)
-        aux_loss.backward()
-        aux_optimizer.step()
-        run.step += 1
+        run.step_optimizers(losses["loss"], aux_loss, config.clip_grad)
         bar.update(1)
         mse = ((out["x_hat"].detach().clamp(0, 1) - x) ** 2).mean().item()
         bar.set_postfix(loss=f"{losses['loss'].item():.3f}", bpp=f"{losses['bpp_loss'].item():.3f}",

@@ -302,15 +302,7 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
         if not (torch.isfinite(loss) and torch.isfinite(aux_loss)):
             bar.close()
             raise run.non_finite(loss.item(), aux_loss.item())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip_grad:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.clip_grad)
-        optimizer.step()
-        aux_optimizer.zero_grad(set_to_none=True)
-        aux_loss.backward()
-        aux_optimizer.step()
-        run.step += 1
+        run.step_optimizers(loss, aux_loss, config.clip_grad)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.item():.3f}", d=f"{dist.item():.4f}", refresh=False)
         if run.step % config.val_every == 0 or run.step == config.steps:
