@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from _memory import peak_rss_of_this_process_mib  # benchmarks/ is the script folder
+
 from vcm_plugin import available_codecs
 from vcm_plugin.codecs.registry import get_codec_class
 from vcm_plugin.evaluation.bd import bd_rate_report
@@ -50,17 +52,6 @@ def single_threaded(name: str) -> dict:
     """Parameters that make a codec use one thread, when it has such a parameter."""
     names = {f.name for f in dataclasses.fields(get_codec_class(name))}
     return {"threads": 1} if "threads" in names else {}
-
-
-def peak_rss_of_this_process_mib() -> float:
-    """VmHWM of /proc/self/status (MiB): this process's own peak. ``getrusage`` is not used: on Linux
-    its ``ru_maxrss`` survives fork + exec, so a spawned child reports its parent's peak."""
-    import resource
-
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _peak_child(name: str, params: dict, quality, path: str, queue) -> None:

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _memory import peak_rss_of_this_process_mib  # benchmarks/ is the script folder
 
 SHARED = Path(os.environ.get("VCM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TASK = {"task_model": "yolov5", "task_params": {"weights": "yolov5n.pt", "search_path": [str(SHARED / "weights")]},
@@ -59,15 +60,6 @@ def training_speed(kind: str, output: Path, crop: int, batch: int, steps: int) -
         task_codec.rate_bpp = real
     span = times[-1] - times[2]  # the first steps are warm-up
     return (len(times) - 3) / span if span > 0 else float("nan"), output / "model.pt"
-
-
-def peak_rss_of_this_process_mib() -> float:
-    """VmHWM of /proc/self/status (MiB): this process's own peak. ``getrusage`` is not used: on Linux
-    its ``ru_maxrss`` survives fork + exec, so a spawned child reports its parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(name: str, params: dict, quality: int, path: str, queue) -> None:
