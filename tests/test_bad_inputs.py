@@ -441,13 +441,15 @@ def _rewrap(blob: bytes, **fields: Any) -> bytes:
     """``blob`` with header fields changed and a VALID CRC (a well-formed file that lies)."""
     from vcm_plugin.codecs import base
 
-    magic, version, name_len, kind, quality, height, width, size = base._HEADER.unpack_from(blob)
-    name = blob[base._HEADER.size: base._HEADER.size + name_len]
-    data = blob[base._HEADER.size + name_len: -4]
+    magic, version, name_len, kind, quality, height, width, size, params_len = base._HEADER_V2.unpack_from(blob)
+    assert version == 2
+    name = blob[base._HEADER_V2.size: base._HEADER_V2.size + name_len]
+    params = blob[base._HEADER_V2.size + name_len: base._HEADER_V2.size + name_len + params_len]
+    data = blob[base._HEADER_V2.size + name_len + params_len: -4]
     name = fields.get("codec", name)
-    header = base._HEADER.pack(magic, version, len(name), kind, quality, fields.get("height", height),
-                               fields.get("width", width), len(data))
-    body = header + name + data
+    header = base._HEADER_V2.pack(magic, version, len(name), kind, quality, fields.get("height", height),
+                                  fields.get("width", width), len(data), len(params))
+    body = header + name + params + data
     return body + struct.pack(">I", zlib.crc32(body))
 
 

@@ -24,8 +24,10 @@ from vcm_plugin import (
 from vcm_plugin.codecs.base import Codec
 from vcm_plugin.images.metrics import psnr_rgb
 
-BUILTIN = [c.name for c in available_codecs(include_unavailable=False)
-           if c.origin.startswith("vcm_plugin.") and c.output_point == "input"]  # image codecs
+# every codec the package registers, available here or not: the unavailable ones and the feature
+# codecs (coded at a task model's cut point, tests/test_task_codecs.py) are recorded skips with the reason
+REGISTERED = {c.name: c for c in available_codecs(include_unavailable=True) if c.origin.startswith("vcm_plugin.")}
+BUILTIN = [name for name, c in REGISTERED.items() if c.availability and c.output_point == "input"]  # image codecs
 FAST_PARAMS = {"vvc": {"preset": "faster"}, "hevc": {"preset": "ultrafast"}}
 # codecs whose default configuration supports fewer qualities than the class range
 # (the compressai codec's default is the project-zoo family, qualities 1..4)
@@ -56,8 +58,20 @@ def test_builtin_codecs_are_available_here() -> None:
     assert {"jpeg", "vvc"} <= set(BUILTIN)
 
 
-@pytest.fixture(scope="module", params=BUILTIN)
+def test_every_registered_codec_is_checked_or_skipped_with_a_reason() -> None:
+    assert {"jpeg", "vvc", "hevc", "av1", "jxl", "webp", "compressai", "vtm"} <= set(REGISTERED)
+    for info in REGISTERED.values():
+        assert info.availability or info.availability.reason, info.name
+
+
+@pytest.fixture(scope="module", params=sorted(REGISTERED))
 def coded(request, small_crop):
+    info = REGISTERED[request.param]
+    if not info.availability:
+        pytest.skip(f"codec {info.name!r} is not available here: {info.availability.reason}")
+    if info.output_point != "input":
+        pytest.skip(f"codec {info.name!r} codes features at {info.output_point}, not images (its contract is "
+                    "tested in tests/test_task_codecs.py and tests/test_feature_codec.py)")
     codec = build(request.param)
     return codec, codec.encode(small_crop, mid_quality(codec))
 

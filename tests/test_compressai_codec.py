@@ -45,7 +45,7 @@ def test_round_trip_counts_every_byte(codec, small_crop) -> None:
     decoded = codec.decode(bitstream)
     assert decoded.shape == small_crop.shape and decoded.dtype == np.uint8
     payload = LearnedPayload.from_bytes(bitstream.data)
-    assert payload.height, payload.width == small_crop.shape[:2]
+    assert (payload.height, payload.width) == small_crop.shape[:2]
     assert len(payload.strings) == 2  # y and z strings of a hyperprior model
     header = len(bitstream.data) - sum(len(s) for s in payload.strings)
     assert 8 <= header <= 24
@@ -136,12 +136,13 @@ def test_bad_metric_is_rejected_at_construction() -> None:
 
 
 def test_missing_library_is_listed_as_unavailable_with_install_hint(monkeypatch) -> None:
-    import vcm_plugin.learned.models as models
+    import importlib.util
+    import sys
 
-    def missing():
-        raise ImportError("No module named 'compressai'")
-
-    monkeypatch.setattr(models, "import_compressai", missing)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, "compressai")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "compressai"
+                        else real_find_spec(name, *a))
     row = next(c for c in available_codecs() if c.name == "compressai")
     assert not row.availability and "pip install compressai" in row.availability.reason
 

@@ -601,3 +601,45 @@ def test_oid_eval_cli_with_masks(tmp_path):
                    masks=tmp_path / "masks.csv")
     assert out["metric"] == "open_images_challenge_instance_segmentation"
     assert out["mAP"] == 1.0 and out["num_gt"] == {"cat": 1.0}
+
+
+# -- tied scores: the official ranking order ------------------------------------------------------
+# The TF Object Detection API ranks twice, both times with ``np.argsort(scores)`` reversed:
+# per image, ``np_box_list_ops.sort_by_field`` (called through ``non_max_suppression`` with
+# IoU threshold 1.0 in ``per_image_evaluation``) reorders the detections before matching;
+# over all images, ``metrics.compute_precision_recall`` does
+#     sorted_indices = np.argsort(scores); sorted_indices = sorted_indices[::-1]
+# numpy's default argsort keeps two equal keys of a short array in input order ([0, 1]), so
+# reversed, the entry listed LATER ranks first, at each of the two sorts.
+# One image, one cat box, two detections with the same score 0.5:
+# * TP listed first, FP second: per image the FP (index 1) is ranked first and the TP second, so
+#   the image's entries are [FP, TP]; the final sort reverses them again: [TP, FP] ->
+#   P = 1, 1/2 at R = 1, 1 -> AP = 1.0. (A stable, non-reversed ranking at the final sort gives
+#   [FP, TP] -> P = 0, 1/2 at R = 0, 1 -> AP = 0.5.)
+# * FP listed first, TP second: per image [TP, FP], final sort [FP, TP] -> AP = 0.5
+#   (a stable final sort: 1.0).
+# * Two identical detections on the box: per image the second-listed one takes the box (TP), the
+#   first one is a duplicate (FP): entries [TP, FP]; the final sort gives [FP, TP] -> AP = 0.5.
+TIE_BOX = gt("cat", 0.1, 0.1, 0.5, 0.5)
+TIE_TP = det("cat", 0.5, 0.1, 0.1, 0.5, 0.5)
+TIE_FP = det("cat", 0.5, 0.6, 0.6, 0.9, 0.9)  # no overlap with the box
+
+
+@pytest.mark.parametrize(("dets", "expected"), [
+    ([TIE_TP, TIE_FP], 1.0),
+    ([TIE_FP, TIE_TP], 0.5),
+    ([TIE_TP, TIE_TP], 0.5),
+], ids=["tp-first", "fp-first", "duplicate"])
+def test_tied_scores_rank_as_the_official_reversed_argsort(dets, expected) -> None:
+    result = evaluate_detections({"a": [TIE_BOX]}, {"a": pos("cat")}, {"a": dets}, CLASSES)
+    assert result.per_class == {"cat": pytest.approx(expected)}
+    assert (result.scored, result.true_positives) == (2, 1.0)
+
+
+def test_precision_recall_breaks_ties_as_reversed_argsort() -> None:
+    # entries in the order given: [TP, FP] with equal scores -> ranked [FP, TP]
+    precision, recall = precision_recall(np.array([0.5, 0.5]), np.array([1.0, 0.0]), 1)
+    np.testing.assert_allclose(precision, [0.0, 0.5])
+    np.testing.assert_allclose(recall, [0.0, 1.0])
+    order = np.argsort(np.array([0.5, 0.5]))[::-1]  # the official rule, evaluated here
+    assert order.tolist() == [1, 0]

@@ -68,11 +68,11 @@ def test_registered_names() -> None:
     assert "openimages" in names and "openimages-vcm" in names
 
 
-def test_skip_keeps_the_three_real_images_in_list_order_and_warns_once(vcm: Path, images: Path) -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+def test_skip_keeps_the_three_real_images_in_list_order_and_warns_once(vcm: Path, images: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="vcm_plugin"):  # a log record, shown by the CLI as one line
         ds = get_dataset("openimages-vcm", root=vcm, images_dir=images, subset="detection", missing="skip")
-    messages = [str(w.message) for w in caught]
+    messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1, messages
     assert "skipped 4997 of 5000" in messages[0] and "bef50424c62d12c5" in messages[0]
     listed = _list_ids(vcm / "detection_validation_input_5k.lst")

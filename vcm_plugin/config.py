@@ -13,8 +13,21 @@ label, other keys are the codec's or model's parameters and are checked against 
 dataclass fields. Unknown or misspelled keys fail before any work, naming the key and
 the nearest valid one. ``${oc.env:VAR,default}`` interpolation comes from OmegaConf;
 YAML tags such as ``!!python/object`` are refused (a ``yaml.SafeLoader`` with YAML 1.2
-numbers, so ``4:2:0`` stays a string). Relative paths
-are relative to the working directory.
+numbers, so ``4:2:0`` stays a string); documents over 10 MB or expanding to more than
+100,000 nodes (alias bombs) are refused before they are built.
+
+Overrides: ``a.b.c=value`` sets a key; ``codecs.<label>=null`` / ``tasks.<label>=null``
+removes that entry (removing a codec that ``anchors`` still lists is an error naming
+both; override ``anchors`` too). Errors caused by an override name the override, not the
+file.
+
+Relative paths written in a config file are relative to the folder of that file (after
+``${...}`` interpolation): the dataset's file and folder parameters (those typed as paths),
+``weights.search_path`` and ``published_anchors``. Paths given as overrides on the command
+line are relative to the working directory, and so is ``output`` (as ``--output``).
+``include:`` files are looked up in the working directory, the config's folder and its
+parent (see :func:`vcm_plugin.anchors.resolve_anchor_path`). Weights file names are looked
+up in the weights search path.
 """
 
 from __future__ import annotations
@@ -22,16 +35,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from vcm_plugin.errors import VcmError
-from vcm_plugin.safe_yaml import safe_load
+from vcm_plugin.safe_yaml import MAX_CHARS, YAMLLimitError, safe_load
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -67,6 +81,15 @@ class CodecConfig(BaseModel):
     codec: str | None = None
     qualities: list[float | int] = Field(min_length=1)
     scales: list[float] = Field(default_factory=lambda: [1.0])
+
+    @field_validator("qualities", mode="before")
+    @classmethod
+    def _qualities_not_bool(cls, value: Any) -> Any:
+        # pydantic would take `true` as the number 1 (lax mode): a YAML slip, never a quality
+        for q in value if isinstance(value, list) else ():
+            if isinstance(q, bool):
+                raise ValueError(f"quality {str(q).lower()} is a boolean, not a number")
+        return value
 
     @field_validator("scales")
     @classmethod
@@ -137,12 +160,14 @@ class RunConfig(_Strict):
     bd_method: Literal["pchip", "akima", "cubic"] = "pchip"
     non_monotonic: Literal["error", "envelope"] = "envelope"
 
-    @model_validator(mode="after")
-    def _anchors_are_codecs(self) -> RunConfig:
-        for anchor in self.anchors:
-            if anchor not in self.codecs:
-                raise ValueError(f"anchor {anchor!r} is not one of the codecs {sorted(self.codecs)}")
-        return self
+    @field_validator("anchors")
+    @classmethod
+    def _anchors_are_codecs(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        codecs = info.data.get("codecs")  # absent when the codecs themselves are invalid
+        for anchor in value if codecs is not None else []:
+            if anchor not in codecs:
+                raise ValueError(f"anchor {anchor!r} is not one of the codecs {sorted(codecs)}")
+        return value
 
     def codec_params(self, label: str) -> tuple[str, dict[str, Any]]:
         """(registered codec name, parameters) of the codec entry ``label``."""
@@ -171,28 +196,82 @@ def _valid_keys(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
-def _check_plugin_params(config: RunConfig, source: str) -> None:
+@dataclasses.dataclass
+class _Provenance:
+    """Where each key came from: the config file (``source``) or a command-line override."""
+
+    source: str
+    overrides: list[tuple[tuple[str, ...], str]] = dataclasses.field(default_factory=list)  # (key parts, item)
+    removed: dict[tuple[str, ...], str] = dataclasses.field(default_factory=dict)  # (section, label) -> item
+
+    def override_for(self, loc: tuple[Any, ...] | list[Any]) -> str | None:
+        """The last override that set ``loc``, a key above it or a key below it; None if none did."""
+        parts = tuple(str(p) for p in loc)
+        for keys, item in reversed(self.overrides):
+            n = min(len(keys), len(parts))
+            if n and keys[:n] == parts[:n]:
+                return item
+        return None
+
+    def blame(self, loc: tuple[Any, ...] | list[Any]) -> str:
+        """``override 'k=v' (on FILE)`` when an override set ``loc``, else the config file."""
+        item = self.override_for(loc)
+        return f"override {item!r} (on {self.source})" if item is not None else self.source
+
+
+def _key_parts(key: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in key.split("."))
+
+
+def _reraise_for_override(exc: VcmError, prov: _Provenance, loc: tuple[str, ...]) -> NoReturn:
+    """Re-raise a plugin error (unknown codec, quality out of range) naming the override that caused it."""
+    if isinstance(exc, ConfigError) or prov.override_for(loc) is None:
+        raise exc
+    try:
+        new = type(exc)(f"{prov.blame(loc)}: {exc}")
+    except Exception:  # an exception class with another constructor
+        raise exc from None
+    raise new from exc
+
+
+def _check_plugin_params(config: RunConfig, source: str | _Provenance) -> None:
     """Codec / task / dataset parameters must be fields of the registered class."""
     from vcm_plugin.codecs.registry import get_codec_class
 
+    prov = source if isinstance(source, _Provenance) else _Provenance(source)
     for label, entry in config.codecs.items():
         name, params = config.codec_params(label)
-        cls = get_codec_class(name)
-        _check_fields(cls, params, f"{source}: codecs.{label}", extra=["codec", "qualities", "scales"])
+        try:
+            cls = get_codec_class(name)
+        except VcmError as exc:
+            _reraise_for_override(exc, prov, ("codecs", label, "codec"))
+        _check_fields(cls, params, prov, ("codecs", label), extra=["codec", "qualities", "scales"])
         for q in entry.qualities:
-            cls.quality_range.validate(q, name)
+            try:
+                cls.quality_range.validate(q, name)
+            except VcmError as exc:
+                _reraise_for_override(exc, prov, ("codecs", label, "qualities"))
     from vcm_plugin.tasks.registry import get_task_model_class
 
     for label in config.tasks:
         name, params = config.task_params(label)
-        _check_fields(get_task_model_class(name), params, f"{source}: tasks.{label}", extra=["model", "task"])
+        try:
+            task_cls = get_task_model_class(name)
+        except VcmError as exc:
+            _reraise_for_override(exc, prov, ("tasks", label, "model"))
+        _check_fields(task_cls, params, prov, ("tasks", label), extra=["model", "task"])
     from vcm_plugin.datasets.registry import get_dataset_class
 
-    _check_fields(get_dataset_class(config.dataset.name), dict(config.dataset.model_extra or {}),
-                  f"{source}: dataset", extra=["name", "max_images"])
+    try:
+        dataset_cls = get_dataset_class(config.dataset.name)
+    except VcmError as exc:
+        _reraise_for_override(exc, prov, ("dataset", "name"))
+    _check_fields(dataset_cls, dict(config.dataset.model_extra or {}), prov, ("dataset",),
+                  extra=["name", "max_images"])
 
 
-def _check_fields(cls: type, params: dict[str, Any], where: str, extra: list[str]) -> None:
+def _check_fields(cls: type, params: dict[str, Any], prov: _Provenance, section: tuple[str, ...],
+                  extra: list[str]) -> None:
     if dataclasses.is_dataclass(cls):
         valid = [f.name for f in dataclasses.fields(cls) if f.init]
     else:
@@ -202,12 +281,16 @@ def _check_fields(cls: type, params: dict[str, Any], where: str, extra: list[str
         valid = list(signature.parameters)
     for key in params:
         if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}{_nearest(key, valid + extra)}")
+            raise ConfigError(f"{prov.blame((*section, key))}: {'.'.join(section)}: unknown key "
+                              f"{key!r}{_nearest(key, valid + extra)}")
 
 
-def _format_validation_error(exc: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
-    parts = []
+def _format_validation_error(exc: ValidationError, source: str | _Provenance,
+                             root: type[BaseModel] | None = None) -> str:
+    prov = source if isinstance(source, _Provenance) else _Provenance(source)
+    parts: list[tuple[str, str]] = []  # (file or override, message)
     for err in exc.errors():
+        where = prov.blame(err["loc"])
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             parent: type[BaseModel] = root or RunConfig
@@ -217,12 +300,14 @@ def _format_validation_error(exc: ValidationError, source: str, root: type[BaseM
                 if isinstance(ann, type) and issubclass(ann, BaseModel):
                     parent = ann
             key = str(err["loc"][-1])
-            parts.append(f"unknown key {loc!r}{_nearest(key, _valid_keys(parent))}")
+            parts.append((where, f"unknown key {loc!r}{_nearest(key, _valid_keys(parent))}"))
         elif err["type"] == "missing":
-            parts.append(f"missing key {loc!r}")
+            parts.append((where, f"missing key {loc!r}"))
         else:
-            parts.append(f"{loc or 'config'}: {err['msg']}")
-    return f"{source}: " + "; ".join(parts)
+            parts.append((where, f"{loc or 'config'}: {err['msg']}"))
+    if len({where for where, _ in parts}) == 1:
+        return f"{parts[0][0]}: " + "; ".join(message for _, message in parts)
+    return "; ".join(f"{where}: {message}" for where, message in parts)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -237,7 +322,11 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, check_plugins: bool = True) -> RunConfig:
-    """Load, override, interpolate and validate a run config; errors name file and key."""
+    """Load, override, interpolate and validate a run config; errors name the file or the override.
+
+    Relative paths written in the file are resolved against the file's folder (see the
+    module docstring); those given as overrides are left relative to the working directory.
+    """
     return config_from_dict(read_yaml_mapping(path), overrides, str(path), check_plugins,
                             config_dir=Path(path).resolve().parent)
 
@@ -246,11 +335,16 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A config file's top-level mapping, parsed as safe YAML; errors name the file."""
     source = str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_CHARS:
+            raise ConfigError(f"{source}: {size:,} bytes, more than the limit of {MAX_CHARS:,} for a config file")
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config {source}: {exc.strerror or exc}") from exc
     try:
         data = safe_load(text)
+    except YAMLLimitError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid safe YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
@@ -260,39 +354,121 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str) -> dict[str, Any]:
     """``key.path=value`` overrides merged in, then ``${...}`` interpolation resolved."""
+    return _apply_overrides(data, overrides, _Provenance(source))
+
+
+def _apply_overrides(data: dict[str, Any], overrides: list[str] | None, prov: _Provenance,
+                     removable: tuple[str, ...] = ()) -> dict[str, Any]:
+    """:func:`apply_overrides`, recording in ``prov`` which keys each override set.
+
+    ``section.label=null`` with ``section`` in ``removable`` removes that entry.
+    """
     try:
         conf = OmegaConf.create(data)
         for item in overrides or []:
             key, value = parse_override(item)
+            parts = _key_parts(key)
+            prov.overrides.append((parts, item))
+            if value is None and len(parts) == 2 and parts[0] in removable:
+                entries = conf.get(parts[0])
+                if not isinstance(entries, DictConfig) or parts[1] not in entries:
+                    present = sorted(entries) if isinstance(entries, DictConfig) else []
+                    raise ConfigError(f"override {item!r}: there is no {parts[0]} entry {parts[1]!r} to remove "
+                                      f"({parts[0]}: {', '.join(map(str, present)) or 'none'})")
+                entries.pop(parts[1])
+                prov.removed[parts] = item
+                continue
             try:
                 OmegaConf.update(conf, key, value, merge=True, force_add=True)
             except (OmegaConfBaseException, ValueError, TypeError) as exc:
-                raise ConfigError(f"{source}: override {item!r}: {str(exc).splitlines()[0]}") from exc
+                raise ConfigError(f"override {item!r}: {str(exc).splitlines()[0]}") from exc
         return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
     except ConfigError:
         raise
     except (OmegaConfBaseException, ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"{prov.source}: {str(exc).splitlines()[0]}") from exc
 
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, source: str = "config",
                      check_plugins: bool = True, config_dir: Path | None = None) -> RunConfig:
-    """Validate an already-parsed config mapping (see :func:`load_config`)."""
-    resolved = apply_overrides(data, overrides, source)
-    _expand_includes(resolved, source, config_dir)
+    """Validate an already-parsed config mapping (see :func:`load_config`).
+
+    ``config_dir``: the folder relative paths of ``data`` are resolved against (None: left
+    as they are, i.e. relative to the working directory).
+    """
+    prov = _Provenance(source)
+    resolved = _apply_overrides(data, overrides, prov, removable=("codecs", "tasks"))
+    _check_removed_anchors(resolved, prov)
+    _expand_includes(resolved, prov, config_dir)
+    if config_dir is not None:
+        _resolve_paths(resolved, prov, config_dir)
     try:
         config = RunConfig.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, prov)) from None
     if check_plugins:
-        _check_plugin_params(config, source)
+        _check_plugin_params(config, prov)
     return config
 
 
-def _expand_includes(data: Any, source: str, config_dir: Path | None) -> None:
+def _check_removed_anchors(data: dict[str, Any], prov: _Provenance) -> None:
+    """A codec removed by an override must not stay an anchor (the error names both)."""
+    anchors = data.get("anchors")
+    for anchor in anchors if isinstance(anchors, list) else []:
+        item = prov.removed.get(("codecs", str(anchor)))
+        if item is not None:
+            rest = [str(a) for a in anchors if a != anchor]
+            raise ConfigError(f"override {item!r} removes codec {anchor!r}, which is an anchor (anchors: "
+                              f"[{', '.join(map(str, anchors))}]); remove it from the anchors as well, "
+                              f"e.g. anchors=[{','.join(rest)}]")
+
+
+def _is_path_parameter(cls: type, name: str) -> bool:
+    """Whether ``cls``'s constructor parameter ``name`` is typed as a path (its annotation names ``Path``)."""
+    try:
+        parameter = inspect.signature(cls).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and "Path" in str(parameter.annotation)
+
+
+def _resolve_paths(data: dict[str, Any], prov: _Provenance, config_dir: Path) -> None:
+    """Relative paths written in the config file -> absolute, against ``config_dir`` (in place).
+
+    Resolved: the dataset's string parameters typed as paths, ``weights.search_path``
+    entries and ``published_anchors``. Keys set by an override are left as given.
+    """
+    def absolute(value: Any, loc: tuple[Any, ...]) -> Any:
+        if not isinstance(value, str) or not value or prov.override_for(loc) is not None:
+            return value
+        path = Path(value).expanduser()
+        return value if path.is_absolute() else os.path.normpath(config_dir / path)
+
+    dataset = data.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("name"), str):
+        from vcm_plugin.datasets.registry import get_dataset_class
+
+        try:
+            cls = get_dataset_class(dataset["name"])
+        except VcmError:
+            cls = None  # reported by the plugin checks
+        for key, value in list(dataset.items()) if cls is not None else []:
+            if key not in ("name", "max_images") and _is_path_parameter(cls, key):
+                dataset[key] = absolute(value, ("dataset", key))
+    weights = data.get("weights")
+    if isinstance(weights, dict) and isinstance(weights.get("search_path"), list):
+        weights["search_path"] = [absolute(v, ("weights", "search_path", i))
+                                  for i, v in enumerate(weights["search_path"])]
+    if isinstance(data.get("published_anchors"), list):
+        data["published_anchors"] = [absolute(v, ("published_anchors", i))
+                                     for i, v in enumerate(data["published_anchors"])]
+
+
+def _expand_includes(data: Any, source: str | _Provenance, config_dir: Path | None) -> None:
     """Replace ``include: anchors/X.yaml`` in codec entries by that anchor definition."""
     from vcm_plugin.anchors import AnchorError, load_anchor_definition, resolve_anchor_path
 
+    prov = source if isinstance(source, _Provenance) else _Provenance(source)
     codecs = data.get("codecs") if isinstance(data, dict) else None
     if not isinstance(codecs, dict):
         return
@@ -301,7 +477,8 @@ def _expand_includes(data: Any, source: str, config_dir: Path | None) -> None:
             try:
                 base = load_anchor_definition(resolve_anchor_path(str(entry.pop("include")), config_dir))
             except AnchorError as exc:
-                raise ConfigError(f"{source}: codecs.{label}.include: {exc}") from exc
+                raise ConfigError(f"{prov.blame(('codecs', label, 'include'))}: codecs.{label}.include: "
+                                  f"{exc}") from exc
             codecs[label] = {**base, **entry}
 
 
@@ -311,12 +488,12 @@ def load_model_config(path: str | Path, model: type[ModelT], overrides: list[str
     Same rules as :func:`load_config`: safe YAML, OmegaConf interpolation, unknown keys
     named with the nearest valid one, errors naming the file.
     """
-    source = str(path)
-    resolved = apply_overrides(read_yaml_mapping(path), overrides, source)
+    prov = _Provenance(str(path))
+    resolved = _apply_overrides(read_yaml_mapping(path), overrides, prov)
     try:
         return model.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source, model)) from None
+        raise ConfigError(_format_validation_error(exc, prov, model)) from None
 
 
 def dump_config(config: RunConfig) -> str:

@@ -7,11 +7,17 @@ validates inputs, quality and outputs, so every codec reports bad inputs the sam
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import json
 import math
+import os
 import struct
+import sys
 import zlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,10 +35,16 @@ from vcm_plugin.errors import (
 Quality = int | float
 
 _MAGIC = b"VCMBS"
-_FORMAT_VERSION = 1
+#: Version written by :meth:`Bitstream.to_bytes`; :meth:`Bitstream.from_bytes` reads every one of
+#: ``_READABLE_VERSIONS``.
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 # magic, version, codec-name length, quality kind (i=int, f=float), quality, height,
-# width, payload length; then codec name, payload, CRC-32 of everything before it.
+# width, payload length; version 2 only: the length of the codec parameters; then the
+# codec name, (version 2) the codec parameters as UTF-8 JSON (an object, or null when
+# unknown), the payload, and the CRC-32 of everything before it.
 _HEADER = struct.Struct(">5sBHcdIIQ")
+_HEADER_V2 = struct.Struct(">5sBHcdIIQI")
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,14 @@ class Bitstream:
     ``data`` is the complete stream the decoder consumes, including any header the
     codec adapter adds (e.g. the original size), so ``num_bits`` is an honest rate.
     ``height`` and ``width`` are those of the ORIGINAL image, in pixels.
+
+    ``params`` is the configuration of the codec that made the stream (its
+    :meth:`Codec.params`, set by :meth:`Codec.make_bitstream`; ``None`` when unknown).
+    It is not part of the coded picture: it says how to build the decoder (e.g. the
+    ``matrix`` and ``range`` a VVC stream was converted with), like the configuration
+    of a codec's decoder in a system, and is stored in ``.vcmb`` files (format version 2)
+    so that ``vcm decode`` builds the same codec. It is excluded from equality and
+    hashing and never counted in the rate.
     """
 
     data: bytes
@@ -49,6 +69,7 @@ class Bitstream:
     quality: Quality
     height: int
     width: int
+    params: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, (bytes, bytearray)):
@@ -58,7 +79,14 @@ class Bitstream:
 
     @property
     def num_bits(self) -> int:
-        """Size of ``data`` in bits."""
+        """Size of ``data`` in bits: the rate.
+
+        ``data`` holds every byte the codec's decoder reads (the adapter's own header
+        included), so this is the honest rate of the coded picture. Neither ``params``
+        (the decoder's configuration, agreed out of band like a system's codec
+        settings) nor the ``.vcmb`` storage wrapper of :meth:`to_bytes` (codec name,
+        quality, size, parameters, CRC-32) is counted.
+        """
         return 8 * len(self.data)
 
     @property
@@ -72,17 +100,24 @@ class Bitstream:
         return self.num_bits / self.num_pixels
 
     def to_bytes(self) -> bytes:
-        """Serialize to the self-describing ``.vcmb`` file format (with a CRC-32).
+        """Serialize to the self-describing ``.vcmb`` file format (version 2, with a CRC-32).
 
-        The file wraps ``data`` for storage; the wrapper is not part of the rate.
+        The file wraps ``data`` for storage, with the codec name and ``params`` (JSON;
+        a value JSON cannot represent is stored as its ``str``); the wrapper is not part
+        of the rate.
         """
         name = self.codec.encode("utf-8")
         kind = b"i" if isinstance(self.quality, (int, np.integer)) else b"f"
-        header = _HEADER.pack(
+        try:
+            params = json.dumps(self.params, sort_keys=True, default=str).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise BitstreamFormatError(f"bitstream of codec {self.codec!r}: parameters {self.params!r} cannot be "
+                                       f"stored as JSON ({exc})") from exc
+        header = _HEADER_V2.pack(
             _MAGIC, _FORMAT_VERSION, len(name), kind, float(self.quality),
-            self.height, self.width, len(self.data),
+            self.height, self.width, len(self.data), len(params),
         )
-        body = header + name + bytes(self.data)
+        body = header + name + params + bytes(self.data)
         return body + struct.pack(">I", zlib.crc32(body))
 
     @classmethod
@@ -91,9 +126,16 @@ class Bitstream:
         if len(blob) < _HEADER.size + 4 or not blob.startswith(_MAGIC):
             raise BitstreamFormatError(f"{source}: not a vcm-plugin bitstream file (bad magic or too short)")
         magic, version, name_len, kind, quality, height, width, size = _HEADER.unpack_from(blob)
-        if version != _FORMAT_VERSION:
-            raise BitstreamFormatError(f"{source}: unsupported bitstream format version {version}")
-        expected = _HEADER.size + name_len + size + 4
+        if version not in _READABLE_VERSIONS:
+            raise BitstreamFormatError(f"{source}: unsupported bitstream format version {version} "
+                                       f"(this vcm-plugin reads versions {', '.join(map(str, _READABLE_VERSIONS))})")
+        header_size, params_len = _HEADER.size, 0
+        if version >= 2:
+            if len(blob) < _HEADER_V2.size + 4:
+                raise BitstreamFormatError(f"{source}: not a vcm-plugin bitstream file (too short)")
+            header_size, params_len = _HEADER_V2.size, _HEADER_V2.unpack_from(blob)[-1]
+        offset = header_size + name_len
+        expected = offset + params_len + size + 4
         if len(blob) != expected:
             raise BitstreamFormatError(
                 f"{source}: truncated or padded file ({len(blob)} bytes, header says {expected})"
@@ -101,11 +143,19 @@ class Bitstream:
         (crc,) = struct.unpack_from(">I", blob, len(blob) - 4)
         if zlib.crc32(blob[:-4]) != crc:
             raise BitstreamFormatError(f"{source}: CRC-32 mismatch, the file is corrupt")
-        name = blob[_HEADER.size : _HEADER.size + name_len].decode("utf-8", errors="replace")
-        data = blob[_HEADER.size + name_len : -4]
+        name = blob[header_size:offset].decode("utf-8", errors="replace")
+        params: dict[str, Any] | None = None
+        if version >= 2:
+            try:
+                params = json.loads(blob[offset : offset + params_len].decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BitstreamFormatError(f"{source}: the codec parameters are not valid JSON ({exc})") from None
+            if params is not None and not isinstance(params, dict):
+                raise BitstreamFormatError(f"{source}: the codec parameters are not a JSON object")
+        data = blob[offset + params_len : -4]
         q: Quality = int(quality) if kind == b"i" else float(quality)
         try:
-            return cls(data=bytes(data), codec=name, quality=q, height=height, width=width)
+            return cls(data=bytes(data), codec=name, quality=q, height=height, width=width, params=params)
         except ValueError as exc:
             raise BitstreamFormatError(f"{source}: {exc}") from exc
 
@@ -162,6 +212,66 @@ def validate_image(image: Any, codec: str) -> np.ndarray:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InvalidImageError(f"codec {codec!r}: image has zero size {image.shape}")
     return np.ascontiguousarray(image)
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+@functools.cache
+def distribution_of(module: str) -> str:
+    """``"name version"`` of the installed distribution(s) holding ``module``; ``"no distribution"`` if none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for dist in sorted(set(_distributions().get(module.partition(".")[0], []))):
+        try:
+            found.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            found.append(f"{dist} ?")
+    return ", ".join(found) or "no distribution"
+
+
+_SOURCE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def source_sha256(module: str) -> str:
+    """SHA-256 of the source file of ``module`` (cached per file state); ``"no source"`` when it has none."""
+    try:
+        path = inspect.getsourcefile(sys.modules[module])
+        stat = os.stat(path) if path else None
+    except (KeyError, TypeError, OSError):
+        return "no source"
+    if path is None or stat is None:
+        return "no source"
+    cache_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+    if cache_key not in _SOURCE_DIGESTS:
+        try:
+            with open(path, "rb") as fh:
+                _SOURCE_DIGESTS[cache_key] = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            return "no source"
+    return _SOURCE_DIGESTS[cache_key]
+
+
+def implementation_identity(cls: type) -> str:
+    """The default :meth:`Codec.version` of ``cls``: what identifies its code.
+
+    The class path, vcm-plugin's version, the name and version of the distribution that
+    ships the class's module (a plug-in package), and the SHA-256 of the source file of
+    every module defining a :class:`Codec` subclass in its MRO (the class's own module
+    first), so that an edited or rebuilt codec recomputes stored results.
+    """
+    from vcm_plugin import __version__
+
+    modules = dict.fromkeys(k.__module__ for k in cls.__mro__
+                            if isinstance(k, type) and issubclass(k, Codec) and k is not Codec)
+    sources = " ".join(f"{m}:{source_sha256(m)[:16]}" for m in modules)
+    return (f"{cls.__module__}.{cls.__qualname__} vcm-plugin {__version__} "
+            f"[{distribution_of(cls.__module__)}] source {sources}")
 
 
 @dataclass
@@ -252,10 +362,12 @@ class Codec(ABC):
         return None
 
     def version(self) -> str:
-        """What identifies the implementation (library / binary version); part of result-store keys."""
-        from vcm_plugin import __version__
+        """What identifies the implementation; part of result-store keys (see :func:`implementation_identity`).
 
-        return f"{type(self).__module__}.{type(self).__qualname__} vcm-plugin {__version__}"
+        Overrides must start from ``super().version()`` and add the library or binary
+        version that does the coding, so that upgrading it recomputes stored results.
+        """
+        return implementation_identity(type(self))
 
     def params(self) -> dict[str, Any]:
         """The codec's configuration (constructor parameters), JSON-serialisable."""
@@ -264,4 +376,4 @@ class Codec(ABC):
     def make_bitstream(self, data: bytes, quality: Quality, image: np.ndarray) -> Bitstream:
         """Wrap coded bytes for ``image`` (helper for subclasses)."""
         return Bitstream(data=bytes(data), codec=self.name, quality=quality,
-                         height=int(image.shape[0]), width=int(image.shape[1]))
+                         height=int(image.shape[0]), width=int(image.shape[1]), params=self.params())

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, QualityRange
-from vcm_plugin.codecs.registry import register_codec
+from vcm_plugin.codecs.registry import modules_installed, register_codec
 from vcm_plugin.errors import BitstreamFormatError, QualityError
 from vcm_plugin.learned.packing import LearnedPayload, model_tag
 
@@ -74,13 +74,8 @@ class CompressAICodec(Codec):
 
     # -- availability / identity --------------------------------------------------------
     def is_available(self) -> Availability:
-        try:
-            from vcm_plugin.learned.models import import_compressai
-
-            import_compressai()
-        except ImportError as exc:
-            return Availability(False, f"compressai is not installed ({exc}); pip install compressai")
-        return Availability(True)
+        # found, not imported: importing compressai takes seconds (`vcm codecs` lists this codec)
+        return modules_installed("torch", "compressai", hint="pip install compressai")
 
     def version(self) -> str:
         from importlib.metadata import version

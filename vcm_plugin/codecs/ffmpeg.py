@@ -73,6 +73,66 @@ def ffmpeg_decoders(executable: str) -> frozenset[str]:
     return _list_components(executable, "decoders")
 
 
+#: how encoder libraries name their version in a verbose ffmpeg log (group 1: the version)
+ENCODER_BANNERS: dict[str, str] = {
+    "libvvenc": r"libvvenc version: (\S+)",
+    "libx265": r"HEVC encoder version (\S+)",
+    "libaom-av1": r"\[libaom-av1 @ [^\]]*\] (v\d\S*)",
+    "libsvtav1": r"SVT-AV1 Encoder Lib (\S+)",
+}
+# shared-library name of components whose ffmpeg name differs from it
+_SHARED_LIBRARY = {"libaom-av1": "libaom", "libsvtav1": "libSvtAv1Enc"}
+
+
+@functools.lru_cache(maxsize=8)
+def ffmpeg_build(executable: str) -> str:
+    """The first line of ``ffmpeg -version`` without the copyright (e.g. ``ffmpeg version n7.1-...``)."""
+    try:
+        out = subprocess.run([executable, "-hide_banner", "-version"], capture_output=True, timeout=30,
+                             check=False).stdout.decode("utf-8", errors="replace")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"ffmpeg {executable} (version unknown: {type(exc).__name__})"
+    first = out.strip().splitlines()[0] if out.strip() else f"ffmpeg {executable} (version unknown)"
+    return first.split(" Copyright")[0].strip()
+
+
+@functools.lru_cache(maxsize=8)
+def _linked_libraries(executable: str) -> dict[str, str]:
+    """soname -> resolved file name of each shared library ``executable`` loads (empty: static or unknown)."""
+    try:
+        out = subprocess.run(["ldd", executable], capture_output=True, timeout=30,
+                             check=False).stdout.decode("utf-8", errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {m.group(1): os.path.basename(os.path.realpath(m.group(2)))
+            for m in re.finditer(r"^\s*(\S+)\s+=>\s+(/\S+)", out, re.MULTILINE)}
+
+
+@functools.lru_cache(maxsize=32)
+def library_version(executable: str, component: str) -> str:
+    """The version of the external library behind an ffmpeg encoder or decoder (cached per process).
+
+    The version the encoder prints in a one-frame 64x64 probe at ``-v verbose`` (those of
+    :data:`ENCODER_BANNERS`); else the resolved file name of its shared library when
+    ffmpeg is linked dynamically (e.g. ``libwebp.so.7.1.9``); else ``"static"``: linked into
+    the binary, whose :func:`ffmpeg_build` string then identifies it.
+    """
+    pattern = ENCODER_BANNERS.get(component)
+    if pattern is not None and component in ffmpeg_encoders(executable):
+        probe = [executable, "-hide_banner", "-nostdin", "-v", "verbose", "-f", "lavfi", "-i",
+                 "color=c=gray:s=64x64:d=1", "-frames:v", "1", "-c:v", component, "-f", "null", "-"]
+        try:
+            done = subprocess.run(probe, capture_output=True, timeout=60, check=False)
+            found = re.search(pattern, (done.stderr + done.stdout).decode("utf-8", errors="replace"))
+        except (OSError, subprocess.TimeoutExpired):
+            found = None
+        if found:
+            return found.group(1)
+    soname = _SHARED_LIBRARY.get(component, component) + ".so"
+    linked = [resolved for name, resolved in _linked_libraries(executable).items() if name.startswith(soname)]
+    return ",".join(sorted(linked)) or "static"
+
+
 class FFmpegError(RuntimeError):
     """ffmpeg exited non-zero or timed out; the message holds the end of its log."""
 
@@ -300,6 +360,15 @@ class FFmpegCodec(Codec):
         if self.decoder not in ffmpeg_decoders(exe):
             return Availability(False, f"{exe} has no '{self.decoder}' decoder")
         return Availability(True)
+
+    def version(self) -> str:
+        """The adapter identity, the ffmpeg build and the versions of the encoder and decoder libraries."""
+        exe = find_ffmpeg(self.ffmpeg)
+        if exe is None:
+            return f"{super().version()} | no ffmpeg"
+        libraries = dict.fromkeys(c for c in (self.encoder, self.decoder) if c.startswith("lib"))
+        return " | ".join([super().version(), ffmpeg_build(exe),
+                           *(f"{c} {library_version(exe, c)}" for c in libraries)])
 
     def canvases(self, height: int, width: int) -> list[tuple[int, int]]:
         """The coded picture sizes tried, in order: the padded size, then doublings."""

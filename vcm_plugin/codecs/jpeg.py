@@ -5,6 +5,7 @@ The rate is the whole JFIF file Pillow writes; nothing is added.
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from typing import ClassVar
@@ -17,6 +18,17 @@ from vcm_plugin.codecs.registry import register_codec
 from vcm_plugin.errors import DecodeError
 
 _SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+
+
+@functools.cache
+def jpeg_library_version() -> str:
+    """``"Pillow X libjpeg-turbo Y"`` (or ``libjpeg Y`` when Pillow is not built with libjpeg-turbo)."""
+    from PIL import __version__ as pillow_version
+    from PIL import features
+
+    turbo = features.version("libjpeg_turbo")
+    library = f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {features.version_codec('jpg')}"
+    return f"Pillow {pillow_version} {library}"
 
 
 @register_codec
@@ -34,6 +46,10 @@ class JPEGCodec(Codec):
     def __post_init__(self) -> None:
         if self.subsampling not in _SUBSAMPLING:
             raise ValueError(f"jpeg subsampling {self.subsampling!r} is not one of {sorted(_SUBSAMPLING)}")
+
+    def version(self) -> str:
+        """The adapter identity plus Pillow's and its JPEG library's (libjpeg-turbo) versions."""
+        return f"{super().version()} | {jpeg_library_version()}"
 
     def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
         buffer = io.BytesIO()

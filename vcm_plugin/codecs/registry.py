@@ -12,6 +12,8 @@ without editing this package. Entry points are loaded lazily, on the first looku
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,27 @@ codec_names = CODECS.names
 def get_codec(name: str, **params: Any) -> Codec:
     """Build the codec registered as ``name`` with its parameters (dataclass fields)."""
     return CODECS.create(name, **params)
+
+
+def modules_installed(*modules: str, hint: str = "") -> Availability:
+    """Whether every top-level module of ``modules`` is installed here, WITHOUT importing it.
+
+    For availability checks of codecs built on heavy libraries (torch, compressai): importing
+    compressai takes seconds (it pulls in torch and torch_geometric), finding it takes
+    microseconds (:func:`importlib.util.find_spec`). A module that is installed but fails to
+    import is then reported when the codec is first used (an error naming the codec).
+    ``hint`` (e.g. ``pip install compressai``) ends the reason when one is missing.
+    """
+    for module in modules:
+        if module in sys.modules:
+            continue
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return Availability(False, f"{module} is not installed" + (f"; {hint}" if hint else ""))
+    return Availability(True)
 
 
 @dataclass(frozen=True)

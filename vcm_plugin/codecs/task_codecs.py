@@ -30,7 +30,7 @@ import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Quality, QualityRange, validate_image
 from vcm_plugin.codecs.feature import FeatureCodec
-from vcm_plugin.codecs.registry import register_codec
+from vcm_plugin.codecs.registry import modules_installed, register_codec
 from vcm_plugin.codecs.varint import ByteReader, encode_varint
 from vcm_plugin.errors import BitstreamFormatError, EncodeError, VcmError
 
@@ -63,12 +63,9 @@ class LearnedTaskCodec(FeatureCodec):
         self._lock = threading.Lock()
 
     def is_available(self) -> Availability:
-        try:
-            from vcm_plugin.learned.models import import_compressai
-
-            import_compressai()
-        except VcmError as exc:
-            return Availability(False, str(exc))
+        found = modules_installed("torch", "compressai", hint="pip install compressai")  # not imported: seconds
+        if not found:
+            return found
         if not self.checkpoint:
             return Availability(False, f"codec {self.name!r} needs `checkpoint` (an export of `vcm train "
                                        f"{self.paradigm}`)")

@@ -6,7 +6,10 @@ Sample order is deterministic (sorted by image id unless a list fixes the order)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +41,37 @@ def file_sha256(path: Path, what: str) -> str:
     except OSError as exc:
         raise DatasetError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
     return digest.hexdigest()
+
+
+_IMAGE_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def image_sha256(path: Path) -> str | None:
+    """Hex SHA-256 of an image file, cached per process and file state; None when it cannot be read."""
+    try:
+        stat = os.stat(path)
+        cache_key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if cache_key not in _IMAGE_DIGESTS:
+            _IMAGE_DIGESTS[cache_key] = file_sha256(path, "image file")
+    except (OSError, DatasetError):
+        return None
+    return _IMAGE_DIGESTS[cache_key]
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def json_sha256(value: Any) -> str:
+    """Hex SHA-256 of a canonical JSON form of ``value`` (sorted keys; dataclasses, sets, numpy scalars allowed)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def image_size(path: Path, image_id: str) -> tuple[int, int]:
@@ -96,8 +130,22 @@ class Dataset(ABC):
         """A fresh evaluator (reset/process/evaluate) for ``task`` on this dataset."""
 
     def identity(self) -> dict[str, Any]:
-        """What determines this dataset's samples (for result-store keys)."""
+        """What determines this dataset's selection of samples (the run as a whole)."""
         return {"name": self.name}
+
+    def label_identity(self) -> dict[str, Any]:
+        """What every sample's results depend on, whatever the selection: name, category set or label map."""
+        return {"name": self.name}
+
+    def unit_identity(self, sample: Sample) -> dict[str, Any]:
+        """What determines the stored results of ``sample`` (part of its unit keys), not the other samples.
+
+        :meth:`label_identity`, the image id and size, the SHA-256 of the image file (None
+        when unreadable: the unit fails, and is recomputed once the file is back) and of the
+        sample's annotations. Subclasses add per-image ground truth kept outside ``annotations``.
+        """
+        return {**self.label_identity(), "image": str(sample.image_id), "size": [sample.height, sample.width],
+                "image_sha256": image_sha256(sample.path), "annotations_sha256": json_sha256(sample.annotations)}
 
 
 class IndexedDataset(Dataset):

@@ -13,15 +13,15 @@ import copy
 import hashlib
 import io
 import json
+import logging
 import numbers
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pycocotools.coco import COCO
 
-from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample
+from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, json_sha256
 from vcm_plugin.datasets.registry import register_dataset
 
 REQUIRED_KEYS = {"images": ("id", "file_name", "height", "width"),
@@ -29,6 +29,7 @@ REQUIRED_KEYS = {"images": ("id", "file_name", "height", "width"),
                  "categories": ("id", "name")}
 TASK_IOU_TYPES = {"detection": ("bbox",), "segmentation": ("bbox", "segm")}
 _MAX_LISTED = 5
+logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 
 
 def _read_instances(path: Path) -> tuple[dict[str, Any], str]:
@@ -134,8 +135,8 @@ class CocoDataset(IndexedDataset):
                                + " (missing='skip' drops them)")
         self.skipped_ids: list[int] = absent
         if absent:
-            warnings.warn(f"{self.name} dataset: skipped {len(absent)} image(s) listed in {self.annotations} "
-                          f"but missing from {self.images_dir} (first ids {absent[:_MAX_LISTED]})", stacklevel=2)
+            logger.warning(f"{self.name} dataset: skipped {len(absent)} image(s) listed in {self.annotations} "
+                           f"but missing from {self.images_dir} (first ids {absent[:_MAX_LISTED]})")
             gone = set(absent)
             order = [i for i in order if i not in gone]
         self.image_ids: list[int] = order[:max_images]
@@ -185,6 +186,10 @@ class CocoDataset(IndexedDataset):
     def identity(self) -> dict[str, Any]:
         """Dataset name, the annotation file's sha256 and the ordered image ids."""
         return {"name": self.name, "annotations_sha256": self.annotations_sha256, "image_ids": list(self.image_ids)}
+
+    def label_identity(self) -> dict[str, Any]:
+        """Dataset name and the SHA-256 of the category list (ids, names), which the evaluation uses."""
+        return {"name": self.name, "categories_sha256": json_sha256(self.coco.dataset["categories"])}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.annotations}, {len(self)} images)"

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size
+from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size, json_sha256
 from vcm_plugin.datasets.registry import register_dataset
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 IMAGENET_CLASSES = 1000
+logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 TASK = "classification"
 _MAX_LISTED = 5
 
@@ -201,8 +203,8 @@ class LabelledImages(IndexedDataset):
                                + (" ..." if len(absent) > _MAX_LISTED else "") + " (missing='skip' drops them)")
         self.skipped_ids: list[str] = absent
         if absent:
-            warnings.warn(f"{self.name} dataset: skipped {len(absent)} image(s) listed in {origin} but missing "
-                          f"(first: {[str(self.entries[i].path) for i in absent[:_MAX_LISTED]]})", stacklevel=3)
+            logger.warning(f"{self.name} dataset: skipped {len(absent)} image(s) listed in {origin} but missing "
+                           f"(first: {[str(self.entries[i].path) for i in absent[:_MAX_LISTED]]})")
             gone = set(absent)
             order = [i for i in order if i not in gone]
         self.image_ids: list[str] = self._limit(order, max_images)
@@ -273,6 +275,11 @@ class LabelledImages(IndexedDataset):
         """Dataset name, the labels and classes files' SHA-256 (None: not used) and the ordered image ids."""
         return {"name": self.name, "labels_sha256": self.labels_sha256, "classes_sha256": self.classes_sha256,
                 "num_classes": self.num_classes, "image_ids": list(self.image_ids)}
+
+    def label_identity(self) -> dict[str, Any]:
+        """Dataset name, the class list's SHA-256 and count (a sample's own label is in its annotations)."""
+        return {"name": self.name, "classes_sha256": self.classes_sha256, "num_classes": self.num_classes,
+                "class_names_sha256": json_sha256(self.class_names)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root}, {len(self)} images, {self.num_classes} classes)"

@@ -24,11 +24,11 @@ MPEG VCM naming), and drops classes outside the label map.
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size
+from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size, json_sha256
 from vcm_plugin.datasets.registry import register_dataset
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 TASKS = ("detection", "segmentation")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _MAX_LISTED = 5
+logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 MASKS_UNAVAILABLE = ("the MPEG VCM 5k masks (segmentation_validation_masks_5k.csv) are not available offline; "
                      "see shared/data/openimages/mpeg-vcm/DATA.md")
 
@@ -156,9 +157,9 @@ class OpenImagesDataset(IndexedDataset):
                                + " (missing='skip' drops them; `vcm download openimages` fetches them)")
         self.skipped_ids: list[str] = absent
         if absent:
-            warnings.warn(f"{self.name} dataset: skipped {len(absent)} of {len(selected)} image(s) listed in "
-                          f"{self.files['image_list']} but missing from {self.images_dir} "
-                          f"(first ids {absent[:_MAX_LISTED]})", stacklevel=2)
+            logger.warning(f"{self.name} dataset: skipped {len(absent)} of {len(selected)} image(s) listed in "
+                           f"{self.files['image_list']} but missing from {self.images_dir} "
+                           f"(first ids {absent[:_MAX_LISTED]})")
         gone = set(absent)
         self.image_ids: list[str] = [i for i, _ in selected if i not in gone][:max_images]
         if not self.image_ids:
@@ -211,6 +212,18 @@ class OpenImagesDataset(IndexedDataset):
         """Dataset name, the sha256 of every input file (list, boxes, labels, labelmap, masks) and the image ids."""
         return {"name": self.name, "files_sha256": dict(self.sha256), "image_ids": list(self.image_ids)}
 
+    def label_identity(self) -> dict[str, Any]:
+        """Dataset name and the SHA-256 of the label map and class descriptions (the evaluated classes)."""
+        return {"name": self.name, **{f"{k}_sha256": self.sha256[k] for k in ("labelmap", "class_descriptions")
+                                      if k in self.sha256}}
+
+    def unit_identity(self, sample: Sample) -> dict[str, Any]:
+        """The base identity plus the SHA-256 of the image's boxes, verified labels and masks."""
+        image_id = str(sample.image_id)
+        truth = {"boxes": self.gt_boxes.get(image_id, []), "verified": self.verified.get(image_id),
+                 "masks": None if self.gt_masks is None else self.gt_masks.get(image_id, [])}
+        return {**super().unit_identity(sample), "truth_sha256": json_sha256(truth)}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.files['image_list']}, {len(self)} images)"
 
@@ -252,3 +265,6 @@ class OpenImagesVcmDataset(OpenImagesDataset):
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "subset": self.subset}
+
+    def label_identity(self) -> dict[str, Any]:
+        return {**super().label_identity(), "subset": self.subset}

@@ -49,6 +49,12 @@ Validation (every failure raises :class:`~vcm_plugin.errors.BDRateError` naming 
   entirely within the other one. It must be >= ``min_overlap``, default
   :data:`DEFAULT_MIN_OVERLAP` = 0.5 (at least half of the narrower curve is compared);
   curves that do not overlap at all are always refused, whatever ``min_overlap`` is.
+  This failure raises :class:`BDOverlapError` (a :class:`~vcm_plugin.errors.BDRateError`)
+  whose message starts with the quantity it is about: "BD-rate needs the curves to
+  overlap in metric" or "BD-metric needs the curves to overlap in log10(rate)". BD-rate and
+  BD-metric of the same two curves are checked independently: typical JPEG-vs-VVC PSNR
+  curves overlap fully in metric but only partly in rate, so BD-rate may be computed
+  while BD-metric is refused (or the reverse).
 """
 
 from __future__ import annotations
@@ -65,8 +71,8 @@ from numpy.typing import ArrayLike
 from vcm_plugin.errors import BDRateError
 
 __all__ = [
-    "DEFAULT_MIN_OVERLAP", "METHODS", "MIN_POINTS", "BDResult", "CurvePoint", "bd_metric", "bd_metric_report",
-    "bd_rate", "bd_rate_report", "load_curve_csv",
+    "DEFAULT_MIN_OVERLAP", "ENVELOPE_OPTION", "METHODS", "MIN_POINTS", "BDOverlapError", "BDResult", "CurvePoint",
+    "bd_metric", "bd_metric_report", "bd_rate", "bd_rate_report", "load_curve_csv",
 ]
 
 #: Interpolation methods accepted by :func:`bd_rate` / :func:`bd_metric`.
@@ -76,8 +82,19 @@ MIN_POINTS = 4
 #: Default minimum overlap (intersection / narrower range) of the two curves on the integration axis.
 DEFAULT_MIN_OVERLAP = 0.5
 
+#: How the non-monotonic error message names the option that enables the envelope (Python spelling);
+#: the command line passes its own spelling (``--non-monotonic envelope``) as ``envelope_option``.
+ENVELOPE_OPTION = "non_monotonic='envelope'"
+
 _METHOD_TO_BJONTEGAARD = {"pchip": "pchip", "akima": "akima", "cubic": "cubic"}
 _NON_MONOTONIC = ("error", "envelope")
+
+
+class BDOverlapError(BDRateError):
+    """The two curves do not overlap enough on the integration axis (metric for BD-rate, log10(rate) for BD-metric).
+
+    Not a defect of either curve: the other Bjontegaard delta of the same curves may still be computable.
+    """
 
 
 class CurvePoint(NamedTuple):
@@ -86,6 +103,9 @@ class CurvePoint(NamedTuple):
     index: int
     rate: float
     metric: float
+
+    def __str__(self) -> str:
+        return f"point {self.index} (rate={self.rate:g}, metric={self.metric:g})"
 
 
 @dataclass(frozen=True)
@@ -119,8 +139,8 @@ def _as_vector(values: ArrayLike, what: str, name: str) -> np.ndarray:
     return array
 
 
-def _prepare_curve(rate: ArrayLike, metric: ArrayLike, name: str,
-                   non_monotonic: str) -> tuple[list[CurvePoint], list[CurvePoint]]:
+def _prepare_curve(rate: ArrayLike, metric: ArrayLike, name: str, non_monotonic: str,
+                   envelope_option: str = ENVELOPE_OPTION) -> tuple[list[CurvePoint], list[CurvePoint]]:
     """Validate one curve; return (points used sorted by rate, points dropped by the envelope)."""
     rates = _as_vector(rate, "rate", name)
     metrics = _as_vector(metric, "metric", name)
@@ -150,11 +170,9 @@ def _prepare_curve(rate: ArrayLike, metric: ArrayLike, name: str,
             kept.append(p)
     if dropped and non_monotonic == "error":
         best = [max((q for q in points if q.rate < p.rate), key=lambda q: q.metric) for p in dropped]
-        details = "; ".join(
-            f"point {p.index} (rate={p.rate:g}, metric={p.metric:g}) is not above point {b.index} "
-            f"(rate={b.rate:g}, metric={b.metric:g})" for p, b in zip(dropped, best))
+        details = "; ".join(f"{p} is not above {b}" for p, b in zip(dropped, best))
         raise BDRateError(f"curve '{name}': metric is not strictly increasing with rate: {details}. "
-                          "Pass non_monotonic='envelope' to drop such points")
+                          f"Pass {envelope_option} to drop such points")
     if len(kept) < MIN_POINTS:
         raise BDRateError(f"curve '{name}': only {len(kept)} points remain on the monotone envelope "
                           f"(dropped points {[p.index for p in dropped]}); at least {MIN_POINTS} are needed")
@@ -170,7 +188,7 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 def _bd_report(kind: Literal["rate", "metric"], anchor_rate: ArrayLike, anchor_metric: ArrayLike,
                test_rate: ArrayLike, test_metric: ArrayLike, method: str, non_monotonic: str, min_overlap: float,
-               anchor_name: str, test_name: str) -> BDResult:
+               anchor_name: str, test_name: str, envelope_option: str) -> BDResult:
     if method not in _METHOD_TO_BJONTEGAARD:
         raise BDRateError(f"unknown BD interpolation method '{method}'; choose one of {', '.join(METHODS)}")
     if non_monotonic not in _NON_MONOTONIC:
@@ -178,8 +196,8 @@ def _bd_report(kind: Literal["rate", "metric"], anchor_rate: ArrayLike, anchor_m
     if not 0.0 <= min_overlap <= 1.0:
         raise BDRateError(f"min_overlap must be within [0, 1], got {min_overlap!r}")
 
-    anchor, anchor_dropped = _prepare_curve(anchor_rate, anchor_metric, anchor_name, non_monotonic)
-    test, test_dropped = _prepare_curve(test_rate, test_metric, test_name, non_monotonic)
+    anchor, anchor_dropped = _prepare_curve(anchor_rate, anchor_metric, anchor_name, non_monotonic, envelope_option)
+    test, test_dropped = _prepare_curve(test_rate, test_metric, test_name, non_monotonic, envelope_option)
     ar = np.array([p.rate for p in anchor])
     am = np.array([p.metric for p in anchor])
     tr = np.array([p.rate for p in test])
@@ -191,8 +209,9 @@ def _bd_report(kind: Literal["rate", "metric"], anchor_rate: ArrayLike, anchor_m
         axis, a_axis, t_axis = "log10(rate)", np.log10(ar), np.log10(tr)
     overlap = _overlap(a_axis, t_axis)
     if overlap <= 0.0 or overlap < min_overlap:
-        raise BDRateError(
-            f"curves '{anchor_name}' ({axis} {a_axis.min():g}..{a_axis.max():g}) and '{test_name}' "
+        raise BDOverlapError(
+            f"BD-{kind} needs the curves to overlap in {axis}: curves '{anchor_name}' "
+            f"({axis} {a_axis.min():g}..{a_axis.max():g}) and '{test_name}' "
             f"({axis} {t_axis.min():g}..{t_axis.max():g}) overlap by {overlap:.1%} of the narrower {axis} range; "
             f"at least {min_overlap:.1%} is required (and any overlap at all)")
 
@@ -211,26 +230,32 @@ def _bd_report(kind: Literal["rate", "metric"], anchor_rate: ArrayLike, anchor_m
 def bd_rate_report(anchor_rate: ArrayLike, anchor_metric: ArrayLike, test_rate: ArrayLike, test_metric: ArrayLike,
                    method: str = "pchip", *, non_monotonic: Literal["error", "envelope"] = "error",
                    min_overlap: float = DEFAULT_MIN_OVERLAP, anchor_name: str = "anchor",
-                   test_name: str = "test") -> BDResult:
+                   test_name: str = "test", envelope_option: str = ENVELOPE_OPTION) -> BDResult:
     """BD-rate of the test curve against the anchor, in percent (negative = test saves bits), with its points.
 
     Rates in any positive unit (identical for both curves), metrics higher-is-better.
-    Raises :class:`~vcm_plugin.errors.BDRateError` naming the curve on invalid input.
+    Raises :class:`~vcm_plugin.errors.BDRateError` naming the curve on invalid input,
+    :class:`BDOverlapError` when the metric ranges overlap too little. ``envelope_option``
+    is how the non-monotonic error names the option that enables the envelope (the
+    command line passes ``--non-monotonic envelope``).
     """
     return _bd_report("rate", anchor_rate, anchor_metric, test_rate, test_metric, method, non_monotonic,
-                      min_overlap, anchor_name, test_name)
+                      min_overlap, anchor_name, test_name, envelope_option)
 
 
 def bd_metric_report(anchor_rate: ArrayLike, anchor_metric: ArrayLike, test_rate: ArrayLike,
                      test_metric: ArrayLike, method: str = "pchip", *,
                      non_monotonic: Literal["error", "envelope"] = "error", min_overlap: float = DEFAULT_MIN_OVERLAP,
-                     anchor_name: str = "anchor", test_name: str = "test") -> BDResult:
+                     anchor_name: str = "anchor", test_name: str = "test",
+                     envelope_option: str = ENVELOPE_OPTION) -> BDResult:
     """BD-metric (e.g. BD-PSNR in dB, BD-mAP) of test minus anchor at equal rate, with its points.
 
-    Positive = the test curve is better. Raises :class:`~vcm_plugin.errors.BDRateError` on invalid input.
+    Positive = the test curve is better. Raises :class:`~vcm_plugin.errors.BDRateError` on invalid input,
+    :class:`BDOverlapError` when the log10(rate) ranges overlap too little; ``envelope_option`` as in
+    :func:`bd_rate_report`.
     """
     return _bd_report("metric", anchor_rate, anchor_metric, test_rate, test_metric, method, non_monotonic,
-                      min_overlap, anchor_name, test_name)
+                      min_overlap, anchor_name, test_name, envelope_option)
 
 
 def bd_rate(anchor_rate: ArrayLike, anchor_metric: ArrayLike, test_rate: ArrayLike, test_metric: ArrayLike,

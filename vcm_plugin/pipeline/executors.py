@@ -13,18 +13,42 @@
 
 Both yield each job's rows as they arrive. ``task_timeout`` bounds every image (see
 :func:`~vcm_plugin.pipeline.units.run_job_limited`).
+
+Local pool workers die with the run: on Linux each asks the kernel for SIGKILL when its
+parent dies (``prctl(PR_SET_PDEATHSIG)``), and a watchdog thread in every worker exits
+when its parent changes (the portable fallback, and the check for a parent that died
+before the ``prctl``). An interrupted run (Ctrl-C, SIGTERM, or any exception in the
+consumer) cancels the queued jobs and terminates the workers instead of waiting for
+them. A worker killed mid-run (the OOM killer, a crashing codec library) breaks the
+pool: the pool is replaced, jobs that were queued or already finished go again, and
+the job(s) that were running when the worker died are retried once each, alone in the
+new pool; a job whose worker dies again becomes a failed row ("worker process died",
+naming the codec, quality and image id) and the run goes on.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from vcm_plugin.config import ExecutorConfig
 from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.store import UnitRow
-from vcm_plugin.pipeline.units import Job, TaskSpec, init_worker, run_job_limited, run_jobs
+from vcm_plugin.pipeline.units import Job, TaskSpec, _failed_rows, _where, init_worker, run_job_limited, run_jobs
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorError(VcmError, RuntimeError):
@@ -41,24 +65,188 @@ def execute(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfig, n_
 
 def execute_local(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
                   timeout: float | None = None) -> Iterator[list[UnitRow]]:
-    """Run jobs in-process (``n_jobs`` 1) or in a process pool; yield each job's rows as it finishes."""
+    """Run jobs in-process (``n_jobs`` 1) or in a process pool; yield each job's rows as it finishes.
+
+    In a pool, a dead worker costs at most the job(s) it was running (see the module
+    docstring); an exception raised in the consumer, or closing this generator, stops the
+    workers at once.
+    """
     if n_jobs <= 1:
         init_worker(tasks)
         for job in jobs:
             yield run_job_limited(job, timeout)
         return
-    with ProcessPoolExecutor(max_workers=n_jobs, initializer=init_worker, initargs=(tasks, 1)) as pool:
-        pending: set[Future] = set()
-        for job in jobs:  # keep a bounded window in flight so a crash loses little
-            pending.add(pool.submit(run_job_limited, job, timeout))
-            if len(pending) >= 2 * n_jobs:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+    if jobs:
+        yield from _pool_rows(jobs, tasks, n_jobs, timeout)
+
+
+# -- the local process pool ------------------------------------------------------------------
+_NOT_STARTED, _STARTED, _FINISHED = 0, 1, 2
+_JOB_STATES: Any = None  # in a worker: one byte per job of the run (shared memory written by the workers)
+_LIVE_POOLS: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()  # pools of unfinished local runs
+_PR_SET_PDEATHSIG = 1
+_WATCHDOG_PERIOD_S = 0.5
+_MAX_IDLE_BREAKS = 3  # pools in a row that die before running anything: the workers cannot start
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    """SIGINT handler of pool workers: the parent stops them (Ctrl-C reaches the whole process group)."""
+
+
+def _watch_parent(parent: int) -> None:
+    """Watchdog thread of a pool worker: exit at once when the parent process is gone."""
+    while True:
+        time.sleep(_WATCHDOG_PERIOD_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker process end when ``parent`` dies, however it dies (SIGKILL included).
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the signal comes when the parent THREAD
+    that forked the worker ends: the thread that runs the generator). Everywhere: a daemon
+    thread polling ``os.getppid()``, which changes when the worker is re-parented.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the watchdog below still works
+            pass
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="vcm-parent-watchdog").start()
+
+
+def _init_pool_worker(tasks: list[TaskSpec], parent: int, states: Any) -> None:
+    """Initializer of local pool workers: die with the parent, default SIGTERM, then :func:`init_worker`.
+
+    A forked worker inherits the parent's Python signal handlers; the ``vcm`` command's
+    SIGTERM handler would turn the pool's ``terminate()`` into a KeyboardInterrupt the
+    worker survives, so SIGTERM is reset to its default (die).
+    """
+    global _JOB_STATES
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, _ignore_signal)
+    _JOB_STATES = states
+    init_worker(tasks, 1)
+
+
+def _run_indexed(index: int, job: Job, timeout: float | None) -> list[UnitRow]:
+    """Run job ``index`` in a worker, marking it started, then finished, in the shared job states."""
+    states = _JOB_STATES
+    if states is not None:
+        states[index] = _STARTED
+    rows = run_job_limited(job, timeout)
+    if states is not None:
+        states[index] = _FINISHED
+    return rows
+
+
+def _new_pool(tasks: list[TaskSpec], n_jobs: int, context: Any, states: Any) -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=context, initializer=_init_pool_worker,
+                               initargs=(tasks, os.getpid(), states))
+    _LIVE_POOLS.add(pool)
+    return pool
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Terminate the workers of ``pool`` now (queued jobs are dropped) and wait until they are gone."""
+    _LIVE_POOLS.discard(pool)
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # private, but no public way before 3.14
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def stop_local_pools() -> None:
+    """Terminate the workers of every local pool still running in this process (the CLI calls it on an interrupt)."""
+    for pool in list(_LIVE_POOLS):
+        _stop_pool(pool)
+
+
+def _pool_rows(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
+               timeout: float | None) -> Iterator[list[UnitRow]]:
+    """:func:`execute_local` with ``n_jobs`` worker processes, replacing the pool when a worker dies."""
+    context = multiprocessing.get_context()
+    states = context.RawArray("b", len(jobs))  # written by the workers, read after a pool broke
+    fresh = deque(range(len(jobs)))  # never attempted, or lost with a broken pool without being charged
+    suspects: deque[int] = deque()  # running when a worker died: retried once, alone in the pool
+    retried: set[int] = set()
+    idle_breaks = 0
+    pending: dict[Future, int] = {}
+    pool = _new_pool(tasks, n_jobs, context, states)
+    finished = False
+    try:
+        while fresh or suspects or pending:
+            broken = False
+            try:
+                if suspects:
+                    if not pending:  # alone, so that a second death is its own
+                        index = suspects.popleft()
+                        states[index] = _NOT_STARTED
+                        pending[pool.submit(_run_indexed, index, jobs[index], timeout)] = index
+                else:
+                    while fresh and len(pending) < 2 * n_jobs:  # a bounded window: a crash loses little
+                        index = fresh.popleft()
+                        pending[pool.submit(_run_indexed, index, jobs[index], timeout)] = index
+            except BrokenProcessPool:  # the pool broke since the last wait
+                (suspects if index in retried else fresh).appendleft(index)
+                broken = True
+            if not broken:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield future.result()
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+                    try:
+                        rows = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        continue
+                    del pending[future]
+                    idle_breaks = 0
+                    yield rows
+            if not broken:
+                continue
+            _stop_pool(pool)  # every worker is gone: the job states are final
+            lost = []
+            for future, index in pending.items():
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    yield future.result()  # finished while the pool was breaking
+                else:
+                    lost.append(index)
+            pending.clear()
+            running = sorted(i for i in lost if states[i] == _STARTED)
+            fresh.extendleft(sorted((i for i in lost if states[i] != _STARTED), reverse=True))
+            for index in running:
+                if index in retried:
+                    job = jobs[index]
+                    log.warning("worker process died twice running %s; its units are marked failed", _where(job))
+                    yield _failed_rows(job, f"{_where(job)}: worker process died (killed, out of memory or "
+                                            "crashed) twice on this unit")
+                else:
+                    retried.add(index)
+                    suspects.append(index)
+            idle_breaks = 0 if running else idle_breaks + 1
+            if idle_breaks >= _MAX_IDLE_BREAKS:
+                raise ExecutorError(f"the worker processes of --jobs {n_jobs} died {idle_breaks} times in a row "
+                                    "before running any unit; try --jobs 1 to see the error")
+            log.warning("a worker process died; a new pool takes over (%d unit(s) that were running are retried "
+                        "alone)", len(running))
+            pool = _new_pool(tasks, n_jobs, context, states)
+        finished = True
+    finally:
+        if finished:
+            _LIVE_POOLS.discard(pool)
+            pool.shutdown(wait=True)
+        else:  # interrupted, or the consumer stopped: do not wait for the jobs in flight
+            _stop_pool(pool)
 
 
 def shards(jobs: list[Job], size: int) -> list[list[Job]]:
@@ -167,4 +355,5 @@ def execute_dask(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfi
             cluster.close()
 
 
-__all__ = ["ExecutorError", "execute", "execute_dask", "execute_local", "jobqueue_cluster", "shards"]
+__all__ = ["ExecutorError", "execute", "execute_dask", "execute_local", "jobqueue_cluster", "shards",
+           "stop_local_pools"]

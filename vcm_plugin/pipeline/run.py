@@ -9,20 +9,25 @@ process writes the store. A second run on the same output folder is refused.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
+import struct
+import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tqdm import tqdm
 
 from vcm_plugin import __version__
 from vcm_plugin.config import RunConfig, dump_config
-from vcm_plugin.datasets.base import Dataset, Sample
+from vcm_plugin.datasets.base import Dataset
 from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.executors import execute
 from vcm_plugin.pipeline.store import ResultsStore, unit_key
@@ -49,39 +54,111 @@ class RunSummary:
 
 # -- the output folder ------------------------------------------------------------------
 class OutputLock:
-    """An exclusive lock on an output folder (released when the process dies)."""
+    """An exclusive lock on an output folder, released when the holding process dies.
+
+    A POSIX record lock (``fcntl.lockf``: ``fcntl(F_SETLK)``) on ``.vcm-run.lock``, not
+    ``flock``. An ``flock`` belongs to the open file description, which ``fork`` shares: the
+    workers of ``--jobs N`` held it too, and a worker outliving a killed run kept the folder
+    locked. A record lock belongs to the PROCESS: fork children never hold it, and the
+    kernel drops it when the process dies, so a lock file left by a dead run (its text
+    names a dead pid) never blocks a rerun. (The "spawn" / "forkserver" start methods would
+    not share the descriptor either, but their workers re-import everything and lose
+    codecs and task models registered at run time, so the pool keeps "fork".)
+
+    Record locks do not exclude their own process, and closing ANY descriptor of the file
+    drops them, so the locks this process holds are remembered and a second lock on the
+    same folder in this process is refused before the file is even opened. A refusal names
+    the holder's pid (from the kernel on Linux, else from the file's ``pid N``).
+    """
+
+    _held: ClassVar[set[tuple[int, int]]] = set()  # (device, inode) of the lock files this process holds
+    _guard: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
-        self._fh = None
+        self._fh: Any = None
+        self._id: tuple[int, int] | None = None
+
+    def _refuse(self, holder: str) -> RunError:
+        return RunError(f"output folder {self.path.parent} is in use by another vcm run ({holder}); "
+                        "wait for it to finish or choose another --output")
 
     def __enter__(self) -> OutputLock:
-        try:
-            self._fh = open(self.path, "a+")
-        except OSError as exc:
-            raise RunError(f"output folder {self.path.parent} is not writable: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "another process"
-            self._fh.close()
-            raise RunError(f"output folder {self.path.parent} is in use by another vcm run ({holder}); "
-                           "wait for it to finish or choose another --output") from None
+        with OutputLock._guard:
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) in OutputLock._held:
+                    raise self._refuse(f"pid {os.getpid()}, this process")
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise RunError(f"output folder {self.path.parent} is not writable: {exc.strerror or exc}") from exc
+            try:
+                self._fh = open(self.path, "a+")
+            except OSError as exc:
+                raise RunError(f"output folder {self.path.parent} is not writable: {exc.strerror or exc}") from exc
+            try:
+                fcntl.lockf(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    self._fh.close()
+                    raise RunError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
+                holder = self._holder()
+                self._fh.close()
+                self._fh = None
+                raise self._refuse(holder) from None
+            st = os.fstat(self._fh.fileno())
+            self._id = (st.st_dev, st.st_ino)
+            OutputLock._held.add(self._id)
         self._fh.seek(0)
         self._fh.truncate()
-        self._fh.write(f"pid {os.getpid()}")
+        self._fh.write(f"pid {os.getpid()}\n")
         self._fh.flush()
         return self
 
+    def _holder(self) -> str:
+        """``pid N`` of the process holding the lock (the kernel's answer on 64-bit Linux, else the file's text)."""
+        if sys.platform.startswith("linux") and struct.calcsize("P") == 8:
+            query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+            try:
+                l_type, _, _, _, l_pid = struct.unpack("hhqqi4x", fcntl.fcntl(self._fh, fcntl.F_GETLK, query))
+                if l_type != fcntl.F_UNLCK and l_pid > 0:
+                    return f"pid {l_pid}"
+            except OSError:
+                pass
+        self._fh.seek(0)
+        return self._fh.read().strip() or "another process"
+
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
+            with OutputLock._guard:
+                fcntl.lockf(self._fh, fcntl.LOCK_UN)
+                self._fh.close()
+                self._fh = None
+                OutputLock._held.discard(self._id)  # type: ignore[arg-type]
+
+
+def check_output(folder: str | Path) -> Path:
+    """Check, creating nothing, that ``folder`` is or can be made a writable folder; errors name it."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"output folder {path} is not writable: it exists and is not a folder")
+    ancestor = path.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunError(f"output folder {path} is not writable: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunError(f"output folder {path} is not writable: Permission denied ({ancestor})")
+    return path
 
 
 def prepare_output(folder: str | Path) -> Path:
-    """Create the output folder and check it is writable; errors name it."""
+    """Create the output folder and check it is writable; errors name it.
+
+    :func:`run` calls it only once the preflight has passed: a run that cannot start
+    leaves no folder behind.
+    """
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -139,18 +216,21 @@ def _codec_identity(point: CodecPoint) -> dict[str, Any]:
     return identity
 
 
-def unit_identity(point: CodecPoint, codec_id: dict[str, Any], task_id: dict[str, Any], dataset_id: dict[str, Any],
-                  sample: Sample) -> dict[str, Any]:
-    """Everything that determines one stored row."""
-    return {"v": 1, **codec_id, "quality": point.quality, "scale": point.scale, "task": task_id,
-            "dataset": dataset_id, "image": str(sample.image_id)}
+def unit_identity(point: CodecPoint, codec_id: dict[str, Any], task_id: dict[str, Any],
+                  sample_id: dict[str, Any]) -> dict[str, Any]:
+    """Everything that determines one stored row; ``sample_id`` is :meth:`Dataset.unit_identity` of its image.
+
+    Nothing here depends on the other images of the run, so extending a selection reuses rows.
+    """
+    return {"v": 2, **codec_id, "quality": point.quality, "scale": point.scale, "task": task_id,
+            "sample": sample_id}
 
 
 def build_jobs(config: RunConfig, dataset: Dataset, tasks: list[TaskSpec],
                task_ids: dict[str, dict[str, Any]]) -> tuple[list[Job], dict[tuple, dict[str, str]]]:
     """All jobs of the grid, and the key of every (point, task, image)."""
-    dataset_id = dataset.identity()
     samples = list(dataset)
+    sample_ids = {str(s.image_id): dataset.unit_identity(s) for s in samples}  # hashes each image file once
     light = {str(s.image_id): replace(s, annotations=[]) for s in samples}  # workers need no annotations
     jobs: list[Job] = []
     keys: dict[tuple, dict[str, str]] = defaultdict(dict)  # (point, task) -> image_id -> key
@@ -158,8 +238,9 @@ def build_jobs(config: RunConfig, dataset: Dataset, tasks: list[TaskSpec],
         codec_id = _codec_identity(point)
         for sample in samples:
             task_keys = []
+            sample_id = sample_ids[str(sample.image_id)]
             for spec in tasks:
-                key = unit_key(unit_identity(point, codec_id, task_ids[spec.label], dataset_id, sample))
+                key = unit_key(unit_identity(point, codec_id, task_ids[spec.label], sample_id))
                 keys[(point, spec.label)][str(sample.image_id)] = key
                 task_keys.append((spec.label, key))
             jobs.append(Job(point, light[str(sample.image_id)], tuple(task_keys)))
@@ -169,19 +250,26 @@ def build_jobs(config: RunConfig, dataset: Dataset, tasks: list[TaskSpec],
 # -- executing ----------------------------------------------------------------------------
 def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = None, quiet: bool = False,
         log: Callable[[str], None] = print) -> RunSummary:
-    """Run the whole grid of ``config`` into ``output`` and write the reports."""
+    """Run the whole grid of ``config`` into ``output`` and write the reports.
+
+    Order: the output folder is checked (nothing created); a folder that a previous run
+    used (it has the lock file) is locked at once, so a busy folder is refused before
+    any work; the dataset is loaded, the grid built, the units already in an existing
+    results store skipped and the preflight run on the rest. Only then is the folder
+    created, locked, ``config.yaml`` written and the store opened for writing: a run that
+    cannot start (bad dataset, missing weights or codec) creates nothing.
+    """
     from vcm_plugin.datasets.registry import get_dataset
     from vcm_plugin.reports.write import write_reports
     from vcm_plugin.tasks.registry import get_task_model
 
-    folder = prepare_output(output or config.output)
+    folder = check_output(output or config.output)
     summary = RunSummary(output=folder)
     started = time.perf_counter()
-    with OutputLock(folder):
-        try:
-            (folder / "config.yaml").write_text(dump_config(config))
-        except OSError as exc:  # e.g. a full disk
-            raise RunError(f"cannot write {folder / 'config.yaml'}: {exc.strerror or exc}") from exc
+    with contextlib.ExitStack() as held:
+        locked = (folder / LOCK_NAME).exists()
+        if locked:  # a folder a run has used: refuse it now if another run holds it
+            held.enter_context(OutputLock(folder))
         dataset = get_dataset(config.dataset.name, **config.dataset_params())
         tasks = task_specs(config)
         task_ids = {}
@@ -190,16 +278,23 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             task_ids[spec.label] = {"vcm": __version__.split(".")[0], **model.identity()}
         all_jobs, keys = build_jobs(config, dataset, tasks, task_ids)
         n_jobs = jobs or config.jobs or os.cpu_count() or 1
+        finished: set[str] = set()
+        if (folder / STORE_NAME).exists():  # a rerun: only the remaining units need to be able to run
+            with ResultsStore(folder / STORE_NAME) as store:
+                finished = store.finished_keys()
+        preflight(_pending(all_jobs, finished)[0], tasks)
+
+        prepare_output(folder)
+        if not locked:
+            held.enter_context(OutputLock(folder))
+        try:
+            (folder / "config.yaml").write_text(dump_config(config))
+        except OSError as exc:  # e.g. a full disk
+            raise RunError(f"cannot write {folder / 'config.yaml'}: {exc.strerror or exc}") from exc
         with ResultsStore(folder / STORE_NAME) as store:
-            finished = store.finished_keys()
-            todo = []
-            for job in all_jobs:
-                missing = tuple((t, k) for t, k in job.task_keys if k not in finished)
-                summary.units_total += len(job.task_keys)
-                summary.units_cached += len(job.task_keys) - len(missing)
-                if missing:
-                    todo.append(Job(job.point, job.sample, missing))
-            preflight(todo, tasks)
+            todo, cached = _pending(all_jobs, store.finished_keys())  # again, now under the lock
+            summary.units_total = sum(len(job.task_keys) for job in all_jobs)
+            summary.units_cached = cached
             remaining = _remaining_per_point(todo)
             known: dict[tuple, Any] = {}  # point metrics computed for the progress lines, reused by the reports
             bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
@@ -223,6 +318,17 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             f"({summary.units_failed} failed), {summary.units_cached} cache hits of {summary.units_total}; "
             f"reports in {folder}")
     return summary
+
+
+def _pending(all_jobs: list[Job], finished: set[str]) -> tuple[list[Job], int]:
+    """The jobs with the units not in ``finished`` (those units only), and how many units were."""
+    todo, cached = [], 0
+    for job in all_jobs:
+        missing = tuple((t, k) for t, k in job.task_keys if k not in finished)
+        cached += len(job.task_keys) - len(missing)
+        if missing:
+            todo.append(Job(job.point, job.sample, missing))
+    return todo, cached
 
 
 def preflight(jobs: list[Job], tasks: list[TaskSpec]) -> None:

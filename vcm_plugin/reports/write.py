@@ -11,6 +11,8 @@
 - ``rd_<task>.png``: bpp against the primary metric, anchors dashed, the uncompressed
   reference as a horizontal line.
 - ``failures.csv``: every failed unit with its error (the report is written anyway).
+- Images the dataset skipped (``missing: skip``: listed but absent) are counted in the
+  ``images_skipped`` column of ``results.csv`` and named (first ids) in ``bd_rate.md``.
 
 A point with a failed image is incomplete: its metric is not computed on a partial
 set, and it is left out of BD-rate (the table says so).
@@ -158,8 +160,10 @@ def _quality(value: float | int | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def write_results_csv(points: list[PointMetrics], path: Path) -> None:
-    fixed = ["task", "codec", "quality", "scale", "images", "failed", "bits", "pixels", "bpp", "mean_bpp"]
+def write_results_csv(points: list[PointMetrics], path: Path, skipped: int = 0) -> None:
+    """One row per point; ``skipped``: images the dataset left out (missing files), in every row."""
+    fixed = ["task", "codec", "quality", "scale", "images", "failed", "images_skipped", "bits", "pixels", "bpp",
+             "mean_bpp"]
     metric_names = sorted({k for p in points for k in p.metrics} - set(fixed))  # e.g. an evaluator's "images"
     header = [*fixed,
               *metric_names, "psnr_y", "psnr_rgb", "ms_ssim", "encode_s_per_image", "decode_s_per_image",
@@ -168,7 +172,7 @@ def write_results_csv(points: list[PointMetrics], path: Path) -> None:
         writer = csv.writer(fh)
         writer.writerow(header)
         for p in points:
-            writer.writerow([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), p.images, p.failed,
+            writer.writerow([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), p.images, p.failed, skipped,
                              _fmt(p.bits), p.pixels, _fmt(p.bpp, 6), _fmt(p.mean_bpp, 6),
                              *[_fmt(p.metrics.get(m)) for m in metric_names], _fmt(p.psnr_y, 3),
                              _fmt(p.psnr_rgb, 3), _fmt(p.ms_ssim, 5), _fmt(p.encode_s), _fmt(p.decode_s),
@@ -250,17 +254,34 @@ def _published_rows(config: RunConfig, points: list[PointMetrics], task: str) ->
             row = BDRow(task, metric, codec, label, anchor.scale, None, config.bd_method,
                         note=f"published anchor, task model {anchor.task_model}; this run: {run_model}")
             try:
-                row.bd_rate = bd_rate_report(list(anchor.rate), list(anchor.values), [p.bpp for p in t],
-                                             [p.primary for p in t], method=config.bd_method,
-                                             non_monotonic=config.non_monotonic, anchor_name=label,
-                                             test_name=codec).value
+                report = bd_rate_report(list(anchor.rate), list(anchor.values), [p.bpp for p in t],
+                                        [p.primary for p in t], method=config.bd_method,
+                                        non_monotonic=config.non_monotonic, anchor_name=label, test_name=codec)
+                row.bd_rate = report.value
+                dropped = [f"{label} bpp {d.rate:.4f}" for d in report.anchor_dropped]
+                dropped += [f"{codec} bpp {d.rate:.4f}" for d in report.test_dropped]
+                if dropped:  # as for local anchors: the points the monotone envelope left out
+                    row.note += "; monotone envelope dropped " + ", ".join(dropped)
             except VcmError as exc:
                 row.note += f"; n/a: {exc}"
             rows.append(row)
     return rows
 
 
-def write_bd(rows: list[BDRow], csv_path: Path, md_path: Path, points: list[PointMetrics]) -> None:
+def skipped_sentence(skipped: list[str]) -> str:
+    """One sentence on the images the dataset skipped (empty when none)."""
+    if not skipped:
+        return ""
+    first = ", ".join(skipped[:_MAX_SKIPPED_LISTED]) + (", ..." if len(skipped) > _MAX_SKIPPED_LISTED else "")
+    return (f"{len(skipped)} image(s) listed by the dataset were skipped because their files are missing "
+            f"(dataset.missing: skip), ids {first}; every metric is over the remaining images.")
+
+
+_MAX_SKIPPED_LISTED = 10
+
+
+def write_bd(rows: list[BDRow], csv_path: Path, md_path: Path, points: list[PointMetrics],
+             skipped: list[str] | None = None) -> None:
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["task", "metric", "codec", "anchor", "scale", "bd_rate_percent", "method", "note"])
@@ -270,6 +291,8 @@ def write_bd(rows: list[BDRow], csv_path: Path, md_path: Path, points: list[Poin
     lines = ["# BD-rate per task", "",
              "Negative = fewer bits than the anchor for the same task metric. "
              "Rate: total bits / total original pixels.", ""]
+    if skipped:
+        lines += [skipped_sentence(skipped), ""]
     for task in sorted({r.task for r in rows}):
         task_rows = [r for r in rows if r.task == task]
         ref = [p for p in points if p.task == task and p.codec == REFERENCE and p.complete]
@@ -319,9 +342,10 @@ def write_reports(config: RunConfig, dataset: Dataset, store: ResultsStore, keys
     paths = {"results": folder / "results.csv", "bd_rate_csv": folder / "bd_rate.csv",
              "bd_rate_md": folder / "bd_rate.md", "failures": folder / "failures.csv"}
     rows = bd_rows(config, points)
+    skipped = [str(i) for i in getattr(dataset, "skipped_ids", None) or []]
     try:
-        write_results_csv(points, paths["results"])
-        write_bd(rows, paths["bd_rate_csv"], paths["bd_rate_md"], points)
+        write_results_csv(points, paths["results"], skipped=len(skipped))
+        write_bd(rows, paths["bd_rate_csv"], paths["bd_rate_md"], points, skipped=skipped)
         write_failures(points, paths["failures"])
         for task in sorted({p.task for p in points}):
             paths[f"rd_{task}"] = plot_rd([p for p in points if p.task == task], config.anchors, task,
@@ -333,6 +357,8 @@ def write_reports(config: RunConfig, dataset: Dataset, store: ResultsStore, keys
                           "store is intact; rerun to write them)") from exc
     if log is not None:
         log("\n" + format_bd_table(rows))
+        if skipped:
+            log(skipped_sentence(skipped))
         n_fail = sum(len(p.errors) for p in points)
         if n_fail:
             log(f"\n{n_fail} unit(s) failed; see {paths['failures']}")
