@@ -55,6 +55,26 @@ def _units(folder: Path) -> dict[str, tuple]:
         return {k: (s, b, p) for k, s, b, p in db.execute("SELECT key, status, bits, predictions FROM units")}
 
 
+def _table(folder: Path) -> list[dict]:
+    """results.csv without the timing columns."""
+    import csv
+
+    with open(folder / "results.csv") as fh:
+        return [{k: v for k, v in r.items() if not k.endswith("_s_per_image")} for r in csv.DictReader(fh)]
+
+
+EIGHT_QUALITIES = {"jpeg": {"qualities": [10, 20, 30, 40, 50, 60, 70, 90]}}
+
+
+@pytest.fixture(scope="module")
+def clean_eight(shared: Path, tmp_path_factory) -> Path:
+    """An uninterrupted local run of the grid the kill tests interrupt."""
+    out = tmp_path_factory.mktemp("clean")
+    summary = run(config_from_dict(_config(shared, out, codecs=EIGHT_QUALITIES)), quiet=True)
+    assert summary.units_failed == 0
+    return out
+
+
 def test_executor_config_shorthand_and_errors(shared: Path, tmp_path: Path) -> None:
     config = config_from_dict(_config(shared, tmp_path, executor="dask"))
     assert config.executor.kind == "dask" and config.executor.cluster == "local"
@@ -98,10 +118,9 @@ def _worker_processes() -> list:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_loses_nothing(shared: Path, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_run_loses_nothing(shared: Path, tmp_path: Path, clean_eight: Path) -> None:
     config = config_from_dict(_config(shared, tmp_path / "out", executor={
-        "kind": "dask", "cluster": "local", "workers": 2, "shard_size": 1},
-        codecs={"jpeg": {"qualities": [10, 20, 30, 40, 50, 60, 70, 90]}}))
+        "kind": "dask", "cluster": "local", "workers": 2, "shard_size": 1}, codecs=EIGHT_QUALITIES))
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(summary=run(config, quiet=True)))
     thread.start()
@@ -125,6 +144,8 @@ def test_a_worker_killed_mid_run_loses_nothing(shared: Path, tmp_path: Path) -> 
     assert summary.units_failed == 0 and summary.units_total == 4 * 9
     units = _units(tmp_path / "out")
     assert len(units) == 4 * 9 and all(s == "ok" for s, _, _ in units.values())
+    assert units == _units(clean_eight)  # same keys, bits and predictions as the uninterrupted run
+    assert _table(tmp_path / "out") == _table(clean_eight)
 
 
 def test_a_hung_codec_is_timed_out_and_the_run_goes_on(shared: Path, tmp_path: Path) -> None:
@@ -142,7 +163,7 @@ def test_a_hung_codec_is_timed_out_and_the_run_goes_on(shared: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_a_killed_dask_client_resumes_on_rerun(shared: Path, tmp_path: Path) -> None:
+def test_a_killed_dask_client_resumes_on_rerun(shared: Path, tmp_path: Path, clean_eight: Path) -> None:
     import subprocess
     import sys
 
@@ -150,7 +171,7 @@ def test_a_killed_dask_client_resumes_on_rerun(shared: Path, tmp_path: Path) -> 
 
     data = _config(shared, tmp_path / "out", executor={"kind": "dask", "cluster": "local", "workers": 2,
                                                        "shard_size": 1},
-                   codecs={"jpeg": {"qualities": [10, 20, 30, 40, 50, 60, 70, 90]}})
+                   codecs=EIGHT_QUALITIES)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
     command = [sys.executable, "-m", "vcm_plugin", "run", str(path), "--quiet"]
@@ -177,7 +198,8 @@ def test_a_killed_dask_client_resumes_on_rerun(shared: Path, tmp_path: Path) -> 
     summary = run(config_from_dict(data), quiet=True)
     assert summary.units_cached >= done and summary.units_failed == 0
     assert summary.units_cached + summary.units_computed == 4 * 9
-    assert len(_units(tmp_path / "out")) == 4 * 9
+    assert _units(tmp_path / "out") == _units(clean_eight)  # same keys, bits and predictions
+    assert _table(tmp_path / "out") == _table(clean_eight)
 
 
 def test_the_slurm_example_builds_its_batch_script() -> None:

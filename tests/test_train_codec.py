@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,8 @@ from vcm_plugin.config import ConfigError, load_model_config
 from vcm_plugin.training import codec as trainer
 from vcm_plugin.training.checkpoints import TrainingError, load_checkpoint
 from vcm_plugin.training.codec import CodecTrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -54,32 +61,40 @@ def test_tiny_run_exports_a_codec_usable_by_path(config_file: Path, tmp_path: Pa
     assert codec.decode(codec.encode(small_crop, 1)).shape == small_crop.shape
 
 
+def _kill_when_a_checkpoint_exists(cmd: list[str], last: Path) -> None:
+    """Start ``cmd``; SIGKILL it as soon as ``last`` (a checkpoint) exists, while it is still training."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "finished before the kill"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 @pytest.mark.slow
-def test_resume_after_a_crash_continues_the_same_run(config_file: Path, tmp_path: Path, monkeypatch) -> None:
-    config = load_model_config(config_file, CodecTrainConfig)
+def test_resume_after_a_kill_9_continues_the_same_run(config_file: Path, tmp_path: Path) -> None:
+    """A real ``kill -9`` of ``vcm train codec`` once it has saved a checkpoint, then a resume."""
+    overrides = ["steps=24", "checkpoint_every=2", "val_every=6"]
+    config = load_model_config(config_file, CodecTrainConfig, overrides)
     trainer.train(config, tmp_path / "straight", quiet=True)
 
-    real_batch, calls = trainer.random_batch, {"n": 0}
-
-    def crashing_batch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # after the step-4 checkpoint: like a kill -9 in step 5
-            raise KeyboardInterrupt
-        return real_batch(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "random_batch", crashing_batch)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(config, tmp_path / "crashed", quiet=True)
-    assert load_checkpoint(tmp_path / "crashed" / "last.pt")["step"] == 4
-    monkeypatch.setattr(trainer, "random_batch", real_batch)
-    result = trainer.train(config, tmp_path / "crashed", quiet=True)
-    assert result["steps"] == 6
-    straight, resumed = _weights(tmp_path / "straight/last.pt"), _weights(tmp_path / "crashed/last.pt")
+    killed = tmp_path / "killed"
+    _kill_when_a_checkpoint_exists([sys.executable, "-m", "vcm_plugin", "train", "codec", str(config_file),
+                                    *overrides, "-o", str(killed), "--quiet"], killed / "last.pt")
+    step = load_checkpoint(killed / "last.pt")["step"]
+    assert 2 <= step < 24 and not (killed / "result.json").exists()  # killed in the middle of the run
+    result = trainer.train(config, killed, quiet=True)
+    assert result["steps"] == 24
+    straight, resumed = _weights(tmp_path / "straight/last.pt"), _weights(killed / "last.pt")
     assert straight.keys() == resumed.keys()
     # equal up to float rounding (oneDNN kernels may sum in another order after a reload);
     # a run restarted from scratch or from a wrong state differs by orders of magnitude more
     assert all(torch.allclose(straight[k].float(), resumed[k].float(), rtol=0, atol=1e-6) for k in straight)
-    assert [h["step"] for h in result["history"]] == [3, 6]
+    assert [h["step"] for h in result["history"]] == [6, 12, 18, 24]
 
 
 @pytest.mark.slow
