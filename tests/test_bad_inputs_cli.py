@@ -192,6 +192,21 @@ def test_file_round_trip_keeps_the_parameters(small_crop: np.ndarray) -> None:
     assert back.num_bits == 8 * len(bitstream.data)  # the stored parameters are not part of the rate
 
 
+def test_machine_parameters_are_not_stored_so_a_file_decodes_elsewhere(small_crop: np.ndarray, capsys,
+                                                                       tmp_path: Path) -> None:
+    """An ffmpeg path, threads or a time limit of the encoding machine must not bind the decoder."""
+    import imageio_ffmpeg
+
+    codec = get_codec("webp", ffmpeg=imageio_ffmpeg.get_ffmpeg_exe(), timeout=77.0)
+    bitstream = codec.encode(small_crop, 60)
+    assert bitstream.params is not None
+    assert not {"ffmpeg", "timeout"} & set(bitstream.params), bitstream.params
+    path = tmp_path / "w.vcmb"
+    path.write_bytes(bitstream.to_bytes())
+    code, _, err = run(capsys, "decode", "--param", "timeout=5", str(path), str(tmp_path / "w.png"))
+    assert code == 0, err
+
+
 def test_decode_of_a_codec_not_installed_here(capsys, tmp_path: Path) -> None:
     path = tmp_path / "half.vcmb"
     path.write_bytes(Bitstream(b"\xff\xd8junk", "halfjpeg", 50, 8, 8).to_bytes())

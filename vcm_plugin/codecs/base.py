@@ -56,7 +56,7 @@ class Bitstream:
     ``height`` and ``width`` are those of the ORIGINAL image, in pixels.
 
     ``params`` is the configuration of the codec that made the stream (its
-    :meth:`Codec.params`, set by :meth:`Codec.make_bitstream`; ``None`` when unknown).
+    :meth:`Codec.decoder_params`, set by :meth:`Codec.make_bitstream`; ``None`` when unknown).
     It is not part of the coded picture: it says how to build the decoder (e.g. the
     ``matrix`` and ``range`` a VVC stream was converted with), like the configuration
     of a codec's decoder in a system, and is stored in ``.vcmb`` files (format version 2)
@@ -287,6 +287,11 @@ class Codec(ABC):
     name: ClassVar[str]
     quality_range: ClassVar[QualityRange]
     output_point: ClassVar[str] = "input"
+    #: Parameters that say where and how fast this machine runs the codec (executables,
+    #: threads, time limits, weight search paths), not how a stream is decoded: they are
+    #: left out of :attr:`Bitstream.params`, so a ``.vcmb`` file decodes on another machine.
+    machine_params: ClassVar[frozenset[str]] = frozenset(
+        {"ffmpeg", "encoder", "decoder", "threads", "timeout", "search_path", "download"})
 
     # -- the contract ----------------------------------------------------------------
     def encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
@@ -373,7 +378,11 @@ class Codec(ABC):
         """The codec's configuration (constructor parameters), JSON-serialisable."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
+    def decoder_params(self) -> dict[str, Any]:
+        """:meth:`params` without :attr:`machine_params`: what a decoder elsewhere must be built with."""
+        return {k: v for k, v in self.params().items() if k not in self.machine_params}
+
     def make_bitstream(self, data: bytes, quality: Quality, image: np.ndarray) -> Bitstream:
-        """Wrap coded bytes for ``image`` (helper for subclasses)."""
+        """Wrap coded bytes for ``image`` (helper for subclasses); records :meth:`decoder_params`."""
         return Bitstream(data=bytes(data), codec=self.name, quality=quality,
-                         height=int(image.shape[0]), width=int(image.shape[1]), params=self.params())
+                         height=int(image.shape[0]), width=int(image.shape[1]), params=self.decoder_params())

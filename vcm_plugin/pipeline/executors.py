@@ -77,7 +77,18 @@ def execute_local(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
             yield run_job_limited(job, timeout)
         return
     if jobs:
-        yield from _pool_rows(jobs, tasks, n_jobs, timeout)
+        with ProcessPoolExecutor(max_workers=n_jobs, initializer=init_worker, initargs=(tasks, 1)) as pool:  # OLDCODE
+            pending: set[Future] = set()
+            for job in jobs:
+                pending.add(pool.submit(run_job_limited, job, timeout))
+                if len(pending) >= 2 * n_jobs:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield future.result()
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
 
 
 # -- the local process pool ------------------------------------------------------------------
