@@ -36,3 +36,28 @@ def kodim23(shared: Path) -> np.ndarray:
 def small_crop(kodim23: np.ndarray) -> np.ndarray:
     """A 96x128 crop of kodim23: real content, fast to code."""
     return np.ascontiguousarray(kodim23[200:296, 300:428])
+
+
+def _kill_once_saved(cmd: list[str], saved: Path, timeout: float = 300.0, grace: float = 0.0) -> None:
+    """Start ``cmd`` in the repository; SIGKILL it once ``saved`` (a checkpoint) exists, while it still runs."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while not saved.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(grace)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "finished before the kill"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.fixture
+def kill_once_saved():
+    """A real ``kill -9`` of a training command as soon as it has saved ``saved`` (see :func:`_kill_once_saved`)."""
+    return _kill_once_saved

@@ -20,11 +20,11 @@ import csv
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
+from test_bad_inputs import NullDetector  # a registered detector that finds nothing, instantly
+from test_config import BASE
 
 from vcm_plugin import QualityError
 from vcm_plugin.cli import main
@@ -32,31 +32,9 @@ from vcm_plugin.config import ConfigError, load_config
 from vcm_plugin.pipeline.run import run
 from vcm_plugin.safe_yaml import MAX_NODES, YAMLLimitError, safe_load
 from vcm_plugin.sample import coco_annotations, coco_images_dir
-from vcm_plugin.tasks.base import Detections, TaskModel, TaskModelError
-from vcm_plugin.tasks.registry import register_task_model
+from vcm_plugin.tasks.base import TaskModelError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-BASE = """
-dataset: {name: sample}
-tasks: {detection: {model: yolov5}}
-codecs:
-  jpeg: {qualities: [10, 50]}
-  vvc: {qualities: [42, 32], preset: medium}
-anchors: [vvc]
-"""
-
-
-@register_task_model
-@dataclass
-class NullDetector(TaskModel):
-    """A detector that finds nothing, instantly: runs the harness without loading a network."""
-
-    name: ClassVar[str] = "test-bad-inputs-config-null"
-    task: ClassVar[str] = "detection"
-
-    def run_from(self, point: str, value: Any) -> Detections:
-        return Detections.empty()
 
 
 def write(folder: Path, text: str, name: str = "cfg.yaml") -> Path:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +147,8 @@ def test_training_writes_a_bound_export_and_codec_entry(trained: dict[str, Path]
 
 
 @pytest.mark.slow
-def test_training_is_reproducible_and_resumes_exactly_after_a_kill_9(shared: Path, tmp_path: Path) -> None:
+def test_training_is_reproducible_and_resumes_exactly_after_a_kill_9(shared: Path, tmp_path: Path,
+                                                                     kill_once_saved) -> None:
     """A real ``kill -9`` of ``vcm train`` (direct codec) once it has saved a checkpoint, then a resume."""
     data = _config(shared, tmp_path / "b", kind="direct", steps=24, checkpoint_every=2, val_every=12)
     config = TaskCodecTrainConfig(**data)
@@ -160,16 +157,7 @@ def test_training_is_reproducible_and_resumes_exactly_after_a_kill_9(shared: Pat
 
     last = tmp_path / "b" / "last.pt"
     cmd = [sys.executable, "-m", "vcm_plugin", "train", str(_write(tmp_path, data)), "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "finished before the kill"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_saved(cmd, last)
     step = load_checkpoint(last)["step"]
     assert 2 <= step < 24 and not (tmp_path / "b" / "result.json").exists()  # killed in the middle of the run
     task_codec.train(config, "direct", tmp_path / "b", quiet=True)

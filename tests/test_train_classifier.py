@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,22 +92,13 @@ def test_resume_is_exact_and_extends(cifar: Path, tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.slow
-def test_run_killed_with_sigkill_resumes(cifar: Path, tmp_path: Path) -> None:
+def test_run_killed_with_sigkill_resumes(cifar: Path, tmp_path: Path, kill_once_saved) -> None:
     from vcm_plugin.training.checkpoints import load_checkpoint
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "vcm_plugin", "train", "classifier", CONFIG, f"data={cifar}", *TINY,
            "steps=100000", "checkpoint_every=2", "-o", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while not (out / "last.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_once_saved(cmd, out / "last.pt", timeout=60, grace=0.3)
     step = load_checkpoint(out / "last.pt")["step"]
     assert 2 <= step < 100000
     result = _train(cifar, out, f"steps={step + 3}", "checkpoint_every=2")

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,29 +57,15 @@ def test_tiny_run_exports_a_codec_usable_by_path(config_file: Path, tmp_path: Pa
     assert codec.decode(codec.encode(small_crop, 1)).shape == small_crop.shape
 
 
-def _kill_when_a_checkpoint_exists(cmd: list[str], last: Path) -> None:
-    """Start ``cmd``; SIGKILL it as soon as ``last`` (a checkpoint) exists, while it is still training."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "finished before the kill"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-
-
 @pytest.mark.slow
-def test_resume_after_a_kill_9_continues_the_same_run(config_file: Path, tmp_path: Path) -> None:
+def test_resume_after_a_kill_9_continues_the_same_run(config_file: Path, tmp_path: Path, kill_once_saved) -> None:
     """A real ``kill -9`` of ``vcm train codec`` once it has saved a checkpoint, then a resume."""
     overrides = ["steps=24", "checkpoint_every=2", "val_every=6"]
     config = load_model_config(config_file, CodecTrainConfig, overrides)
     trainer.train(config, tmp_path / "straight", quiet=True)
 
     killed = tmp_path / "killed"
-    _kill_when_a_checkpoint_exists([sys.executable, "-m", "vcm_plugin", "train", "codec", str(config_file),
+    kill_once_saved([sys.executable, "-m", "vcm_plugin", "train", "codec", str(config_file),
                                     *overrides, "-o", str(killed), "--quiet"], killed / "last.pt")
     step = load_checkpoint(killed / "last.pt")["step"]
     assert 2 <= step < 24 and not (killed / "result.json").exists()  # killed in the middle of the run
