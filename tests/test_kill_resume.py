@@ -126,16 +126,22 @@ def _survivors(pids: list[int], within_s: float = 5.0) -> dict[int, str]:
 
 
 def _start(config: dict, tmp_path: Path, *options: str) -> tuple[subprocess.Popen, list[str]]:
+    """The run in a new session; its stderr goes to ``tmp_path/stderr.txt`` (a pipe would stay open in orphans)."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "vcm_plugin", "run", str(path), *options]
-    proc = subprocess.Popen([*command, "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen([*command, "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=stderr)
     return proc, command
 
 
+def _stderr(tmp_path: Path) -> str:
+    return (tmp_path / "stderr.txt").read_text()
+
+
 def _wait_for_rows(proc: subprocess.Popen, store: Path, rows: int, workers: int = 2,
-                   timeout: float = 240) -> list[int]:
+                   timeout: float = 300) -> list[int]:
     """Wait until ``rows`` units are stored and ``workers`` worker processes run; their pids."""
     deadline = time.time() + timeout
     done = 0
@@ -149,7 +155,7 @@ def _wait_for_rows(proc: subprocess.Popen, store: Path, rows: int, workers: int 
         children = _children(proc.pid)
         if done >= rows and len(children) >= workers:
             return children
-    stderr = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+    stderr = (store.parent.parent / "stderr.txt").read_text()
     raise AssertionError(f"the run did not reach {rows} stored units with {workers} workers "
                          f"(rows {done}, exit {proc.poll()}): {stderr[-2000:]}")
 
@@ -161,8 +167,6 @@ def _cleanup(proc: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait(30)
-    if proc.stderr:
-        proc.stderr.close()
 
 
 def _cache_hits(stdout: str) -> int:
@@ -201,7 +205,7 @@ def test_sigterm_stops_the_run_with_a_message_and_no_orphan(shared: Path, tmp_pa
         workers = _wait_for_rows(proc, out / "results.sqlite", 4)
         os.kill(proc.pid, signal.SIGTERM)
         code = proc.wait(60)
-        stderr = proc.stderr.read() if proc.stderr else ""
+        stderr = _stderr(tmp_path)
         assert code == 128 + signal.SIGTERM, (code, stderr[-2000:])
         assert "vcm: interrupted by SIGTERM; finished units are stored, rerun the same command to resume" in stderr
         assert "Traceback" not in stderr, stderr[-2000:]
@@ -221,7 +225,7 @@ def test_a_killed_worker_costs_at_most_its_unit_and_the_run_goes_on(shared: Path
         workers = _wait_for_rows(proc, out / "results.sqlite", 6)
         os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
         code = proc.wait(600)
-        stderr = proc.stderr.read() if proc.stderr else ""
+        stderr = _stderr(tmp_path)
     finally:
         _cleanup(proc)
     assert code == 0, stderr[-2000:]

@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not takes_overrides or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
-    previous_sigterm = None  # OLDCODE
+    previous_sigterm = _stop_on_sigterm()
     try:
         return args.func(args)
     except VcmError as exc:

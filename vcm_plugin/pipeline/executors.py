@@ -46,7 +46,7 @@ from typing import Any
 from vcm_plugin.config import ExecutorConfig
 from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.store import UnitRow
-from vcm_plugin.pipeline.units import Job, TaskSpec, _failed_rows, _where, init_worker, run_job_limited, run_jobs
+from vcm_plugin.pipeline.units import Job, TaskSpec, describe_unit, failed_rows, init_worker, run_job_limited, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +77,7 @@ def execute_local(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
             yield run_job_limited(job, timeout)
         return
     if jobs:
-        with ProcessPoolExecutor(max_workers=n_jobs, initializer=init_worker, initargs=(tasks, 1)) as pool:  # OLDCODE
-            pending: set[Future] = set()
-            for job in jobs:
-                pending.add(pool.submit(run_job_limited, job, timeout))
-                if len(pending) >= 2 * n_jobs:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
+        yield from _pool_rows(jobs, tasks, n_jobs, timeout)
 
 
 # -- the local process pool ------------------------------------------------------------------
@@ -238,8 +227,8 @@ def _pool_rows(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
             for index in running:
                 if index in retried:
                     job = jobs[index]
-                    log.warning("worker process died twice running %s; its units are marked failed", _where(job))
-                    yield _failed_rows(job, f"{_where(job)}: worker process died (killed, out of memory or "
+                    log.warning("worker process died twice running %s; its units are marked failed", describe_unit(job))
+                    yield failed_rows(job, f"{describe_unit(job)}: worker process died (killed, out of memory or "
                                             "crashed) twice on this unit")
                 else:
                     retried.add(index)

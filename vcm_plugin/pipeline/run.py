@@ -98,7 +98,7 @@ class OutputLock:
             except OSError as exc:
                 raise RunError(f"output folder {self.path.parent} is not writable: {exc.strerror or exc}") from exc
             try:
-                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OLDCODE
+                fcntl.lockf(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EAGAIN):
                     self._fh.close()
@@ -132,7 +132,7 @@ class OutputLock:
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
             with OutputLock._guard:
-                fcntl.flock(self._fh, fcntl.LOCK_UN)  # OLDCODE
+                fcntl.lockf(self._fh, fcntl.LOCK_UN)
                 self._fh.close()
                 self._fh = None
                 OutputLock._held.discard(self._id)  # type: ignore[arg-type]

@@ -138,12 +138,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _where(job: Job) -> str:
+def describe_unit(job: Job) -> str:
+    """The codec label, quality, image id and file of ``job``, for messages."""
     point, sample = job.point, job.sample
     return f"codec {point.label!r} at quality {point.quality}, image id {sample.image_id} ({sample.path})"
 
 
-def _failed_rows(job: Job, message: str) -> list[UnitRow]:
+def failed_rows(job: Job, message: str) -> list[UnitRow]:
+    """One ``failed`` row per task unit of ``job``, each with ``message``."""
     point, sample = job.point, job.sample
     return [UnitRow(key=k, task=t, status="failed", error=message, codec=point.label, quality=point.quality,
                     scale=point.scale, image_id=str(sample.image_id)) for t, k in job.task_keys]
@@ -165,7 +167,7 @@ def run_job_limited(job: Job, timeout: float | None = None) -> list[UnitRow]:
     thread.start()
     thread.join(timeout)
     if thread.is_alive() or not result:
-        return _failed_rows(job, f"{_where(job)}: timed out after {timeout:g} s (executor.task_timeout)")
+        return failed_rows(job, f"{describe_unit(job)}: timed out after {timeout:g} s (executor.task_timeout)")
     return result[0]
 
 
@@ -178,7 +180,7 @@ def run_job(job: Job) -> list[UnitRow]:
     """Execute one job; never raises for a bad input (failed rows say why)."""
     point, sample = job.point, job.sample
     base = dict(codec=point.label, quality=point.quality, scale=point.scale, image_id=str(sample.image_id))
-    where = _where(job)
+    where = describe_unit(job)
 
     def failed(task: str, key: str, message: str) -> UnitRow:
         return UnitRow(key=key, task=task, status="failed", error=message, **base)
