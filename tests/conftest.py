@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
+
+from vcm_plugin import Bitstream, Codec, QualityRange
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +65,24 @@ def _kill_once_saved(cmd: list[str], saved: Path, timeout: float = 300.0, grace:
 def kill_once_saved():
     """A real ``kill -9`` of a training command as soon as it has saved ``saved`` (see :func:`_kill_once_saved`)."""
     return _kill_once_saved
+
+
+@dataclass
+class BitDepthCodec(Codec):
+    """Test codec base: keeps the ``quality`` most significant bits of every 8-bit sample (8: lossless).
+
+    Subclasses misbehave in :meth:`before_encode` (raise, hang, die) to test the harness.
+    """
+
+    quality_range: ClassVar[QualityRange] = QualityRange("q", 1, 8, higher_is_more_bits=True)
+
+    def before_encode(self, image: np.ndarray) -> None:
+        """Called with every image before it is coded."""
+
+    def _encode(self, image: np.ndarray, quality: int) -> Bitstream:
+        self.before_encode(image)
+        return self.make_bitstream((image >> (8 - quality)).astype(np.uint8).tobytes(), quality, image)
+
+    def _decode(self, bitstream: Bitstream) -> np.ndarray:
+        raw = np.frombuffer(bitstream.data, np.uint8).reshape(bitstream.height, bitstream.width, 3)
+        return (raw << (8 - int(bitstream.quality))).astype(np.uint8)

@@ -13,8 +13,9 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import BitDepthCodec
 
-from vcm_plugin import Bitstream, Codec, QualityRange, register_codec
+from vcm_plugin import register_codec
 from vcm_plugin.config import ConfigError, config_from_dict
 from vcm_plugin.pipeline.executors import shards
 from vcm_plugin.pipeline.run import run
@@ -22,19 +23,14 @@ from vcm_plugin.pipeline.run import run
 
 @register_codec
 @dataclass
-class HangOnPortraitCodec(Codec):
+class HangOnPortraitCodec(BitDepthCodec):
     """Test codec: raw 8-bit samples, but hangs (sleeps an hour) on portrait images."""
 
     name: ClassVar[str] = "test-hang-portrait"
-    quality_range: ClassVar[QualityRange] = QualityRange("q", 1, 8, higher_is_more_bits=True)
 
-    def _encode(self, image: np.ndarray, quality: int) -> Bitstream:
+    def before_encode(self, image: np.ndarray) -> None:
         if image.shape[0] > image.shape[1]:
             time.sleep(3600)
-        return self.make_bitstream(image.tobytes(), quality, image)
-
-    def _decode(self, bitstream: Bitstream) -> np.ndarray:
-        return np.frombuffer(bitstream.data, np.uint8).reshape(bitstream.height, bitstream.width, 3).copy()
 
 
 def _config(shared: Path, output: Path, **extra) -> dict:

@@ -15,8 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import BitDepthCodec
 
-from vcm_plugin import Bitstream, Codec, EncodeError, QualityRange, register_codec
+from vcm_plugin import EncodeError, register_codec
 from vcm_plugin.config import config_from_dict
 from vcm_plugin.pipeline.run import OutputLock, RunError, run
 
@@ -25,21 +26,14 @@ TIMING = {"encode_s_per_image", "decode_s_per_image", "inference_s_per_image"}
 
 @register_codec
 @dataclass
-class PortraitFailCodec(Codec):
+class PortraitFailCodec(BitDepthCodec):
     """Test codec: JPEG-like identity that raises on portrait images (to test failure handling)."""
 
     name: ClassVar[str] = "test-portrait-fail"
-    quality_range: ClassVar[QualityRange] = QualityRange("q", 1, 8, higher_is_more_bits=True)
 
-    def _encode(self, image: np.ndarray, quality: int) -> Bitstream:
+    def before_encode(self, image: np.ndarray) -> None:
         if image.shape[0] > image.shape[1]:
             raise EncodeError("codec 'test-portrait-fail': refuses portrait images")
-        return self.make_bitstream((image >> (8 - quality)).astype(np.uint8).tobytes(), quality, image)
-
-    def _decode(self, bitstream: Bitstream) -> np.ndarray:
-        shift = 8 - int(bitstream.quality)
-        raw = np.frombuffer(bitstream.data, np.uint8).reshape(bitstream.height, bitstream.width, 3)
-        return (raw << shift).astype(np.uint8)
 
 
 def make_config(shared: Path, output: Path, **extra) -> dict:

@@ -22,8 +22,9 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import yaml
+from conftest import BitDepthCodec
 
-from vcm_plugin import Bitstream, Codec, QualityRange, register_codec
+from vcm_plugin import register_codec
 from vcm_plugin.config import config_from_dict
 from vcm_plugin.pipeline.run import LOCK_NAME, OutputLock, RunError, run
 
@@ -35,19 +36,14 @@ TOTAL = IMAGES * (len(QUALITIES) + 1)  # one task; the uncompressed reference po
 
 @register_codec
 @dataclass
-class DieOnPortraitCodec(Codec):
+class DieOnPortraitCodec(BitDepthCodec):
     """Test codec: raw 8-bit samples, but its process is SIGKILLed on portrait images (an OOM kill)."""
 
     name: ClassVar[str] = "test-die-portrait"
-    quality_range: ClassVar[QualityRange] = QualityRange("q", 1, 8, higher_is_more_bits=True)
 
-    def _encode(self, image: np.ndarray, quality: int) -> Bitstream:
+    def before_encode(self, image: np.ndarray) -> None:
         if image.shape[0] > image.shape[1]:
             os.kill(os.getpid(), signal.SIGKILL)
-        return self.make_bitstream(image.tobytes(), quality, image)
-
-    def _decode(self, bitstream: Bitstream) -> np.ndarray:
-        return np.frombuffer(bitstream.data, np.uint8).reshape(bitstream.height, bitstream.width, 3).copy()
 
 
 def _config(shared: Path, output: Path, **extra) -> dict:
