@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vcm-installed
 RECIPE := torch==2.14.1 torchvision==0.29.1 compressai==1.2.8 "numpy<2" "opencv-python-headless<4.12" \
-	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn pytorch-msssim ai-edge-litert dask distributed dask-jobqueue pytest ruff
+	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn pytorch-msssim ai-edge-litert dask distributed dask-jobqueue pytest ruff \
+	"import-linter>=2,<3"
 
 .PHONY: install demo test test-fast lint benchmark benchmark-harness clean experiments
 
@@ -27,8 +28,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# ruff, then the import contracts of .importlinter (the layer order of the README's "Architecture")
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 benchmark: install
 	$(BIN)/python benchmarks/codecs.py

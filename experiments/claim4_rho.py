@@ -87,7 +87,7 @@ def outside_ci(rows: list[Any]) -> list[str]:
 
 def cifar_section(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """ρ per layer of ``cifar10-vgg`` on CIFAR-10 test images, the depth trend per k, and its Markdown."""
-    from vcm_plugin.analysis.cli import run_appropriateness
+    from vcm_plugin.analysis.appropriateness import run_appropriateness
 
     cfg = dict(CIFAR_QUICK if args.quick else CIFAR_FULL)
     log = None if args.quiet else (lambda msg: print(f"[cifar10-vgg] {msg}", file=sys.stderr, flush=True))
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not names:
         parser.error(f"--sections: unknown {unknown}; known: {list(SECTIONS)}")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    from vcm_plugin.analysis.cli import limit_threads
+    from vcm_plugin.analysis.appropriateness import limit_threads
     from vcm_plugin.analysis.report import machine_description
 
     limit_threads(args.threads)

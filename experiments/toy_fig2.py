@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS / OpenMP threads (default 1)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    from vcm_plugin.analysis.cli import limit_threads
+    from vcm_plugin.analysis.appropriateness import limit_threads
     from vcm_plugin.analysis.report import machine_description
 
     limit_threads(args.threads)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vcm_plugin.analysis import rho as rho_mod
-from vcm_plugin.analysis.cli import limit_threads, parse_ks
+from vcm_plugin.analysis.appropriateness import limit_threads, parse_ks
 from vcm_plugin.analysis.report import CSV_COLUMNS, RhoRow, read_rho_csv
 from vcm_plugin.analysis.rho import (
     AnalysisError,

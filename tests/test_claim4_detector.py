@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from vcm_plugin.analysis.cli import limit_threads
+from vcm_plugin.analysis.appropriateness import limit_threads
 from vcm_plugin.analysis.report import CSV_COLUMNS, read_rho_csv
 
 torch.set_num_threads(1)

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vcm_plugin.datasets import download
+from vcm_plugin.cli import download as download_cli
 from vcm_plugin.datasets.download import (
     HOST,
     PROBE_TIMEOUT_S,
     DownloadError,
-    add_download_parser,
     default_lists_root,
     download_openimages,
     image_url,
@@ -242,11 +241,11 @@ def test_default_lists_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 def test_cli_parser_and_handler(lists: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser(prog="vcm")
-    add_download_parser(parser.add_subparsers(dest="command", required=True))
+    download_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "out"
     args = parser.parse_args(["download", "openimages", "--subset", "detection", "--output", str(out),
                               "--lists", str(lists), "--jobs", "2", "--quiet"])
-    assert args.func is download.cmd_download_openimages
+    assert args.func is download_cli.cmd
     assert (args.subset, args.output, args.lists, args.jobs) == ("detection", out, lists, 2)
     with pytest.raises(SystemExit):
         parser.parse_args(["download", "openimages", "--subset", "classification", "--output", str(out)])

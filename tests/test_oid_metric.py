@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from vcm_plugin.cli.oid_eval import add_parser as add_oid_eval_parser
 from vcm_plugin.datasets.base import Sample
 from vcm_plugin.evaluation.base import EvaluationError
 from vcm_plugin.evaluation.oid import (
@@ -40,7 +41,7 @@ from vcm_plugin.evaluation.oid_annotations import (
     write_detections_csv,
     write_mask_detections_csv,
 )
-from vcm_plugin.evaluation.oid_cli import add_oid_eval_parser, oid_eval
+from vcm_plugin.evaluation.oid_eval import oid_eval
 from vcm_plugin.tasks.base import Detections
 from vcm_plugin.tasks.coco_names import COCO_CATEGORIES
 

@@ -45,7 +45,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from vcm_plugin.errors import VcmError
-from vcm_plugin.safe_yaml import MAX_CHARS, YAMLLimitError, safe_load
+from vcm_plugin.safe_yaml import MAX_CHARS, YAMLLimitError, parse_key_value, safe_load
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -311,14 +311,8 @@ def _format_validation_error(exc: ValidationError, source: str | _Provenance,
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """``a.b.c=value`` -> (``a.b.c``, YAML-safe-parsed value)."""
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {item!r}: expected key=value")
-    try:
-        return key.strip(), safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: cannot parse the value ({exc})") from exc
+    """``a.b.c=value`` -> (``a.b.c``, YAML-safe-parsed value; None when blank)."""
+    return parse_key_value(item, "override", ConfigError, empty=None)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, check_plugins: bool = True) -> RunConfig:

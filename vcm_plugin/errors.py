@@ -49,3 +49,7 @@ class BitstreamFormatError(DecodeError):
 
 class BDRateError(VcmError, ValueError):
     """Two rate-metric curves cannot give a meaningful Bjontegaard delta."""
+
+
+class InputError(VcmError, ValueError):
+    """A bad input that no more specific class describes (a command-line argument, a config's key)."""

@@ -103,3 +103,18 @@ def safe_load(text: str, max_nodes: int = MAX_NODES, max_chars: int = MAX_CHARS)
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def parse_key_value(item: str, where: str, error: type[Exception], empty: Any = "") -> tuple[str, Any]:
+    """``key=value`` -> (key, value as a safe YAML 1.2 scalar, ``empty`` when blank): the one ``key=value`` parser.
+
+    Used by ``vcm ... --param`` and by config overrides; a malformed item raises
+    ``error`` with a message starting with ``where`` and the item.
+    """
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise error(f"{where} {item!r}: expected key=value")
+    try:
+        return key.strip(), safe_load(value) if value.strip() else empty
+    except yaml.YAMLError as exc:
+        raise error(f"{where} {item!r}: cannot parse the value ({exc})") from exc

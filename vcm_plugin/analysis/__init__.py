@@ -1,7 +1,7 @@
 """Task appropriateness ρ of a model's layers (the project's estimator, pluggable), t-SNE views, reports.
 
 See :mod:`vcm_plugin.analysis.rho` for the definition (the project's, not the paper's)
-and ``vcm appropriateness`` (:mod:`vcm_plugin.analysis.cli`) for the command.
+and ``vcm appropriateness`` (:mod:`vcm_plugin.cli.appropriateness`) for the command.
 """
 
 from vcm_plugin.analysis.rho import (

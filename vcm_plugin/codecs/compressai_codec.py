@@ -104,8 +104,8 @@ class CompressAICodec(Codec):
                 raise QualityError(f"codec 'compressai': project-zoo model {self.model!r} has qualities "
                                    f"{sorted(zoo_group(self.model))}, not {quality}")
         elif not self.download:
-            from vcm_plugin.learned.models import hub_checkpoint_dir, zoo_checkpoint_url
-            from vcm_plugin.tasks.weights import find_weights
+            from vcm_plugin.learned.models import zoo_checkpoint_url
+            from vcm_plugin.tasks.weights import find_weights, hub_checkpoint_dir
 
             name = zoo_checkpoint_url(self.model, self.metric, int(quality)).rsplit("/", 1)[-1]
             find_weights(name, [*(self.search_path or []), str(hub_checkpoint_dir())])

@@ -33,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality
-from vcm_plugin.codecs.varint import encode_varint
+from vcm_plugin.codecs.varint import ByteReader, encode_varint
 from vcm_plugin.errors import DecodeError, EncodeError
 
 FFMPEG_ENV = "VCM_FFMPEG"
@@ -209,16 +209,6 @@ def summarise_log(log: bytes, keep: int = 3) -> str:
 
 
 # -- the size header ------------------------------------------------------------------
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    for i in range(offset, min(len(data), offset + 5)):
-        value |= (data[i] & 0x7F) << shift
-        shift += 7
-        if not data[i] & 0x80:
-            return value, i + 1
-    raise DecodeError("size header is truncated or malformed")
-
-
 def pack_size(height: int, width: int) -> bytes:
     """The original-size header: width then height as LEB128 varints."""
     return encode_varint(width) + encode_varint(height)
@@ -226,9 +216,9 @@ def pack_size(height: int, width: int) -> bytes:
 
 def unpack_size(data: bytes) -> tuple[int, int, int]:
     """Parse :func:`pack_size`; return ``(height, width, payload offset)``."""
-    width, offset = _read_varint(data, 0)
-    height, offset = _read_varint(data, offset)
-    return height, width, offset
+    reader = ByteReader(data, "size header")
+    width, height = reader.varint("width"), reader.varint("height")
+    return height, width, reader.pos
 
 
 # -- padding --------------------------------------------------------------------------
@@ -410,7 +400,8 @@ class FFmpegCodec(Codec):
             if self.size_header:
                 height, width, offset = unpack_size(bitstream.data)
             if self.payload_length:
-                length, offset = _read_varint(bitstream.data, offset)
+                reader = ByteReader(bitstream.data, "payload length header", offset)
+                length, offset = reader.varint("payload length"), reader.pos
         except DecodeError as exc:
             raise DecodeError(f"codec {self.name!r}: {exc}") from exc
         if (height, width) != (bitstream.height, bitstream.width):

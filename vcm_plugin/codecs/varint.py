@@ -21,10 +21,11 @@ def encode_varint(value: int) -> bytes:
 
 
 class ByteReader:
-    """Reads a header front to back; truncation raises :class:`BitstreamFormatError` naming ``source``."""
+    """Reads a header front to back from byte ``pos``; truncation raises :class:`BitstreamFormatError` naming
+    ``source``."""
 
-    def __init__(self, data: bytes, source: str) -> None:
-        self.data, self.pos, self.source = data, 0, source
+    def __init__(self, data: bytes, source: str, pos: int = 0) -> None:
+        self.data, self.pos, self.source = data, pos, source
 
     def take(self, n: int, what: str) -> bytes:
         if self.pos + n > len(self.data):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vcm_plugin import hashing
 from vcm_plugin.errors import VcmError
 
 
@@ -31,16 +32,12 @@ _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 deg
 
 def file_sha256(path: Path, what: str) -> str:
     """Hex SHA-256 of a file; DatasetError naming it (as ``what``) when it cannot be read."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
+        return hashing.file_sha256(path)
     except FileNotFoundError:
         raise DatasetError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise DatasetError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
 
 
 _IMAGE_DIGESTS: dict[tuple[str, int, int, int], str] = {}

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vcm_plugin.datasets.base import DatasetError
-from vcm_plugin.datasets.imagenet import Entry, LabelledImages, read_labels, scan_class_folders
+from vcm_plugin.datasets.imagenet import Entry, SingleLabelDataset, read_labels, scan_class_folders
 from vcm_plugin.datasets.registry import register_dataset
+from vcm_plugin.tasks.cifar_vgg import CIFAR10_CLASSES
 
-CIFAR10_CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                    "ship", "truck")
 SPLITS = ("test", "train")
 
 
@@ -45,7 +44,7 @@ def balanced_selection(order: list[str], classes: dict[str, int], n: int | None)
 
 
 @register_dataset
-class Cifar10Dataset(LabelledImages):
+class Cifar10Dataset(SingleLabelDataset):
     """The CIFAR-10 ``split`` (``"test"``, default, or ``"train"``) under ``root``.
 
     ``image_ids``: a list of image ids (paths relative to ``root``, or bare file names, which

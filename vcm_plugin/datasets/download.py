@@ -16,7 +16,6 @@ function raises at once instead of trying 5,000 URLs.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from vcm_plugin.errors import VcmError
 
@@ -275,27 +274,3 @@ def download_openimages(subset: str, output: str | Path, lists_root: str | Path 
     finally:
         bar.close()
 
-
-# -- command line -----------------------------------------------------------------------
-def cmd_download_openimages(args: argparse.Namespace) -> int:
-    """``vcm download openimages``: prints the summary; exit 0 when complete, 3 when some images failed."""
-    report = download_openimages(args.subset, args.output, args.lists, jobs=args.jobs, progress=not args.quiet)
-    print(report.summary())
-    return 0 if report.ok else 3
-
-
-def add_download_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``download openimages --subset S --output DIR [--lists ROOT] [--jobs N]`` to ``subparsers``."""
-    parser = subparsers.add_parser("download", help="download evaluation images (needs internet)")
-    sources = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    p = sources.add_parser("openimages", help="the MPEG VCM Open Images V6 validation images (5k list)",
-                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--subset", required=True, choices=sorted(SUBSET_LISTS), help="which MPEG VCM 5k list")
-    p.add_argument("--output", "-o", required=True, type=Path, help="folder for <ImageID>.jpg (created)")
-    p.add_argument("--lists", type=Path, default=None,
-                   help="the mpeg-vcm folder holding the lists (default: $VCM_SHARED or ../shared, "
-                        "/data/openimages/mpeg-vcm)")
-    p.add_argument("--jobs", "-j", type=int, default=4, help="download threads (default 4)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_download_openimages)
-    return parser

@@ -36,8 +36,8 @@ from typing import Any, NamedTuple
 
 from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size, json_sha256
 from vcm_plugin.datasets.registry import register_dataset
+from vcm_plugin.images.io import DATASET_IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 IMAGENET_CLASSES = 1000
 logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 TASK = "classification"
@@ -163,16 +163,16 @@ def read_id_list(path: str | os.PathLike[str]) -> list[str]:
 
 
 def scan_class_folders(folder: Path) -> dict[str, list[str]]:
-    """Class folder name -> sorted image file names in it (suffixes :data:`IMAGE_SUFFIXES`)."""
+    """Class folder name -> sorted image file names in it (suffixes :data:`DATASET_IMAGE_SUFFIXES`)."""
     out: dict[str, list[str]] = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        names = sorted(f.name for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())
+        names = sorted(f.name for f in sub.iterdir() if f.suffix.lower() in DATASET_IMAGE_SUFFIXES and not f.is_dir())
         if names:
             out[sub.name] = names
     return out
 
 
-class LabelledImages(IndexedDataset):
+class SingleLabelDataset(IndexedDataset):
     """A single-label classification dataset: image id -> (file, class index); see the module docstring.
 
     Subclasses build :attr:`entries` and the class list, then call :meth:`_choose`.
@@ -286,7 +286,7 @@ class LabelledImages(IndexedDataset):
 
 
 @register_dataset
-class ImageNetDataset(LabelledImages):
+class ImageNetDataset(SingleLabelDataset):
     """ImageNet-style single-label images: a labels CSV or class sub-folders (see the module docstring).
 
     ``root``: the dataset folder. ``labels``: the labels CSV (default ``root/labels.csv``; absent:
@@ -327,7 +327,7 @@ class ImageNetDataset(LabelledImages):
         folders = scan_class_folders(self.root)
         if not folders:
             raise DatasetError(f"{self.name} dataset: {self.root} has no labels.csv and no class sub-folders "
-                               f"with images ({', '.join(IMAGE_SUFFIXES)})")
+                               f"with images ({', '.join(DATASET_IMAGE_SUFFIXES)})")
         if class_list is None:
             if len(folders) != IMAGENET_CLASSES:
                 warnings.warn(f"{self.name} dataset: {self.root} has {len(folders)} class folders, not "

@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size, json_sha256
 from vcm_plugin.datasets.registry import register_dataset
+from vcm_plugin.images.io import DATASET_IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from vcm_plugin.evaluation.oid import OpenImagesEvaluator
 
 TASKS = ("detection", "segmentation")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _MAX_LISTED = 5
 logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 MASKS_UNAVAILABLE = ("the MPEG VCM 5k masks (segmentation_validation_masks_5k.csv) are not available offline; "
@@ -76,7 +76,8 @@ def read_image_list(path: str | Path) -> list[tuple[str, str]]:
             continue
         if "/" in name or "\\" in name or name.startswith("."):
             raise DatasetError(f"{path} line {number}: {name!r} is not a bare image file name")
-        stem, suffix = (name[: -len(s)], s) if (s := Path(name).suffix).lower() in IMAGE_SUFFIXES else (name, "")
+        s = Path(name).suffix
+        stem, suffix = (name[: -len(s)], s) if s.lower() in DATASET_IMAGE_SUFFIXES else (name, "")
         if not stem:
             raise DatasetError(f"{path} line {number}: {name!r} has no image id")
         if stem in seen:

@@ -198,10 +198,6 @@ class _ImageDet:
     rles: list[dict] | None = None
 
 
-def _empty_det(segm: bool) -> _ImageDet:
-    return _ImageDet(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4)), [] if segm else None)
-
-
 class _Accumulator:
     """Collects per-image (score, TP weight) entries per class and the ground-truth counts."""
 

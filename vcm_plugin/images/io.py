@@ -40,7 +40,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vcm_plugin.errors import ImageReadError, InvalidImageError, VcmError
 
-__all__ = ["read_image", "write_image"]
+__all__ = ["DATASET_IMAGE_SUFFIXES", "IMAGE_SUFFIXES", "read_image", "write_image"]
+
+#: File suffixes (lower case) a folder of images is scanned for: formats :func:`read_image` reads.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: The subset the dataset layouts accept (ImageNet-style class folders, Open Images image lists):
+#: the formats those datasets come in. A wider set would change which files a dataset folder
+#: indexes (so its image ids, class-list hash and cache keys) and would read an Open Images list
+#: line ``<id>.webp`` as a file name instead of a bare image id.
+DATASET_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 _SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")

@@ -19,14 +19,13 @@ A checkpoint of another architecture is refused with the mismatched keys listed.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from vcm_plugin.hashing import name_hash_prefix
 from vcm_plugin.tasks.base import TaskModelError
-from vcm_plugin.tasks.weights import file_sha256, find_weights, load_state_dict_safely
+from vcm_plugin.tasks.weights import file_sha256, find_weights, hub_checkpoint_dir, load_state_dict_safely
 
 #: entropy-coder tables whose shapes depend on the trained model (not architecture keys)
 _TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -144,13 +143,6 @@ def zoo_checkpoint_url(architecture: str, metric: str, quality: int) -> str:
                                 f"quality {quality}; available: {have}") from None
 
 
-def hub_checkpoint_dir() -> Path:
-    """torch.hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``)."""
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def load_compressai_zoo(architecture: str, metric: str, quality: int, search_path: Sequence[str] | None = None,
                         download: bool = False) -> tuple[Any, str]:
     """A pretrained ``compressai.zoo`` model; returns (model, the file's SHA-256).
@@ -173,9 +165,9 @@ def load_compressai_zoo(architecture: str, metric: str, quality: int, search_pat
         torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, weights_only=True)
         path = hub_checkpoint_dir() / name
     sha = file_sha256(path)
-    prefix = re.search(r"-([0-9a-f]{8,})\.pth", name)
-    if prefix and not sha.startswith(prefix.group(1)):
+    prefix = name_hash_prefix(name)
+    if prefix and not sha.startswith(prefix):
         raise LearnedModelError(f"compressai checkpoint {str(path)!r} has SHA-256 {sha[:12]}..., but its name says "
-                                f"{prefix.group(1)}: the file is corrupt or not the official one")
+                                f"{prefix}: the file is corrupt or not the official one")
     state = load_state_dict_safely(path)
     return model_from_state(state, architecture, repr(str(path))), sha

@@ -14,7 +14,7 @@ A :class:`SplitAdapter` exposes, for one task model and one cut point ``cut``:
 Task models provide an adapter through ``TaskModel.split_adapter(cut)``; third parties
 can add cut-point definitions for an existing task model through the entry-point group
 ``vcm_plugin.cut_points`` (entry-point name: the task model's name; value: a function
-``(task_model, cut) -> SplitAdapter``), or register one with :func:`register_cut_points`.
+``(task_model, cut) -> SplitAdapter``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from vcm_plugin.tasks.base import INPUT, TaskModel, TaskModelError
 
 OUTPUT = "output"  # the distillation point at the task model's output
 ENTRY_POINT_GROUP = "vcm_plugin.cut_points"
-
-_FACTORIES: dict[str, Callable[[TaskModel, str], SplitAdapter]] = {}
 
 
 class SplitAdapter(ABC):
@@ -118,14 +116,6 @@ def freeze(module: Any) -> Any:
     return module
 
 
-def register_cut_points(model_name: str) -> Callable:
-    """Decorator: ``factory(task_model, cut) -> SplitAdapter`` adds cut points to task model ``model_name``."""
-    def wrap(factory: Callable[[TaskModel, str], SplitAdapter]) -> Callable[[TaskModel, str], SplitAdapter]:
-        _FACTORIES[model_name] = factory
-        return factory
-    return wrap
-
-
 def _entry_point_factory(model_name: str) -> Callable[[TaskModel, str], SplitAdapter] | None:
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == model_name:
@@ -138,11 +128,11 @@ def _entry_point_factory(model_name: str) -> Callable[[TaskModel, str], SplitAda
 
 
 def split_adapter(model: TaskModel, cut: str) -> SplitAdapter:
-    """The adapter of ``model`` cut at ``cut``: the model's own, else a registered or entry-point one."""
+    """The adapter of ``model`` cut at ``cut``: an entry point's for the model's name, else the model's own."""
     if cut == INPUT:
         raise TaskModelError(f"task model {model.name!r}: the cut point of a feature or direct codec cannot be "
                              f"'input' (that is an image codec)")
-    factory = _FACTORIES.get(model.name) or _entry_point_factory(model.name)
+    factory = _entry_point_factory(model.name)
     if factory is not None:
         return factory(model, cut)
     own = getattr(model, "split_adapter", None)

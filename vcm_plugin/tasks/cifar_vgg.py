@@ -28,7 +28,9 @@ from vcm_plugin.splitting.adapter import OUTPUT, SplitAdapter, freeze
 from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError
 from vcm_plugin.tasks.registry import register_task_model
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+#: The CIFAR-10 class names in class-index order (the network's outputs; the ``cifar10`` dataset's labels).
+CIFAR10_CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                    "ship", "truck")
 #: Per-channel mean / std of the CIFAR-10 train set on a 0..1 scale, used only when a checkpoint has none.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)

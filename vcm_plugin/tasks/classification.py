@@ -115,14 +115,12 @@ class TorchvisionClassifier(TaskModel):
 
     def weights_path(self) -> Path:
         """The file that will be loaded: ``checkpoint``, or the enum's file; raises if it is missing."""
-        import torch.hub
-
-        from vcm_plugin.tasks.weights import find_weights
+        from vcm_plugin.tasks.weights import find_weights, hub_checkpoint_dir
 
         if self.checkpoint is not None:
             return find_weights(self.checkpoint, self.search_path)
         member = self.weights_enum()
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        hub = hub_checkpoint_dir()
         try:
             return find_weights(self.weights_file_name(), [*(self.search_path or []), hub])
         except WeightsNotFoundError as exc:

@@ -18,13 +18,12 @@ entries with ``__background__`` and ``N/A`` holes), mapped to COCO ids by name.
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-from unittest import mock
 from urllib.parse import urlparse
 
 import numpy as np
@@ -43,8 +42,8 @@ SUPPORTED_MODELS: tuple[str, ...] = (
 MASK_MODELS: frozenset[str] = frozenset({"maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"})
 FIXED_SIZE_MODELS: frozenset[str] = frozenset({"ssd300_vgg16", "ssdlite320_mobilenet_v3_large"})
 _NOT_A_CLASS = frozenset({"__background__", "N/A"})
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
 _BUILD_LOCK = threading.Lock()
+_ABSENT = object()
 
 
 def coco_category_ids(categories: Sequence[str]) -> np.ndarray:
@@ -69,26 +68,26 @@ def coco_category_ids(categories: Sequence[str]) -> np.ndarray:
 
 def hub_checkpoint_path(url: str) -> Path:
     """Where torch.hub caches ``url``: ``torch.hub.get_dir()/checkpoints/<file name of the URL>``."""
-    import torch.hub
+    from vcm_plugin.tasks.weights import hub_checkpoint_dir
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    return hub_checkpoint_dir() / Path(urlparse(url).path).name
 
 
-def check_hash_in_name(path: Path, expected_name: str | None = None) -> None:
-    """Verify that the SHA-256 of ``path`` starts with the hex in its (or ``expected_name``'s) file name.
+def check_hash_in_name(path: Path) -> None:
+    """Verify that the SHA-256 of ``path`` starts with the hex prefix in its file name.
 
     torch.hub names its files ``<name>-<sha256 prefix>.pth`` but never re-checks a cached
     file; this does. Names without such a prefix are not checked.
     """
-    from vcm_plugin.tasks.weights import file_sha256
+    from vcm_plugin.hashing import file_sha256, name_hash_prefix
 
-    match = _HASH_IN_NAME.search(expected_name or path.name)
-    if match is None:
+    prefix = name_hash_prefix(path.name)
+    if prefix is None:
         return
     actual = file_sha256(path)
-    if not actual.startswith(match.group(1)):
+    if not actual.startswith(prefix):
         raise TaskModelError(f"weights file {str(path)!r} has SHA-256 {actual}, which does not start with "
-                             f"{match.group(1)} as its name {expected_name or path.name!r} says: the file is "
+                             f"{prefix} as its name {path.name!r} says: the file is "
                              "corrupt, truncated or a different checkpoint; download it again")
 
 
@@ -385,14 +384,36 @@ def _build_with_state_dict(model: str, member: Any, state: dict[str, Any], **kwa
 
     torchvision's builders fetch weights through ``member.get_state_dict()`` (a download
     or an unpickling of the hub cache); here that one call returns the already safely
-    loaded ``state``, so the network is built exactly as torchvision builds it.
+    loaded ``state``, so the network is built exactly as torchvision builds it (including
+    what the builders do besides loading, e.g. the BatchNorm eps of the v1 COCO weights).
     """
     from torchvision.models import get_model
+
+    with _BUILD_LOCK, _serving_state_dict(member, state, model):
+        return get_model(model, weights=member, **kwargs)
+
+
+@contextmanager
+def _serving_state_dict(member: Any, state: dict[str, Any], model: str) -> Iterator[None]:
+    """While active, ``get_state_dict`` of ``member``'s weights enum class returns ``state``.
+
+    The method is set on the enum class (members are singletons, so the class is the only
+    place a builder looks it up) and the class is restored on exit: its own attribute put
+    back, or the one set here deleted so that the inherited ``WeightsEnum`` method shows again.
+    """
+    cls = type(member)
 
     def get_state_dict(self: Any, *args: Any, **kw: Any) -> dict[str, Any]:
         if self is not member:
             raise TaskModelError(f"unexpected weights request {self} while building {model} with {member}")
         return state
 
-    with _BUILD_LOCK, mock.patch.object(type(member), "get_state_dict", get_state_dict):
-        return get_model(model, weights=member, **kwargs)
+    own = cls.__dict__.get("get_state_dict", _ABSENT)
+    cls.get_state_dict = get_state_dict
+    try:
+        yield
+    finally:
+        if own is _ABSENT:
+            delattr(cls, "get_state_dict")
+        else:
+            cls.get_state_dict = own

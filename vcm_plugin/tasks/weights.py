@@ -14,13 +14,13 @@ looked in. Where a SHA-256 is known (:data:`KNOWN_SHA256`) the file is verified.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vcm_plugin.hashing import file_sha256  # also imported from here by the task models
 from vcm_plugin.tasks.base import TaskModelError, WeightsNotFoundError
 
 ENV_VAR = "VCM_WEIGHTS"
@@ -50,6 +50,13 @@ def weights_search_path(search_path: Sequence[str | os.PathLike[str]] | None = N
     return unique
 
 
+def hub_checkpoint_dir() -> Path:
+    """torch.hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def find_weights(filename: str | os.PathLike[str], search_path: Sequence[str | os.PathLike[str]] | None = None,
                  sha256: str | None = None) -> Path:
     """Resolve a weights file name to an existing file, optionally verifying its SHA-256.
@@ -75,15 +82,6 @@ def find_weights(filename: str | os.PathLike[str], search_path: Sequence[str | o
     if sha256 is not None:
         verify_sha256(found, sha256)
     return found
-
-
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, hashed in ``chunk_bytes`` chunks (memory flat in file size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: str | os.PathLike[str], expected: str) -> None:

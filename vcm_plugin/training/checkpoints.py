@@ -98,7 +98,8 @@ class ResumableRun:
     On creation it resumes from ``folder/last.pt`` when one exists (model, both optimizers,
     every RNG, step, best validation loss, history, wall time), refusing a checkpoint written
     with another ``fingerprint`` (the config fields that may not change) or other ``tags``;
-    :meth:`save` writes ``last.pt`` atomically; :meth:`non_finite` is the error of a NaN /
+    :meth:`save` writes ``last.pt`` atomically, :meth:`record_validation` ``best.pt`` at a new best
+    validation loss and :meth:`restore_best` loads it back; :meth:`non_finite` is the error of a NaN /
     infinite loss naming the last good checkpoint.
     """
 
@@ -147,6 +148,21 @@ class ResumableRun:
                      "best_val_loss": self.best, "history": self.history, "wall_s": self.wall_s,
                      "fingerprint": self.fingerprint}, self.last)
         self.saved_step = self.step
+
+    def record_validation(self, metrics: dict[str, Any]) -> None:
+        """Add ``metrics`` (with the step) to the history; at a new best ``metrics["loss"]`` write ``best.pt``."""
+        self.history.append({"step": self.step, **metrics})
+        if metrics["loss"] < self.best:
+            self.best = metrics["loss"]
+            atomic_save({"step": self.step, "state_dict": self.model.state_dict(), "val": metrics},
+                        self.last.parent / BEST)
+
+    def restore_best(self) -> int:
+        """Load ``best.pt`` into the model (left as it is when there is none); return the step it was saved at."""
+        best = self.last.parent / BEST
+        state = load_checkpoint(best) if best.exists() else {"state_dict": self.model.state_dict()}
+        self.model.load_state_dict(state["state_dict"])
+        return int(state.get("step", self.step))
 
     def step_optimizers(self, loss: Any, aux_loss: Any, clip_grad: float | None) -> None:
         """One step: ``loss`` through the main optimizer (its parameters clipped to ``clip_grad``), ``aux_loss``

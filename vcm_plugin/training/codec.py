@@ -31,17 +31,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from vcm_plugin.images.io import IMAGE_SUFFIXES
 from vcm_plugin.learned.models import KEEP_FLOAT32, with_default_bounds
 from vcm_plugin.training.checkpoints import (
-    BEST,
     ResumableRun,
     TrainingError,
     atomic_save,
-    load_checkpoint,
     seed_everything,
 )
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 EXPORT = "model.pt"
 
 
@@ -304,10 +302,7 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
 
     def run_validation() -> None:
         metrics = validate(model, val_images, config)
-        run.history.append({"step": run.step, **metrics})
-        if metrics["loss"] < run.best:
-            run.best = metrics["loss"]
-            atomic_save({"step": run.step, "state_dict": model.state_dict(), "val": metrics}, output / BEST)
+        run.record_validation(metrics)
         if not quiet:
             tqdm.write(f"step {run.step}: val bpp {metrics['bpp']:.4f} PSNR {metrics['psnr_rgb']:.2f} dB "
                        f"loss {metrics['loss']:.4f} (best {run.best:.4f})")
@@ -334,10 +329,8 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
             run.save()
     bar.close()
 
-    best_state = load_checkpoint(output / BEST) if (output / BEST).exists() else {"state_dict": model.state_dict()}
-    model.load_state_dict(best_state["state_dict"])
+    best_step = run.restore_best()
     wall = run.wall_s
-    best_step = int(best_state.get("step", run.step))
     export_model(model, config, output / EXPORT, {"best_step": best_step})
     final = validate(model, val_images, config)
     result = {"export": str(output / EXPORT), "best_step": best_step, "steps": run.step,

@@ -44,11 +44,9 @@ from vcm_plugin.learned.models import KEEP_FLOAT32, with_default_bounds
 from vcm_plugin.learned.task_checkpoint import FORMAT
 from vcm_plugin.splitting.adapter import OUTPUT
 from vcm_plugin.training.checkpoints import (
-    BEST,
     ResumableRun,
     TrainingError,
     atomic_save,
-    load_checkpoint,
     seed_everything,
 )
 from vcm_plugin.training.codec import (
@@ -307,20 +305,15 @@ def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = F
         bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.item():.3f}", d=f"{dist.item():.4f}", refresh=False)
         if run.step % config.val_every == 0 or run.step == config.steps:
             metrics = validate(net, adapter, val_images, config, kind)
-            run.history.append({"step": run.step, **metrics})
-            if metrics["loss"] < run.best:
-                run.best = metrics["loss"]
-                atomic_save({"step": run.step, "state_dict": net.state_dict(), "val": metrics}, output / BEST)
+            run.record_validation(metrics)
             if not quiet:
                 tqdm.write(f"step {run.step}: val bpp {metrics['bpp']:.4f} d {metrics['distortion']:.4f} "
                            f"loss {metrics['loss']:.4f} (best {run.best:.4f})")
         if run.step % config.checkpoint_every == 0 or run.step == config.steps:
             run.save()
     bar.close()
-    best_state = load_checkpoint(output / BEST) if (output / BEST).exists() else {"state_dict": net.state_dict()}
-    net.load_state_dict(best_state["state_dict"])
+    best_step = run.restore_best()
     wall = run.wall_s
-    best_step = int(best_state.get("step", run.step))
     export(net, config, kind, adapter, output / EXPORT, {"best_step": best_step})
     final = validate(net, adapter, val_images, config, kind)
     result = {"export": str(output / EXPORT), "codec": CODEC_NAMES[kind], "best_step": best_step, "steps": run.step,

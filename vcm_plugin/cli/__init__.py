@@ -1,0 +1,10 @@
+"""The ``vcm`` command line: one module per subcommand, the shared helpers in :mod:`~vcm_plugin.cli.common`.
+
+The top layer of the package: nothing but :mod:`vcm_plugin.__main__` imports it (``make lint``
+checks this), and it holds every ``argparse`` use.
+"""
+
+from vcm_plugin.cli.common import EXIT_INPUT_ERROR, CLIError, parse_params, parse_quality
+from vcm_plugin.cli.main import build_parser, main
+
+__all__ = ["EXIT_INPUT_ERROR", "CLIError", "build_parser", "main", "parse_params", "parse_quality"]

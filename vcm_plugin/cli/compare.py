@@ -1,0 +1,101 @@
+"""``vcm compare``: rate-PSNR points of codecs on images, and BD-rate against an anchor."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from typing import TYPE_CHECKING, Any
+
+from vcm_plugin.cli.common import ENVELOPE_FLAG, CLIError, check_jobs, parse_params, parse_quality
+from vcm_plugin.errors import VcmError
+
+if TYPE_CHECKING:
+    from vcm_plugin.evaluation.rd import CodecSpec
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``vcm compare``."""
+    p = sub.add_parser("compare", help="rate-PSNR points of codecs on images, and BD-rate against an anchor")
+    p.add_argument("images", nargs="*")
+    p.add_argument("--sample", choices=["kodak"], help="use the embedded Kodak sample images")
+    p.add_argument("--codec", action="append", required=True, metavar="NAME:Q1,Q2,...")
+    p.add_argument("--codec-param", action="append", metavar="CODEC.KEY=VALUE")
+    p.add_argument("--anchor", help="codec name to compute BD-rate against")
+    p.add_argument("--non-monotonic", default="error", choices=["error", "envelope"],
+                   help="BD-rate of curves whose PSNR is not increasing in rate: error (n/a) or envelope")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="worker processes, at least 1 (default: all cores)")
+    p.add_argument("--csv", help="also write the points to this CSV file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd)
+
+
+def _parse_codec_arg(text: str, params: dict[str, dict[str, Any]]) -> CodecSpec:
+    from vcm_plugin.evaluation.rd import CodecSpec
+
+    name, sep, qualities = text.partition(":")
+    if not sep or not qualities:
+        raise CLIError(f"--codec {text!r}: expected NAME:Q1,Q2,... (e.g. vvc:42,37,32,27)")
+    return CodecSpec(name, tuple(parse_quality(q) for q in qualities.split(",")), params.get(name, {}))
+
+
+def cmd(args: argparse.Namespace) -> int:
+    """Measure the codecs' points, print them (and BD-rates against ``--anchor``)."""
+    from vcm_plugin.evaluation.bd import bd_rate_report
+    from vcm_plugin.evaluation.rd import measure
+
+    if args.sample:
+        from vcm_plugin import sample
+
+        images = [str(p) for p in sample.kodak_images()]
+    else:
+        images = list(args.images)
+    if not images:
+        raise CLIError("no images: give image files or --sample kodak")
+    for path in images:
+        if not os.path.isfile(path):
+            raise CLIError(f"image {path}: no such file")
+    params: dict[str, dict[str, Any]] = {}
+    for name, value in parse_params(args.codec_param, "--codec-param").items():
+        codec, dot, key = name.partition(".")
+        if not dot:
+            raise CLIError(f"--codec-param {name}: expected CODEC.KEY=VALUE")
+        params.setdefault(codec, {})[key] = value
+    specs = [_parse_codec_arg(text, params) for text in args.codec]
+    check_jobs(args.jobs)
+    anchor = [s for s in specs if s.name == args.anchor or s.label == args.anchor] if args.anchor else []
+    if args.anchor and not anchor:  # checked before any coding
+        raise CLIError(f"--anchor {args.anchor!r} is not one of the --codec names "
+                       f"({', '.join(s.label for s in specs)})")
+    points = measure(specs, images, jobs=args.jobs, progress=not args.quiet)
+
+    print(f"\n{len(images)} image(s); bpp = total bits / total original pixels; PSNR = mean over images (dB)")
+    print(f"{'codec':<14}{'quality':>8}{'bpp':>10}{'PSNR-Y':>9}{'PSNR-RGB':>10}{'enc ms/MP':>11}{'dec ms/MP':>11}")
+    for p in points:
+        print(f"{p.codec:<14}{p.quality!s:>8}{p.bpp:>10.4f}{p.psnr_y:>9.2f}{p.psnr_rgb:>10.2f}"
+              f"{p.encode_ms_per_mp:>11.0f}{p.decode_ms_per_mp:>11.0f}")
+    if args.csv:
+        rows = [p.as_row() for p in points]
+        try:
+            with open(args.csv, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as exc:
+            raise CLIError(f"cannot write {args.csv}: {exc.strerror or exc}") from exc
+    if anchor:
+        a_pts = [p for p in points if p.codec == anchor[0].label]
+        print(f"\nBD-rate (PSNR-Y, pchip) against {anchor[0].label}; negative = fewer bits than the anchor")
+        for spec in specs:
+            if spec is anchor[0]:
+                continue
+            t_pts = [p for p in points if p.codec == spec.label]
+            try:
+                report = bd_rate_report([p.bpp for p in a_pts], [p.psnr_y for p in a_pts],
+                                        [p.bpp for p in t_pts], [p.psnr_y for p in t_pts],
+                                        anchor_name=anchor[0].label, test_name=spec.label,
+                                        non_monotonic=args.non_monotonic, envelope_option=ENVELOPE_FLAG)
+                print(f"  {spec.label:<14}{report.value:+8.2f} %")
+            except VcmError as exc:
+                print(f"  {spec.label:<14} n/a: {exc}")
+    return 0
