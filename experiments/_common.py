@@ -220,7 +220,7 @@ def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Pat
 def _per_image(store_path: Path, cifar_root: str | Path, max_images: int) -> tuple[list[str], dict]:
     """(image ids, (codec, quality) -> (bits, pixels, correct) arrays in that order) from the results store."""
     from vcm_plugin.datasets.registry import get_dataset
-    from vcm_plugin.pipeline.store import ResultsStore
+    from vcm_plugin.results.store import ResultsStore
     from vcm_plugin.tasks.base import predictions_from_json
 
     dataset = get_dataset("cifar10", root=str(cifar_root), split="test", max_images=max_images)

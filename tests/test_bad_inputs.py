@@ -53,8 +53,8 @@ Configs
   `config-override-without-equals`, `config-override-unparsable`, `config-anchor-not-a-codec`,
   `config-missing-file`, `config-not-a-mapping`, `config-train-typo` (ConfigError);
   `config-unknown-codec` (UnknownCodecError), `config-unknown-task-model` (TaskModelError),
-  `config-quality-out-of-range` (QualityError), `config-flag-not-bool` (VcmError: codec parameters
-  are checked when the codec is built)
+  `config-quality-out-of-range` (QualityError), `config-flag-not-bool` (ConfigError: codec parameter
+  types are checked at load time)
 
 Checkpoints and weights (for the yolov5 and cifar10-vgg task models and the compressai codec)
 ---------------------------------------------------------------------------------------------
@@ -118,7 +118,6 @@ from vcm_plugin import (
     InvalidImageError,
     QualityError,
     UnknownCodecError,
-    VcmError,
     available_codecs,
     bd_rate,
     get_codec,
@@ -372,8 +371,6 @@ def build_codec(name: str) -> Codec:
 
 
 def quality_for(codec: Codec) -> int | float:
-    if codec.name == "compressai":
-        return 1
     r = codec.quality_range
     mid = (r.minimum + r.maximum) / 2
     return int(mid) if r.integer else mid
@@ -737,9 +734,8 @@ def _train_typo(tmp: Path) -> tuple[Callable[[], Any], Path]:
 def _flag_not_bool(tmp: Path) -> tuple[Callable[[], Any], Path]:
     path = tmp / "cfg.yaml"
     path.write_text(BASE_CONFIG)
-    config = load_config(path, ["codecs.jpeg.optimize=maybe"])  # parameter NAMES are checked at load time
-    name, params = config.codec_params("jpeg")
-    return lambda: get_codec(name, **params), path  # values when the codec is built (vcm run: before any work)
+    # parameter names and types (vcm_plugin.params) are checked at load time, before any work
+    return lambda: load_config(path, ["codecs.jpeg.optimize=maybe"]), path
 
 
 MARKER = "vcm-bad-inputs-hacked"
@@ -749,8 +745,8 @@ CONFIGS = [
     pytest.param(_config(overrides=["codecs.vvc.presett=faster"]), ConfigError,
                  ["codecs.vvc", "'presett'", "did you mean 'preset'"], True, id="config-misspelled-codec-param"),
     pytest.param(_config(BASE_CONFIG.replace("[10, 50]", '"abc"')), ConfigError,
-                 ["codecs.jpeg.qualities", "valid list"], True, id="config-wrong-type-qualities"),
-    pytest.param(_config(BASE_CONFIG + "jobs: two\n"), ConfigError, ["jobs", "valid integer"], True,
+                 ["codecs.jpeg.qualities", "expected list, got str 'abc'"], True, id="config-wrong-type-qualities"),
+    pytest.param(_config(BASE_CONFIG + "jobs: two\n"), ConfigError, ["jobs", "expected int, got str 'two'"], True,
                  id="config-wrong-type-jobs"),
     pytest.param(_config(BASE_CONFIG + f'evil: !!python/object/apply:os.system ["echo hacked > {MARKER}"]\n'),
                  ConfigError, ["not valid safe YAML", "python/object/apply:os.system"], True,
@@ -773,7 +769,8 @@ CONFIGS = [
                  ["'yolov55'", "Did you mean 'yolov5'"], False, id="config-unknown-task-model"),
     pytest.param(_config(overrides=["codecs.vvc.qualities=[99]"]), QualityError, ["'vvc'", "99", "0..63"], False,
                  id="config-quality-out-of-range"),
-    pytest.param(_flag_not_bool, VcmError, ["'jpeg'", "'optimize'", "'maybe'"], False, id="config-flag-not-bool"),
+    pytest.param(_flag_not_bool, ConfigError, ["codecs.jpeg", "'optimize'", "'maybe'"], False,
+                 id="config-flag-not-bool"),
 ]
 
 

@@ -29,9 +29,6 @@ from vcm_plugin.images.metrics import psnr_rgb
 REGISTERED = {c.name: c for c in available_codecs(include_unavailable=True) if c.origin.startswith("vcm_plugin.")}
 BUILTIN = [name for name, c in REGISTERED.items() if c.availability and c.output_point == "input"]  # image codecs
 FAST_PARAMS = {"vvc": {"preset": "faster"}, "hevc": {"preset": "ultrafast"}}
-# codecs whose default configuration supports fewer qualities than the class range
-# (the compressai codec's default is the project-zoo family, qualities 1..4)
-MAX_QUALITY = {"compressai": 4}
 # learned codecs trained at a few fixed lambdas have no near-lossless setting
 NO_NEAR_LOSSLESS = {"compressai"}
 
@@ -45,13 +42,13 @@ def build(name: str) -> Codec:
 
 def mid_quality(codec: Codec):
     r = codec.quality_range
-    mid = (r.minimum + MAX_QUALITY.get(codec.name, r.maximum)) / 2
+    mid = (r.minimum + r.maximum) / 2
     return int(mid) if r.integer else mid
 
 
 def max_rate_quality(codec: Codec):
     r = codec.quality_range
-    return MAX_QUALITY.get(codec.name, r.maximum) if r.higher_is_more_bits else r.minimum
+    return r.maximum if r.higher_is_more_bits else r.minimum
 
 
 def test_builtin_codecs_are_available_here() -> None:

@@ -96,7 +96,7 @@ def test_ap_equals_pycocotools_on_stored_predictions(first_run) -> None:
     from pycocotools.cocoeval import COCOeval
 
     from vcm_plugin import sample
-    from vcm_plugin.pipeline.store import ResultsStore
+    from vcm_plugin.results.store import ResultsStore
     from vcm_plugin.tasks.base import Detections
 
     _, out, _ = first_run

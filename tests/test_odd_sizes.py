@@ -26,7 +26,6 @@ SHAPES = [(3, 5), (1, 1), (5, 3), (17, 9)]
 IMAGE_CODECS = {c.name: c for c in available_codecs(include_unavailable=True)
                 if c.origin.startswith("vcm_plugin.") and c.output_point == "input"}
 FAST_PARAMS = {"vvc": {"preset": "faster"}, "hevc": {"preset": "ultrafast"}}
-MAX_QUALITY = {"compressai": 4}  # the default compressai codec is the project zoo (qualities 1..4)
 
 
 def _codec(name: str) -> Codec:
@@ -38,7 +37,7 @@ def _codec(name: str) -> Codec:
 
 def _mid_quality(codec: Codec) -> Any:
     r = codec.quality_range
-    mid = (r.minimum + MAX_QUALITY.get(codec.name, r.maximum)) / 2
+    mid = (r.minimum + r.maximum) / 2
     return int(mid) if r.integer else mid
 
 

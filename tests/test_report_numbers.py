@@ -110,7 +110,7 @@ def test_bd_rate_csv_matches_bjontegaard_on_the_results_csv_points(report: Path)
 
 @pytest.mark.slow
 def test_results_csv_aggregates_equal_the_stored_rows(report: Path) -> None:
-    from vcm_plugin.pipeline.store import ResultsStore
+    from vcm_plugin.results.store import ResultsStore
 
     with ResultsStore(report / "results.sqlite") as store:
         stored = [r for r in store.rows(with_predictions=False) if r.codec != "uncompressed"]
@@ -136,7 +136,7 @@ def test_a_stored_row_equals_its_image_coded_again(report: Path) -> None:
     """One unit recomputed from the image: the same JPEG bits, PSNRs from numpy formulas, MS-SSIM."""
     from vcm_plugin import get_codec, read_image, sample
     from vcm_plugin.images.metrics import ms_ssim
-    from vcm_plugin.pipeline.store import ResultsStore
+    from vcm_plugin.results.store import ResultsStore
 
     with ResultsStore(report / "results.sqlite") as store:
         units = [r for r in store.rows(with_predictions=False) if r.codec == "jpeg" and int(r.quality) == 30]

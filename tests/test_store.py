@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vcm_plugin.pipeline.store import ResultsStore, UnitRow, unit_key
+from vcm_plugin.results.store import ResultsStore, UnitRow, unit_key
 
 
 def test_key_changes_with_any_field() -> None:

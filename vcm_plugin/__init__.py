@@ -5,6 +5,7 @@ The public contract third-party codecs implement is importable from here:
 :func:`register_codec`; plus :func:`read_image`, :func:`bd_rate` and :func:`bd_metric`.
 """
 
+from vcm_plugin._version import __version__
 from vcm_plugin.codecs import (
     Availability,
     Bitstream,
@@ -29,11 +30,9 @@ from vcm_plugin.errors import (
 from vcm_plugin.evaluation.bd import bd_metric, bd_rate
 from vcm_plugin.images.io import read_image, write_image
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Availability", "BDRateError", "Bitstream", "BitstreamFormatError", "Codec", "CodecUnavailableError",
     "DecodeError", "EncodeError", "ImageReadError", "InvalidImageError", "QualityError", "QualityRange",
-    "UnknownCodecError", "VcmError", "available_codecs", "bd_metric", "bd_rate", "get_codec", "read_image",
-    "register_codec", "write_image",
+    "UnknownCodecError", "VcmError", "__version__", "available_codecs", "bd_metric", "bd_rate", "get_codec",
+    "read_image", "register_codec", "write_image",
 ]

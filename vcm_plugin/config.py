@@ -235,8 +235,12 @@ def _reraise_for_override(exc: VcmError, prov: _Provenance, loc: tuple[str, ...]
 
 
 def _check_plugin_params(config: RunConfig, source: str | _Provenance) -> None:
-    """Codec / task / dataset parameters must be fields of the registered class."""
-    from vcm_plugin.codecs.registry import get_codec_class
+    """Codec / task / dataset parameters must be fields of the registered class, of their annotated types.
+
+    Each codec is built (cheap: nothing is loaded) to check its qualities against the range
+    of that configuration (e.g. a learned model trained at fewer qualities than its class).
+    """
+    from vcm_plugin.codecs.registry import get_codec, get_codec_class
 
     prov = source if isinstance(source, _Provenance) else _Provenance(source)
     for label, entry in config.codecs.items():
@@ -246,9 +250,13 @@ def _check_plugin_params(config: RunConfig, source: str | _Provenance) -> None:
         except VcmError as exc:
             _reraise_for_override(exc, prov, ("codecs", label, "codec"))
         _check_fields(cls, params, prov, ("codecs", label), extra=["codec", "qualities", "scales"])
+        try:
+            codec = get_codec(name, **params)
+        except VcmError as exc:
+            _reraise_for_override(exc, prov, ("codecs", label))
         for q in entry.qualities:
             try:
-                cls.quality_range.validate(q, name)
+                codec.quality_range.validate(q, name)
             except VcmError as exc:
                 _reraise_for_override(exc, prov, ("codecs", label, "qualities"))
     from vcm_plugin.tasks.registry import get_task_model_class
@@ -283,10 +291,18 @@ def _check_fields(cls: type, params: dict[str, Any], prov: _Provenance, section:
         if key not in valid:
             raise ConfigError(f"{prov.blame((*section, key))}: {'.'.join(section)}: unknown key "
                               f"{key!r}{_nearest(key, valid + extra)}")
+    from vcm_plugin.params import param_errors
+
+    problems = param_errors(cls, params)
+    if problems:
+        key, message = problems[0]
+        raise ConfigError(f"{prov.blame((*section, key))}: {'.'.join(section)}: parameter {key!r}: {message}")
 
 
 def _format_validation_error(exc: ValidationError, source: str | _Provenance,
                              root: type[BaseModel] | None = None) -> str:
+    from vcm_plugin.params import describe_error  # the one wording of pydantic errors (plugin parameters too)
+
     prov = source if isinstance(source, _Provenance) else _Provenance(source)
     parts: list[tuple[str, str]] = []  # (file or override, message)
     for err in exc.errors():
@@ -304,7 +320,7 @@ def _format_validation_error(exc: ValidationError, source: str | _Provenance,
         elif err["type"] == "missing":
             parts.append((where, f"missing key {loc!r}"))
         else:
-            parts.append((where, f"{loc or 'config'}: {err['msg']}"))
+            parts.append((where, f"{loc or 'config'}: {describe_error(err)}"))
     if len({where for where, _ in parts}) == 1:
         return f"{parts[0][0]}: " + "; ".join(message for _, message in parts)
     return "; ".join(f"{where}: {message}" for where, message in parts)

@@ -53,3 +53,15 @@ class BDRateError(VcmError, ValueError):
 
 class InputError(VcmError, ValueError):
     """A bad input that no more specific class describes (a command-line argument, a config's key)."""
+
+
+class TaskModelError(VcmError, RuntimeError):
+    """A task model cannot be built, loaded or run (names the model and the file).
+
+    Also raised for a learned codec's or a task codec's checkpoint that cannot be found or
+    loaded; :mod:`vcm_plugin.tasks.base` re-exports it.
+    """
+
+
+class WeightsNotFoundError(TaskModelError, FileNotFoundError):
+    """A weights file is missing; the message names the file and every place searched."""

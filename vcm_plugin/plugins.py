@@ -9,13 +9,13 @@ remembered with its error instead of breaking the package.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from vcm_plugin.errors import VcmError
+from vcm_plugin.params import validate_params
 
 T = TypeVar("T")
 
@@ -86,11 +86,8 @@ class PluginRegistry(Generic[T]):
     def create(self, name: str, **params: Any) -> T:
         """Build the class registered as ``name`` with ``params``; bad parameters name it."""
         cls = self.get_class(name)
-        if dataclasses.is_dataclass(cls):  # a flag given as "no" or 1 would silently be truthy
-            for f in dataclasses.fields(cls):
-                if f.name in params and f.type in ("bool", bool) and not isinstance(params[f.name], bool):
-                    raise self.params_error(f"{self.kind} {name!r}: parameter {f.name!r} must be true or false, "
-                                            f"got {params[f.name]!r}")
+        # typed parameters: a flag given as "no" or 1, a string for a number, fail here naming the parameter
+        validate_params(cls, params, f"{self.kind} {name!r}", self.params_error)
         try:
             return cls(**params)
         except VcmError:

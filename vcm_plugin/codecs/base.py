@@ -265,7 +265,7 @@ def implementation_identity(cls: type) -> str:
     every module defining a :class:`Codec` subclass in its MRO (the class's own module
     first), so that an edited or rebuilt codec recomputes stored results.
     """
-    from vcm_plugin import __version__
+    from vcm_plugin._version import __version__
 
     modules = dict.fromkeys(k.__module__ for k in cls.__mro__
                             if isinstance(k, type) and issubclass(k, Codec) and k is not Codec)
@@ -282,10 +282,15 @@ class Codec(ABC):
     :meth:`_decode`; constructor keyword arguments are the codec's parameters and are
     returned by :meth:`params` (they identify a codec configuration in result stores).
     ``output_point`` is ``"input"`` for image codecs: ``decode`` returns an image.
+
+    ``quality_range`` is set on the class; an instance whose parameters allow fewer
+    qualities (a learned model trained at 4 rates where its class allows 8) sets its own
+    in ``__post_init__``. Read it from the instance (``codec.quality_range``), as the base
+    class, the config loader and the harness do; the class value is the default.
     """
 
     name: ClassVar[str]
-    quality_range: ClassVar[QualityRange]
+    quality_range: ClassVar[QualityRange]  # the class default; an instance may narrow it (see above)
     output_point: ClassVar[str] = "input"
     #: Parameters that say where and how fast this machine runs the codec (executables,
     #: threads, time limits, weight search paths), not how a stream is decoded: they are

@@ -28,8 +28,8 @@ across machines.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class CompressAICodec(Codec):
         description="model index: compressai.zoo 1..8 (cheng2020 1..6), project zoo 1..4")
 
     model: str = DEFAULT_MODEL
-    metric: str = "mse"
+    metric: Literal["mse", "ms-ssim"] = "mse"
     checkpoint: str | None = None
     search_path: list[str] | None = None
     download: bool = False
@@ -68,9 +68,23 @@ class CompressAICodec(Codec):
     _cache: dict[int, _Loaded] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.metric not in ("mse", "ms-ssim"):
+        if self.metric not in ("mse", "ms-ssim"):  # built directly, not by the registry
             raise ValueError(f"compressai metric {self.metric!r} is not 'mse' or 'ms-ssim'")
         self._lock = threading.Lock()
+        self.quality_range = self._model_quality_range()  # type: ignore[misc]  # per instance (see Codec)
+
+    def _model_quality_range(self) -> QualityRange:
+        """The qualities of this model: its project-zoo family's, 1..6 for cheng2020, else the class's 1..8."""
+        source = self._source()
+        if source == "project-zoo":
+            from vcm_plugin.zoo import zoo_group
+
+            qualities = sorted(zoo_group(self.model))
+            return replace(type(self).quality_range, minimum=qualities[0], maximum=qualities[-1],
+                           description=f"project-zoo model {self.model!r}: qualities {qualities}")
+        if source == "compressai-zoo" and self.model.startswith("cheng2020"):
+            return replace(type(self).quality_range, maximum=6, description=f"compressai.zoo {self.model}")
+        return type(self).quality_range
 
     # -- availability / identity --------------------------------------------------------
     def is_available(self) -> Availability:
@@ -94,7 +108,7 @@ class CompressAICodec(Codec):
         super().check_ready(quality)
         source = self._source()
         if source == "checkpoint":
-            from vcm_plugin.tasks.weights import find_weights
+            from vcm_plugin.weights import find_weights
 
             find_weights(str(self.checkpoint).replace("{quality}", str(int(quality))), self.search_path)
         elif source == "project-zoo":
@@ -105,14 +119,14 @@ class CompressAICodec(Codec):
                                    f"{sorted(zoo_group(self.model))}, not {quality}")
         elif not self.download:
             from vcm_plugin.learned.models import zoo_checkpoint_url
-            from vcm_plugin.tasks.weights import find_weights, hub_checkpoint_dir
+            from vcm_plugin.weights import find_weights, hub_checkpoint_dir
 
             name = zoo_checkpoint_url(self.model, self.metric, int(quality)).rsplit("/", 1)[-1]
             find_weights(name, [*(self.search_path or []), str(hub_checkpoint_dir())])
 
     def weights_identity(self, quality: Quality) -> str | None:
         """SHA-256 of the weights file used at ``quality`` (hashed, not loaded)."""
-        from vcm_plugin.tasks.weights import file_sha256, find_weights
+        from vcm_plugin.weights import file_sha256, find_weights
 
         source = self._source()
         if source == "checkpoint":

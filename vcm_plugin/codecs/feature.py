@@ -25,8 +25,8 @@ import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, QualityRange, validate_image
 from vcm_plugin.codecs.registry import register_codec
-from vcm_plugin.codecs.varint import ByteReader, encode_varint
 from vcm_plugin.errors import BitstreamFormatError, DecodeError, EncodeError, VcmError
+from vcm_plugin.varint import ByteReader, encode_varint
 
 _VERSION = 1
 _KIND_TENSOR, _KIND_YOLO = 0, 1
@@ -120,7 +120,7 @@ class FcmVvcCodec(FeatureCodec):
     ffmpeg: str | None = None
 
     def is_available(self) -> Availability:
-        from vcm_plugin.codecs.ffmpeg import ffmpeg_decoders, ffmpeg_encoders, find_ffmpeg
+        from vcm_plugin.ffmpeg import ffmpeg_decoders, ffmpeg_encoders, find_ffmpeg
 
         exe = find_ffmpeg(self.ffmpeg)
         if exe is None or "libvvenc" not in ffmpeg_encoders(exe) or "vvc" not in ffmpeg_decoders(exe):

@@ -20,11 +20,14 @@ that is not picture data), ``log-level=error``. Deblocking and SAO stay on as in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 from vcm_plugin.codecs.base import Quality, QualityRange
 from vcm_plugin.codecs.registry import register_codec
 from vcm_plugin.codecs.vvc import YuvFFmpegCodec
+
+HEVCPreset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                     "placebo"]
 
 
 @register_codec
@@ -41,15 +44,14 @@ class HEVCCodec(YuvFFmpegCodec):
     pad_minimum: ClassVar[int] = 16  # x265 rejects pictures smaller than 16x16 ("Image size is too small")
     payload_length: ClassVar[bool] = True  # the decoder conceals truncation; the header catches it
 
-    preset: str = "medium"
+    preset: HEVCPreset = "medium"
     threads: int = 0  # 0 = x265's default thread pool; N = a pool of N threads, one frame thread
 
-    PRESETS: ClassVar[tuple[str, ...]] = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
-                                          "slow", "slower", "veryslow", "placebo")
+    PRESETS: ClassVar[tuple[str, ...]] = get_args(HEVCPreset)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.preset not in self.PRESETS:
+        if self.preset not in self.PRESETS:  # built directly, not by the registry
             raise ValueError(f"hevc preset {self.preset!r} is not one of {self.PRESETS}")
         if self.threads < 0:
             raise ValueError(f"hevc threads {self.threads!r} must be >= 0")

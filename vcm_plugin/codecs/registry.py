@@ -73,13 +73,16 @@ def available_codecs(include_unavailable: bool = True) -> list[CodecInfo]:
     rows = []
     for name in CODECS.names():
         cls = CODECS.classes[name]
+        quality_range = cls.quality_range
         try:
-            availability = cls().is_available()
+            codec = cls()
+            quality_range = codec.quality_range  # of the default configuration (an instance may narrow it)
+            availability = codec.is_available()
         except Exception as exc:  # a codec needing parameters or failing its probe
             availability = Availability(False, f"cannot be built with default parameters: {exc}")
         if availability or include_unavailable:
             point = cls.output_point if isinstance(cls.output_point, str) else "a cut point (parameter `cut`)"
-            rows.append(CodecInfo(name, availability, str(cls.quality_range), point, cls.__module__))
+            rows.append(CodecInfo(name, availability, str(quality_range), point, cls.__module__))
     for name, reason in sorted(CODECS.broken.items()):
         if include_unavailable:
             rows.append(CodecInfo(name, Availability(False, reason), "?", "?", "entry point"))

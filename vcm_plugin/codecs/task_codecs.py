@@ -31,8 +31,8 @@ import numpy as np
 from vcm_plugin.codecs.base import Availability, Bitstream, Quality, QualityRange, validate_image
 from vcm_plugin.codecs.feature import FeatureCodec
 from vcm_plugin.codecs.registry import modules_installed, register_codec
-from vcm_plugin.codecs.varint import ByteReader, encode_varint
 from vcm_plugin.errors import BitstreamFormatError, EncodeError, VcmError
+from vcm_plugin.varint import ByteReader, encode_varint
 
 _VERSION = 1
 _PARADIGMS = {"direct": 0, "feature": 1}
@@ -73,7 +73,7 @@ class LearnedTaskCodec(FeatureCodec):
 
     # -- weights -------------------------------------------------------------------------
     def checkpoint_path(self, quality: Quality) -> Path:
-        from vcm_plugin.tasks.weights import find_weights
+        from vcm_plugin.weights import find_weights
 
         name = str(self.checkpoint).replace("{quality}", str(int(quality)))
         if Path(name).expanduser().is_file():  # a path (relative to the working directory) wins
@@ -102,7 +102,7 @@ class LearnedTaskCodec(FeatureCodec):
                 f"{self.task_model!r} cut {self.cut!r}")
 
     def weights_identity(self, quality: Quality) -> str | None:
-        from vcm_plugin.tasks.weights import file_sha256
+        from vcm_plugin.weights import file_sha256
 
         return file_sha256(self.checkpoint_path(quality))
 

@@ -37,19 +37,11 @@ from typing import ClassVar
 import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, QualityRange
-from vcm_plugin.codecs.ffmpeg import (
-    FFMPEG_ENV,
-    ColourConversion,
-    FFmpegError,
-    find_ffmpeg,
-    pack_size,
-    pad_edge,
-    padded_size,
-    unpack_size,
-)
+from vcm_plugin.codecs.ffmpeg import ColourConversion, pack_size, unpack_size
 from vcm_plugin.codecs.registry import register_codec
 from vcm_plugin.codecs.yuv import YUV_PIX_FMT, read_yuv_file, write_yuv_file, yuv420_frame_bytes
 from vcm_plugin.errors import CodecUnavailableError, DecodeError, EncodeError
+from vcm_plugin.ffmpeg import FFMPEG_ENV, FFmpegError, find_ffmpeg, pad_edge, padded_size
 
 ENCODER_ENV = "VTM_ENCODER"
 DECODER_ENV = "VTM_DECODER"

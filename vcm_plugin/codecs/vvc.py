@@ -14,11 +14,13 @@ to 3 times), and the extra bits are counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 from vcm_plugin.codecs.base import Quality, QualityRange
 from vcm_plugin.codecs.ffmpeg import ColourConversion, FFmpegCodec
 from vcm_plugin.codecs.registry import register_codec
+
+VVCPreset = Literal["faster", "fast", "medium", "slow", "slower"]
 
 
 @dataclass
@@ -56,14 +58,14 @@ class VVCCodec(YuvFFmpegCodec):
     container: ClassVar[str] = "vvc"
     canvas_retries: ClassVar[int] = 3
 
-    preset: str = "medium"
+    preset: VVCPreset = "medium"
     threads: int = 0  # 0 = the encoder's default; the harness sets 1 per worker process
 
-    PRESETS: ClassVar[tuple[str, ...]] = ("faster", "fast", "medium", "slow", "slower")
+    PRESETS: ClassVar[tuple[str, ...]] = get_args(VVCPreset)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.preset not in self.PRESETS:
+        if self.preset not in self.PRESETS:  # built directly, not by the registry
             raise ValueError(f"vvc preset {self.preset!r} is not one of {self.PRESETS}")
 
     def encoder_args(self, quality: Quality) -> list[str]:

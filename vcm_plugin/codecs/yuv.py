@@ -2,7 +2,7 @@
 
 Reference encoders read and write headerless planar YUV files. These helpers convert
 an (H, W, 3) uint8 RGB picture to such a file and back with ffmpeg's swscale, through
-:func:`~vcm_plugin.codecs.ffmpeg.run_ffmpeg` and the same
+:func:`~vcm_plugin.ffmpeg.run_ffmpeg` and the same
 :class:`~vcm_plugin.codecs.ffmpeg.ColourConversion` filter chains as the ffmpeg codecs,
 so a VTM picture and a libvvenc picture are converted identically. The file format
 is ``-f rawvideo -pix_fmt yuv420p10le``: Y, then Cb, then Cr planes, 4:2:0, one
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vcm_plugin.codecs.ffmpeg import ColourConversion, run_ffmpeg
+from vcm_plugin.codecs.ffmpeg import ColourConversion
+from vcm_plugin.ffmpeg import run_ffmpeg
 
 YUV_PIX_FMT = "yuv420p10le"
 
@@ -54,7 +55,7 @@ def write_yuv_file(image: np.ndarray, path: str | os.PathLike[str], colour: Colo
     """Convert an (H, W, 3) uint8 RGB image (even H and W) to a raw yuv420p10le file.
 
     Returns the number of bytes written. ``timeout`` is in seconds; ffmpeg failures
-    raise :class:`~vcm_plugin.codecs.ffmpeg.FFmpegError`.
+    raise :class:`~vcm_plugin.ffmpeg.FFmpegError`.
     """
     height, width = image.shape[:2]
     expected = yuv420_frame_bytes(height, width)

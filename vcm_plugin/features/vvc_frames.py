@@ -5,15 +5,15 @@ The frame is the luma of a 4:2:0 10-bit picture whose chroma planes are flat mid
 The frame is padded by edge replication to even size and at least 64x64 (as the
 ``vvc`` image codec does) and the decoder crops it back; the caller carries the frame
 size. Commands are built separately from running them (:func:`encode_command`,
-:func:`decode_command`), both through :func:`~vcm_plugin.codecs.ffmpeg.run_ffmpeg`.
+:func:`decode_command`), both through :func:`~vcm_plugin.ffmpeg.run_ffmpeg`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from vcm_plugin.codecs.ffmpeg import find_ffmpeg, padded_size, run_ffmpeg
 from vcm_plugin.errors import DecodeError, EncodeError
+from vcm_plugin.ffmpeg import find_ffmpeg, padded_size, run_ffmpeg
 
 MID_GREY = 512
 

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from vcm_plugin.codecs.ffmpeg import find_ffmpeg, run_ffmpeg
 from vcm_plugin.errors import VcmError
+from vcm_plugin.ffmpeg import find_ffmpeg, run_ffmpeg
 
 SCALE_FLAGS = "bicubic"
 

@@ -23,9 +23,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from vcm_plugin.errors import TaskModelError
 from vcm_plugin.hashing import name_hash_prefix
-from vcm_plugin.tasks.base import TaskModelError
-from vcm_plugin.tasks.weights import file_sha256, find_weights, hub_checkpoint_dir, load_state_dict_safely
+from vcm_plugin.weights import file_sha256, find_weights, hub_checkpoint_dir, load_state_dict_safely
 
 #: entropy-coder tables whose shapes depend on the trained model (not architecture keys)
 _TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")

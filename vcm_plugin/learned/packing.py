@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from vcm_plugin.codecs.varint import ByteReader, encode_varint
 from vcm_plugin.errors import BitstreamFormatError
+from vcm_plugin.varint import ByteReader, encode_varint
 
 VERSION = 1
 

@@ -14,8 +14,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from vcm_plugin.errors import TaskModelError
 from vcm_plugin.learned.task_nets import TaskNetConfig, build_task_net
-from vcm_plugin.tasks.base import TaskModelError
 
 FORMAT = "vcm-task-codec/1"
 

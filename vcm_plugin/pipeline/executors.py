@@ -45,8 +45,8 @@ from typing import Any
 
 from vcm_plugin.config import ExecutorConfig
 from vcm_plugin.errors import VcmError
-from vcm_plugin.pipeline.store import UnitRow
 from vcm_plugin.pipeline.units import Job, TaskSpec, describe_unit, failed_rows, init_worker, run_job_limited, run_jobs
+from vcm_plugin.results.store import UnitRow
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,13 @@ from typing import Any, ClassVar
 
 from tqdm import tqdm
 
-from vcm_plugin import __version__
+from vcm_plugin._version import __version__
 from vcm_plugin.config import RunConfig, dump_config
 from vcm_plugin.datasets.base import Dataset
 from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.executors import execute
-from vcm_plugin.pipeline.store import ResultsStore, unit_key
-from vcm_plugin.pipeline.units import REFERENCE, CodecPoint, Job, TaskSpec, freeze_params, thaw_params
+from vcm_plugin.pipeline.units import CodecPoint, Job, TaskSpec, freeze_params, thaw_params
+from vcm_plugin.results.store import REFERENCE, ResultsStore, unit_key
 
 LOCK_NAME = ".vcm-run.lock"
 STORE_NAME = "results.sqlite"

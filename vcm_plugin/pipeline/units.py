@@ -2,7 +2,7 @@
 
 ``run_job`` is what worker processes execute: load the image, encode it, decode the
 bitstream, and feed the decoded value to every task model at the codec's
-``output_point``. It returns one :class:`~vcm_plugin.pipeline.store.UnitRow` per
+``output_point``. It returns one :class:`~vcm_plugin.results.store.UnitRow` per
 task model; a failure (unreadable image, codec error, model error) becomes a
 ``failed`` row whose error names the codec, the image id and the file. Task models
 and codecs are built once per process and cached.
@@ -21,9 +21,8 @@ from typing import Any
 from vcm_plugin.codecs.base import Codec
 from vcm_plugin.datasets.base import Sample
 from vcm_plugin.images.resize import prescale, resize_rgb
-from vcm_plugin.pipeline.store import UnitRow
-
-REFERENCE = "uncompressed"  # label of the reference point: the original image, no codec
+from vcm_plugin.results.store import REFERENCE as REFERENCE  # re-exported, as before
+from vcm_plugin.results.store import UnitRow
 
 
 class FrozenMapping(tuple):

@@ -18,7 +18,7 @@ def plot_rd(points: list[PointMetrics], anchors: list[str], task: str, path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vcm_plugin.pipeline.units import REFERENCE
+    from vcm_plugin.results.store import REFERENCE
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     metric = next((p.primary_name for p in points), "metric")

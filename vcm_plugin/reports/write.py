@@ -30,8 +30,7 @@ from typing import Any
 from vcm_plugin.config import RunConfig
 from vcm_plugin.datasets.base import Dataset
 from vcm_plugin.errors import VcmError
-from vcm_plugin.pipeline.store import ResultsStore
-from vcm_plugin.pipeline.units import REFERENCE
+from vcm_plugin.results.store import REFERENCE, ResultsStore
 
 
 class ReportError(VcmError, RuntimeError):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vcm_plugin.errors import TaskModelError
 from vcm_plugin.splitting.graph import CutPoint, analyse_cuts, check_cut
-from vcm_plugin.tasks.base import TaskModelError
 
 
 def resolve_cut(model: Any, cut: str, example: Any, model_name: str) -> CutPoint:

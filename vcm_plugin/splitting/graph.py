@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vcm_plugin.tasks.base import TaskModelError
+from vcm_plugin.errors import TaskModelError
 
 
 @dataclass(frozen=True)

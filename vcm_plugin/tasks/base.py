@@ -15,17 +15,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vcm_plugin.errors import VcmError
+# the task models' errors live at the bottom layer (learned models and codecs raise them too);
+# importable from here as before
+from vcm_plugin.errors import TaskModelError
+from vcm_plugin.errors import WeightsNotFoundError as WeightsNotFoundError
 
 INPUT = "input"  # the cut point name of the model's input image
-
-
-class TaskModelError(VcmError, RuntimeError):
-    """A task model cannot be built, loaded or run (names the model and the file)."""
-
-
-class WeightsNotFoundError(TaskModelError, FileNotFoundError):
-    """A weights file is missing; the message names the file and every place searched."""
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], VGGConfig, list[float
     """
     import torch
 
-    from vcm_plugin.tasks.weights import load_state_dict_safely
+    from vcm_plugin.weights import load_state_dict_safely
 
     try:
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
@@ -219,7 +219,7 @@ class CifarVGGClassifier(TaskModel):
     # -- weights -----------------------------------------------------------------------------
     def weights_path(self) -> Path:
         """The zoo file (SHA-256 verified) when ``weights`` names a zoo classifier, else found via the search path."""
-        from vcm_plugin.tasks.weights import find_weights
+        from vcm_plugin.weights import find_weights
         from vcm_plugin.zoo import zoo_entries, zoo_file
 
         entry = zoo_entries().get(self.weights)
@@ -228,7 +228,7 @@ class CifarVGGClassifier(TaskModel):
         return find_weights(self.weights, self.search_path)
 
     def weights_sha256(self) -> str:
-        from vcm_plugin.tasks.weights import file_sha256
+        from vcm_plugin.weights import file_sha256
 
         if self._sha256 is None:
             self._sha256 = file_sha256(self.weights_path())

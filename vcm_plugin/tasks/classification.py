@@ -3,7 +3,7 @@
 Any builder of ``torchvision.models.list_models(module=torchvision.models)`` (resnet50,
 resnet18, mobilenet_v3_large, ...) with a member of its weights enum (``"DEFAULT"``,
 ``"IMAGENET1K_V2"``). The weights are the enum's file (the file name of its URL, e.g.
-``resnet50-11ad3fa6.pth``) looked up with :func:`~vcm_plugin.tasks.weights.find_weights` in
+``resnet50-11ad3fa6.pth``) looked up with :func:`~vcm_plugin.weights.find_weights` in
 ``search_path``, then torch.hub's cache ``torch.hub.get_dir()/checkpoints``, then
 ``$VCM_WEIGHTS`` and the user cache; or an explicit ``checkpoint`` (a state dict of the same
 network). Nothing is downloaded unless ``download`` is true: a missing file raises
@@ -115,7 +115,7 @@ class TorchvisionClassifier(TaskModel):
 
     def weights_path(self) -> Path:
         """The file that will be loaded: ``checkpoint``, or the enum's file; raises if it is missing."""
-        from vcm_plugin.tasks.weights import find_weights, hub_checkpoint_dir
+        from vcm_plugin.weights import find_weights, hub_checkpoint_dir
 
         if self.checkpoint is not None:
             return find_weights(self.checkpoint, self.search_path)
@@ -133,7 +133,7 @@ class TorchvisionClassifier(TaskModel):
         SHA-256 prefix checked on load), or the checkpoint file's SHA-256."""
         import torchvision
 
-        from vcm_plugin.tasks.weights import file_sha256
+        from vcm_plugin.weights import file_sha256
 
         params = {k: v for k, v in self.params().items() if k not in ("search_path", "download")}
         member = self.weights_enum()
@@ -155,7 +155,7 @@ class TorchvisionClassifier(TaskModel):
 
     def _load(self) -> None:
         from vcm_plugin.tasks.torchvision_backend import check_hash_in_name
-        from vcm_plugin.tasks.weights import file_sha256, load_state_dict_safely
+        from vcm_plugin.weights import file_sha256, load_state_dict_safely
 
         member = self.weights_enum()
         try:

@@ -125,7 +125,7 @@ class Detectron2Model(TaskModel):
         ident = super().identity()
         ident["detectron2"] = detectron2.__version__
         if self.weights_file is not None:
-            from vcm_plugin.tasks.weights import file_sha256, find_weights
+            from vcm_plugin.weights import file_sha256, find_weights
 
             ident["weights"] = {"sha256": file_sha256(find_weights(self.weights_file))}
         else:
@@ -166,7 +166,7 @@ class Detectron2Model(TaskModel):
         cfg.merge_from_list(list(self.config_overrides))
         cfg.MODEL.DEVICE = self.device
         if self.weights_file is not None:
-            from vcm_plugin.tasks.weights import find_weights
+            from vcm_plugin.weights import find_weights
 
             cfg.MODEL.WEIGHTS = str(find_weights(self.weights_file))
         else:

@@ -1,7 +1,7 @@
 """TFLite image classifiers (``tflite-classification``), by default Google's quantized MobileNetV2.
 
 The default model, ``mobilenet_v2_1.0_224_quant.tflite`` (Apache-2.0, see
-shared/weights/WEIGHTS.md), is found through :func:`~vcm_plugin.tasks.weights.find_weights`
+shared/weights/WEIGHTS.md), is found through :func:`~vcm_plugin.weights.find_weights`
 and checked against its known SHA-256. It runs in ``ai_edge_litert`` (``pip install
 ai-edge-litert``), imported on first use; the interpreter is not picklable, so it is built
 lazily in :meth:`TFLiteClassifier.load`, once per process.
@@ -40,7 +40,7 @@ import numpy as np
 
 from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError
 from vcm_plugin.tasks.registry import register_task_model
-from vcm_plugin.tasks.weights import KNOWN_SHA256, file_sha256, find_weights
+from vcm_plugin.weights import KNOWN_SHA256, file_sha256, find_weights
 
 INSTALL_HINT = "pip install ai-edge-litert"
 RUNTIME_PACKAGE = "ai-edge-litert"
@@ -102,7 +102,7 @@ class TFLiteClassifier(TaskModel):
     """A TFLite image classifier (default: quantized MobileNetV2 1.0 224, 1001 classes with background).
 
     Fields: ``model_file`` a ``.tflite`` name found through the weights search path (or a
-    path), checked against :data:`~vcm_plugin.tasks.weights.KNOWN_SHA256` when known;
+    path), checked against :data:`~vcm_plugin.weights.KNOWN_SHA256` when known;
     ``search_path`` folders searched first; ``num_threads`` interpreter CPU threads;
     ``drop_background`` drop output 0 of a 1001-way model (ImageNet's 1000 classes remain);
     ``central_fraction`` of the height and width kept before resizing (1.0: no crop).
@@ -124,7 +124,7 @@ class TFLiteClassifier(TaskModel):
     _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 1:
+        if self.num_threads < 1:  # its type is checked by the registry (vcm_plugin.params)
             raise ValueError(f"{self.name}: num_threads must be a positive integer, got {self.num_threads!r}")
         if not 0.0 < self.central_fraction <= 1.0:
             raise ValueError(f"{self.name}: central_fraction must be in (0, 1], got {self.central_fraction}")

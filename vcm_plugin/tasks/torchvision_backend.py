@@ -3,7 +3,7 @@
 Weights come from torchvision's weights enums (``"DEFAULT"``, ``"COCO_V1"``), found
 where torchvision's standard loader caches them: ``torch.hub.get_dir()/checkpoints``
 (``$TORCH_HOME/hub/checkpoints``), under the file name of the enum's URL; or from an
-explicit ``weights_file`` resolved through :func:`vcm_plugin.tasks.weights.find_weights`.
+explicit ``weights_file`` resolved through :func:`vcm_plugin.weights.find_weights`.
 Nothing is ever downloaded here: a missing file raises
 :class:`~vcm_plugin.tasks.base.WeightsNotFoundError` naming the file and the folder
 before any network access. The file is read with ``weights_only=True`` (torch.hub
@@ -68,7 +68,7 @@ def coco_category_ids(categories: Sequence[str]) -> np.ndarray:
 
 def hub_checkpoint_path(url: str) -> Path:
     """Where torch.hub caches ``url``: ``torch.hub.get_dir()/checkpoints/<file name of the URL>``."""
-    from vcm_plugin.tasks.weights import hub_checkpoint_dir
+    from vcm_plugin.weights import hub_checkpoint_dir
 
     return hub_checkpoint_dir() / Path(urlparse(url).path).name
 
@@ -223,7 +223,7 @@ class TorchvisionDetector(TaskModel):
     def weights_path(self) -> Path | None:
         """The checkpoint file that will be loaded (None for random init); raises if it is missing."""
         if self.weights_file is not None:
-            from vcm_plugin.tasks.weights import find_weights
+            from vcm_plugin.weights import find_weights
 
             return find_weights(self.weights_file)
         member = self.weights_enum()
@@ -248,7 +248,7 @@ class TorchvisionDetector(TaskModel):
         member = self.weights_enum()
         if self.weights_file is not None:
             if self._file_sha256 is None:
-                from vcm_plugin.tasks.weights import file_sha256
+                from vcm_plugin.weights import file_sha256
 
                 self._file_sha256 = file_sha256(self.weights_path())
             ident["weights"] = {"enum": None if member is None else str(member), "sha256": self._file_sha256}
@@ -263,7 +263,7 @@ class TorchvisionDetector(TaskModel):
         import torch
         from torchvision.models import get_model
 
-        from vcm_plugin.tasks.weights import load_state_dict_safely
+        from vcm_plugin.weights import load_state_dict_safely
 
         kwargs = dict(self.model_kwargs)
         if self.min_size is not None:

@@ -377,7 +377,7 @@ def _finish(cfg: ClassifierTrainConfig, out: Path, total: int, spe: int, n_train
     import yaml
 
     from vcm_plugin.tasks.cifar_vgg import load_cifar_vgg
-    from vcm_plugin.tasks.weights import file_sha256
+    from vcm_plugin.weights import file_sha256
 
     best = load_checkpoint(out / BEST)
     export = {k: best[k] for k in ("format", "state_dict", "arch", "mean", "std", "classes")}

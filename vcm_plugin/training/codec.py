@@ -290,7 +290,7 @@ def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[s
 
     model = build_model(config.architecture, **config.arch_params)
     if config.init_from:
-        from vcm_plugin.tasks.weights import load_state_dict_safely
+        from vcm_plugin.weights import load_state_dict_safely
 
         init = model_from_state(load_state_dict_safely(config.init_from), config.architecture, config.init_from)
         model.load_state_dict(with_default_bounds(init.state_dict(), model))

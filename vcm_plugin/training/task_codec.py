@@ -138,7 +138,7 @@ def net_config(config: TaskCodecTrainConfig, kind: str, adapter: Any, crop: int)
 
 def init_from_image_codec(net: Any, source: str) -> list[str]:
     """Copy the matching tensors of a CompressAI image codec (zoo name or file) into ``net``; returns their keys."""
-    from vcm_plugin.tasks.weights import load_state_dict_safely
+    from vcm_plugin.weights import load_state_dict_safely
     from vcm_plugin.zoo import zoo_entries, zoo_file
 
     entry = zoo_entries().get(source)

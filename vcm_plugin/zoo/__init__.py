@@ -97,7 +97,7 @@ def zoo_groups() -> list[str]:
 
 def zoo_file(entry: ZooEntry) -> Path:
     """The weights file of ``entry``, its SHA-256 verified."""
-    from vcm_plugin.tasks.weights import verify_sha256
+    from vcm_plugin.weights import verify_sha256
 
     if not entry.path.is_file():
         raise ZooError(f"zoo model {entry.name!r}: weights file {entry.path} is missing from the installation")

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 
 from vcm_plugin.tasks.base import TaskModelError
-from vcm_plugin.tasks.weights import NotWeightsOnlyError, load_state_dict_safely
+from vcm_plugin.weights import NotWeightsOnlyError, load_state_dict_safely
 
 # (module, name) of the classes a YOLOv5 v6.x/v7.0 detection checkpoint pickles; all become inert stand-ins.
 _MODULE_CLASSES = {

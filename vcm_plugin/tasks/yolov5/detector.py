@@ -16,7 +16,7 @@ Inference follows the published COCO mAP protocol of YOLOv5 (``val.py --img 640
 The defaults (conf 0.001, IoU 0.65) are the mAP protocol. Deployment-style inference
 (detect.py, as in ENVIRONMENT.md) uses conf 0.25 and IoU 0.45: set those fields for it.
 The weights (``yolov5n.pt``, AGPL-3.0, see shared/weights/WEIGHTS.md) are found through
-:func:`vcm_plugin.tasks.weights.find_weights` and checked against their known SHA-256.
+:func:`vcm_plugin.weights.find_weights` and checked against their known SHA-256.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from vcm_plugin.errors import InvalidImageError
 from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError
 from vcm_plugin.tasks.coco_names import COCO_CATEGORIES, coco_ids_for_names
 from vcm_plugin.tasks.registry import register_task_model
-from vcm_plugin.tasks.weights import KNOWN_SHA256, file_sha256, find_weights
+from vcm_plugin.weights import KNOWN_SHA256, file_sha256, find_weights
 
 LETTERBOX_MODES = ("val", "auto", "square")
 PAD_VALUE = 114

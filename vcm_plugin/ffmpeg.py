@@ -1,0 +1,210 @@
+"""Running ffmpeg through pipes: the executable lookup, its components and versions, padding.
+
+:func:`run_ffmpeg` runs a command with the picture on stdin and the result on a private
+pipe (no temporary files). The executable (:func:`find_ffmpeg`) is, in order: an explicit
+name or path, the ``VCM_FFMPEG`` environment variable, the ffmpeg bundled with
+``imageio-ffmpeg``. The ffmpeg codecs (:mod:`vcm_plugin.codecs.ffmpeg`, which re-exports
+these names), the image resizer and the feature-frame packing all use them, so they sit
+at the bottom of the layers and import nothing from vcm_plugin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import shutil
+import subprocess
+import threading
+
+import numpy as np
+
+FFMPEG_ENV = "VCM_FFMPEG"
+
+
+def find_ffmpeg(explicit: str | None = None) -> str | None:
+    """Path of the ffmpeg to use, or ``None`` when none is found."""
+    candidate = explicit or os.environ.get(FFMPEG_ENV)
+    if candidate:
+        return shutil.which(candidate) or (candidate if os.path.isfile(candidate) else None)
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # not installed, or no binary for this platform
+        return shutil.which("ffmpeg")
+
+
+@functools.lru_cache(maxsize=32)
+def _list_components(executable: str, kind: str) -> frozenset[str]:
+    try:
+        out = subprocess.run([executable, "-hide_banner", f"-{kind}"], capture_output=True,
+                             timeout=30, check=False).stdout.decode("utf-8", errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    # lines look like " V....D libvvenc   libvvenc H.266 / VVC (codec vvc)"
+    return frozenset(m.group(1) for m in re.finditer(r"^\s*[VAS][A-Z.]{5}\s+(\S+)", out, re.MULTILINE))
+
+
+def ffmpeg_encoders(executable: str) -> frozenset[str]:
+    """Names of the encoders compiled into ``executable``."""
+    return _list_components(executable, "encoders")
+
+
+def ffmpeg_decoders(executable: str) -> frozenset[str]:
+    """Names of the decoders compiled into ``executable``."""
+    return _list_components(executable, "decoders")
+
+
+#: how encoder libraries name their version in a verbose ffmpeg log (group 1: the version)
+ENCODER_BANNERS: dict[str, str] = {
+    "libvvenc": r"libvvenc version: (\S+)",
+    "libx265": r"HEVC encoder version (\S+)",
+    "libaom-av1": r"\[libaom-av1 @ [^\]]*\] (v\d\S*)",
+    "libsvtav1": r"SVT-AV1 Encoder Lib (\S+)",
+}
+# shared-library name of components whose ffmpeg name differs from it
+_SHARED_LIBRARY = {"libaom-av1": "libaom", "libsvtav1": "libSvtAv1Enc"}
+
+
+@functools.lru_cache(maxsize=8)
+def ffmpeg_build(executable: str) -> str:
+    """The first line of ``ffmpeg -version`` without the copyright (e.g. ``ffmpeg version n7.1-...``)."""
+    try:
+        out = subprocess.run([executable, "-hide_banner", "-version"], capture_output=True, timeout=30,
+                             check=False).stdout.decode("utf-8", errors="replace")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"ffmpeg {executable} (version unknown: {type(exc).__name__})"
+    first = out.strip().splitlines()[0] if out.strip() else f"ffmpeg {executable} (version unknown)"
+    return first.split(" Copyright")[0].strip()
+
+
+@functools.lru_cache(maxsize=8)
+def _linked_libraries(executable: str) -> dict[str, str]:
+    """soname -> resolved file name of each shared library ``executable`` loads (empty: static or unknown)."""
+    try:
+        out = subprocess.run(["ldd", executable], capture_output=True, timeout=30,
+                             check=False).stdout.decode("utf-8", errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {m.group(1): os.path.basename(os.path.realpath(m.group(2)))
+            for m in re.finditer(r"^\s*(\S+)\s+=>\s+(/\S+)", out, re.MULTILINE)}
+
+
+@functools.lru_cache(maxsize=32)
+def library_version(executable: str, component: str) -> str:
+    """The version of the external library behind an ffmpeg encoder or decoder (cached per process).
+
+    The version the encoder prints in a one-frame 64x64 probe at ``-v verbose`` (those of
+    :data:`ENCODER_BANNERS`); else the resolved file name of its shared library when
+    ffmpeg is linked dynamically (e.g. ``libwebp.so.7.1.9``); else ``"static"``: linked into
+    the binary, whose :func:`ffmpeg_build` string then identifies it.
+    """
+    pattern = ENCODER_BANNERS.get(component)
+    if pattern is not None and component in ffmpeg_encoders(executable):
+        probe = [executable, "-hide_banner", "-nostdin", "-v", "verbose", "-f", "lavfi", "-i",
+                 "color=c=gray:s=64x64:d=1", "-frames:v", "1", "-c:v", component, "-f", "null", "-"]
+        try:
+            done = subprocess.run(probe, capture_output=True, timeout=60, check=False)
+            found = re.search(pattern, (done.stderr + done.stdout).decode("utf-8", errors="replace"))
+        except (OSError, subprocess.TimeoutExpired):
+            found = None
+        if found:
+            return found.group(1)
+    soname = _SHARED_LIBRARY.get(component, component) + ".so"
+    linked = [resolved for name, resolved in _linked_libraries(executable).items() if name.startswith(soname)]
+    return ",".join(sorted(linked)) or "static"
+
+
+class FFmpegError(RuntimeError):
+    """ffmpeg exited non-zero or timed out; the message holds the end of its log."""
+
+
+def run_ffmpeg(command: list[str], stdin: bytes, timeout: float) -> bytes:
+    """Run an ffmpeg command whose last argument is ``pipe:1``; return what it writes there.
+
+    The coded or decoded picture travels on a private pipe (fd 3 or above), not on
+    stdout: some encoder libraries print warnings to stdout (libvvenc prints its
+    configuration warnings there), which would silently end up inside the bitstream.
+    """
+    if not command or command[-1] != "pipe:1":
+        raise ValueError("an ffmpeg command for run_ffmpeg must end with the output 'pipe:1'")
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([*command[:-1], f"pipe:{write_fd}"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(write_fd,))
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise FFmpegError(f"cannot start {command[0]}: {exc}") from exc
+    os.close(write_fd)
+    chunks: list[bytes] = []
+    errors: list[bytes] = []
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(stdin)  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            pass  # ffmpeg stopped reading: its exit status and log say why
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # type: ignore[union-attr]
+
+    def drain() -> None:
+        with os.fdopen(read_fd, "rb") as out:
+            while block := out.read(1 << 20):
+                chunks.append(block)
+
+    def log() -> None:
+        errors.append(proc.stderr.read())  # type: ignore[union-attr]
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (feed, drain, log)]
+    for t in threads:
+        t.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
+        raise FFmpegError(f"ffmpeg timed out after {timeout:g} s") from exc
+    finally:
+        for t in threads:
+            t.join(timeout=10)
+    if proc.returncode != 0:
+        raise FFmpegError(summarise_log(b"".join(errors)) or f"exit status {proc.returncode}")
+    return b"".join(chunks)
+
+
+# banners and notices that encoder libraries print on stderr whatever ffmpeg's -v says
+_LIBRARY_CHATTER = re.compile(r"^Svt\[(info|warn)\]")
+
+
+def summarise_log(log: bytes, keep: int = 3) -> str:
+    """The first distinct lines of an ffmpeg log (the cause comes first), without addresses."""
+    lines: list[str] = []
+    for line in log.decode("utf-8", errors="replace").splitlines():
+        line = re.sub(r"\[([^\]@]+?) @ 0x[0-9a-f]+\]", r"[\1]", line).strip()
+        if _LIBRARY_CHATTER.match(line):
+            continue
+        if line and line not in lines:
+            lines.append(line)
+    return " | ".join(lines[:keep])
+
+
+# -- padding --------------------------------------------------------------------------
+def padded_size(height: int, width: int, multiple: int, minimum: int) -> tuple[int, int]:
+    """Size after padding to a multiple of ``multiple`` and at least ``minimum``."""
+
+    def up(n: int) -> int:
+        return max(minimum, -(-n // multiple) * multiple)
+
+    return up(height), up(width)
+
+
+def pad_edge(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad an (H, W, C) image at the bottom and right by edge replication."""
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    return np.pad(image, ((0, height - h), (0, width - w), (0, 0)), mode="edge")
