@@ -32,7 +32,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from vcm_plugin.learned.models import import_compressai
+
+import_compressai()  # quietly first: compressai's import warns about torch.jit
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
+from compressai.layers import GDN, ResidualBlock  # noqa: E402
+from compressai.models.base import CompressionModel  # noqa: E402
+from compressai.models.utils import conv, deconv  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -75,157 +85,133 @@ class TaskNetConfig:
 
 
 def build_task_net(config: TaskNetConfig, front: Any = None) -> Any:
-    """A fresh :class:`TaskCodecNet` (CompressAI imported lazily); ``front``: the trainable copy of the
+    """A fresh :class:`TaskCodecNet`; ``front``: the trainable copy of the
     task model's front layers that decoder ``front`` ends with (``SplitAdapter.front_module()``)."""
     if config.decoder == "front" and front is None:
         raise ValueError("decoder 'front' needs the task model's front module")
-    return _net_class()(config, front)
+    return TaskCodecNet(config, front)
 
 
-def _net_class() -> type:
-    import_compressai()
-    return _define()
+class TaskCodecNet(CompressionModel):
+    """Analysis -> entropy model -> synthesis to the cut point's tensor (see the module docstring)."""
 
-
-_CLASS: list[type] = []
-
-
-def _define() -> type:
-    if _CLASS:
-        return _CLASS[0]
-    import torch
-    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-    from compressai.layers import GDN, ResidualBlock
-    from compressai.models.base import CompressionModel
-    from compressai.models.utils import conv, deconv
-    from torch import nn
-
-    class TaskCodecNet(CompressionModel):
-        """Analysis -> entropy model -> synthesis to the cut point's tensor (see the module docstring)."""
-
-        def __init__(self, config: TaskNetConfig, front: Any = None) -> None:
-            super().__init__()
-            self.config = config
-            c, n, m = config, config.N, config.M
-            strides = [1] * max(0, 2 - c.down) + [2] * c.down
-            layers: list[nn.Module] = []
-            ch = c.in_channels
-            for i, s in enumerate(strides):
-                last = i == len(strides) - 1
-                layers.append(conv(ch, m if last else n, kernel_size=5 if s == 2 else 3, stride=s))
+    def __init__(self, config: TaskNetConfig, front: Any = None) -> None:
+        super().__init__()
+        self.config = config
+        c, n, m = config, config.N, config.M
+        strides = [1] * max(0, 2 - c.down) + [2] * c.down
+        layers: list[nn.Module] = []
+        ch = c.in_channels
+        for i, s in enumerate(strides):
+            last = i == len(strides) - 1
+            layers.append(conv(ch, m if last else n, kernel_size=5 if s == 2 else 3, stride=s))
+            if not last:
+                layers.append(GDN(n))
+            ch = n
+        self.g_a = nn.Sequential(*layers)
+        syn: list[nn.Module] = []
+        ch = m
+        if c.decoder == "front":  # bmshj2018's image synthesis, then the task model's (trainable) front
+            for i in range(c.down):
+                last = i == c.down - 1
+                syn.append(deconv(ch, 3 if last else n, kernel_size=5, stride=2))
                 if not last:
-                    layers.append(GDN(n))
+                    syn.append(GDN(n, inverse=True))
                 ch = n
-            self.g_a = nn.Sequential(*layers)
-            syn: list[nn.Module] = []
-            ch = m
-            if c.decoder == "front":  # bmshj2018's image synthesis, then the task model's (trainable) front
-                for i in range(c.down):
-                    last = i == c.down - 1
-                    syn.append(deconv(ch, 3 if last else n, kernel_size=5, stride=2))
-                    if not last:
-                        syn.append(GDN(n, inverse=True))
-                    ch = n
-                self.front_copy = front
-            else:
-                for _ in range(c.up):
-                    syn += [deconv(ch, n, kernel_size=5, stride=2), GDN(n, inverse=True)]
-                    ch = n
-                syn += [conv(ch, n, kernel_size=3, stride=1), GDN(n, inverse=True)]
-                syn += [ResidualBlock(n, n) for _ in range(c.res_blocks)] + [conv(n, c.out_channels, 3, 1)]
-            self.g_s = nn.Sequential(*syn)
-            if c.entropy == "hyperprior":
-                self.h_a = nn.Sequential(conv(m, n, 3, 1), nn.ReLU(inplace=True), conv(n, n, 5, 2),
-                                         nn.ReLU(inplace=True), conv(n, n, 5, 2))
-                self.h_s = nn.Sequential(deconv(n, n, 5, 2), nn.ReLU(inplace=True), deconv(n, n, 5, 2),
-                                         nn.ReLU(inplace=True), conv(n, m, 3, 1), nn.ReLU(inplace=True))
-                self.entropy_bottleneck = EntropyBottleneck(n)
-                self.gaussian_conditional = GaussianConditional(None)
-            else:
-                self.entropy_bottleneck = EntropyBottleneck(m)
-            self.register_buffer("in_mean", torch.zeros(1, c.in_channels, 1, 1))
-            self.register_buffer("in_std", torch.ones(1, c.in_channels, 1, 1))
-            self.register_buffer("out_mean", torch.zeros(1, c.out_channels, 1, 1))
-            self.register_buffer("out_std", torch.ones(1, c.out_channels, 1, 1))
+            self.front_copy = front
+        else:
+            for _ in range(c.up):
+                syn += [deconv(ch, n, kernel_size=5, stride=2), GDN(n, inverse=True)]
+                ch = n
+            syn += [conv(ch, n, kernel_size=3, stride=1), GDN(n, inverse=True)]
+            syn += [ResidualBlock(n, n) for _ in range(c.res_blocks)] + [conv(n, c.out_channels, 3, 1)]
+        self.g_s = nn.Sequential(*syn)
+        if c.entropy == "hyperprior":
+            self.h_a = nn.Sequential(conv(m, n, 3, 1), nn.ReLU(inplace=True), conv(n, n, 5, 2),
+                                     nn.ReLU(inplace=True), conv(n, n, 5, 2))
+            self.h_s = nn.Sequential(deconv(n, n, 5, 2), nn.ReLU(inplace=True), deconv(n, n, 5, 2),
+                                     nn.ReLU(inplace=True), conv(n, m, 3, 1), nn.ReLU(inplace=True))
+            self.entropy_bottleneck = EntropyBottleneck(n)
+            self.gaussian_conditional = GaussianConditional(None)
+        else:
+            self.entropy_bottleneck = EntropyBottleneck(m)
+        self.register_buffer("in_mean", torch.zeros(1, c.in_channels, 1, 1))
+        self.register_buffer("in_std", torch.ones(1, c.in_channels, 1, 1))
+        self.register_buffer("out_mean", torch.zeros(1, c.out_channels, 1, 1))
+        self.register_buffer("out_std", torch.ones(1, c.out_channels, 1, 1))
 
-        # -- helpers -------------------------------------------------------------------------
-        def set_statistics(self, inputs: torch.Tensor | None, outputs: torch.Tensor) -> None:
-            """Per-channel mean / std of feature inputs (feature codecs) and of Y1 targets."""
-            def stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                mean = t.mean(dim=(0, 2, 3), keepdim=True)
-                return mean, t.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+    # -- helpers -------------------------------------------------------------------------
+    def set_statistics(self, inputs: torch.Tensor | None, outputs: torch.Tensor) -> None:
+        """Per-channel mean / std of feature inputs (feature codecs) and of Y1 targets."""
+        def stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mean = t.mean(dim=(0, 2, 3), keepdim=True)
+            return mean, t.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
 
-            if inputs is not None and self.config.paradigm == "feature":
-                self.in_mean.copy_(stats(inputs)[0])
-                self.in_std.copy_(stats(inputs)[1])
-            mean, std = stats(outputs)
-            self.out_mean.copy_(mean)
-            self.out_std.copy_(std)
+        if inputs is not None and self.config.paradigm == "feature":
+            self.in_mean.copy_(stats(inputs)[0])
+            self.in_std.copy_(stats(inputs)[1])
+        mean, std = stats(outputs)
+        self.out_mean.copy_(mean)
+        self.out_std.copy_(std)
 
-        def _analysis_input(self, x: torch.Tensor) -> torch.Tensor:
-            import torch.nn.functional as F
+    def _analysis_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.paradigm == "feature":
+            x = (x - self.in_mean) / self.in_std
+        k = self.config.multiple
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, (-w) % k, 0, (-h) % k), mode="replicate") if (h % k or w % k) else x
 
-            if self.config.paradigm == "feature":
-                x = (x - self.in_mean) / self.in_std
-            k = self.config.multiple
-            h, w = x.shape[-2:]
-            return F.pad(x, (0, (-w) % k, 0, (-h) % k), mode="replicate") if (h % k or w % k) else x
+    def _synthesis(self, y_hat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.config.decoder == "front":
+            stride = self.config.stride
+            image = self.g_s(y_hat)[..., :size[0] * stride, :size[1] * stride]
+            return self.front_copy(image)[..., :size[0], :size[1]]
+        out = self.g_s(y_hat)[..., :size[0], :size[1]]
+        return out * self.out_std + self.out_mean
 
-        def _synthesis(self, y_hat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-            if self.config.decoder == "front":
-                stride = self.config.stride
-                image = self.g_s(y_hat)[..., :size[0] * stride, :size[1] * stride]
-                return self.front_copy(image)[..., :size[0], :size[1]]
-            out = self.g_s(y_hat)[..., :size[0], :size[1]]
-            return out * self.out_std + self.out_mean
+    def train(self, mode: bool = True) -> Any:
+        """Train mode, except the front copy's normalisation layers, which keep the task model's statistics."""
+        super().train(mode)
+        if getattr(self, "front_copy", None) is not None:
+            self.front_copy.eval()
+        return self
 
-        def train(self, mode: bool = True) -> Any:
-            """Train mode, except the front copy's normalisation layers, which keep the task model's statistics."""
-            super().train(mode)
-            if getattr(self, "front_copy", None) is not None:
-                self.front_copy.eval()
-            return self
-
-        # -- training ------------------------------------------------------------------------
-        def forward(self, x: torch.Tensor, size: tuple[int, int]) -> dict[str, Any]:
-            """Noisy-quantisation pass: Ŷ1 (cropped to ``size``) and the likelihoods for the rate."""
-            y = self.g_a(self._analysis_input(x))
-            if self.config.entropy == "hyperprior":
-                z = self.h_a(torch.abs(y))
-                z_hat, z_lik = self.entropy_bottleneck(z)
-                y_hat, y_lik = self.gaussian_conditional(y, self.h_s(z_hat))
-                likelihoods = {"y": y_lik, "z": z_lik}
-            else:
-                y_hat, y_lik = self.entropy_bottleneck(y)
-                likelihoods = {"y": y_lik}
-            return {"y1_hat": self._synthesis(y_hat, size), "likelihoods": likelihoods}
-
-        # -- real coding ---------------------------------------------------------------------
-        def compress(self, x: torch.Tensor) -> dict[str, Any]:
-            """Entropy-coded strings (lists of one bytes object per batch item) and the latent shape."""
-            y = self.g_a(self._analysis_input(x))
-            if self.config.entropy == "factorized":
-                return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
+    # -- training ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> dict[str, Any]:
+        """Noisy-quantisation pass: Ŷ1 (cropped to ``size``) and the likelihoods for the rate."""
+        y = self.g_a(self._analysis_input(x))
+        if self.config.entropy == "hyperprior":
             z = self.h_a(torch.abs(y))
-            z_strings = self.entropy_bottleneck.compress(z)
-            z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+            z_hat, z_lik = self.entropy_bottleneck(z)
+            y_hat, y_lik = self.gaussian_conditional(y, self.h_s(z_hat))
+            likelihoods = {"y": y_lik, "z": z_lik}
+        else:
+            y_hat, y_lik = self.entropy_bottleneck(y)
+            likelihoods = {"y": y_lik}
+        return {"y1_hat": self._synthesis(y_hat, size), "likelihoods": likelihoods}
+
+    # -- real coding ---------------------------------------------------------------------
+    def compress(self, x: torch.Tensor) -> dict[str, Any]:
+        """Entropy-coded strings (lists of one bytes object per batch item) and the latent shape."""
+        y = self.g_a(self._analysis_input(x))
+        if self.config.entropy == "factorized":
+            return {"strings": [self.entropy_bottleneck.compress(y)], "shape": tuple(y.shape[-2:])}
+        z = self.h_a(torch.abs(y))
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        indexes = self.gaussian_conditional.build_indexes(self.h_s(z_hat))
+        y_strings = self.gaussian_conditional.compress(y, indexes)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> Any:
+        """Ŷ1 (cropped to ``size``) from :meth:`compress`'s strings."""
+        if self.config.entropy == "factorized":
+            y_hat = self.entropy_bottleneck.decompress(strings[0], shape)
+        else:
+            z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
             indexes = self.gaussian_conditional.build_indexes(self.h_s(z_hat))
-            y_strings = self.gaussian_conditional.compress(y, indexes)
-            return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+            y_hat = self.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype)
+        return self._synthesis(y_hat, size)
 
-        def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> Any:
-            """Ŷ1 (cropped to ``size``) from :meth:`compress`'s strings."""
-            if self.config.entropy == "factorized":
-                y_hat = self.entropy_bottleneck.decompress(strings[0], shape)
-            else:
-                z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
-                indexes = self.gaussian_conditional.build_indexes(self.h_s(z_hat))
-                y_hat = self.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype)
-            return self._synthesis(y_hat, size)
-
-        def string_count(self) -> int:
-            return 1 if self.config.entropy == "factorized" else 2
-
-    TaskCodecNet.__module__ = __name__
-    _CLASS.append(TaskCodecNet)
-    return TaskCodecNet
+    def string_count(self) -> int:
+        return 1 if self.config.entropy == "factorized" else 2

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +21,7 @@ import numpy as np
 # importable from here as before
 from vcm_plugin.errors import TaskModelError
 from vcm_plugin.errors import WeightsNotFoundError as WeightsNotFoundError
+from vcm_plugin.hashing import file_sha256
 
 INPUT = "input"  # the cut point name of the model's input image
 
@@ -103,7 +106,9 @@ class TaskModel(ABC):
     Subclasses are dataclasses whose fields are the model's parameters (returned by
     :meth:`params`, which identifies the model in result stores), set the ClassVars
     and implement :meth:`run_from` (at least from ``"input"``). Weights load lazily,
-    on first use, so a model can be described and hashed without loading them.
+    on first use, so a model can be described and hashed without loading them: a model
+    with ``transient`` state implements :meth:`_load`, which :meth:`load` runs once, under
+    a lock, while the first ``transient`` attribute is None (so ``_load`` sets it last).
     """
 
     name: ClassVar[str]
@@ -111,27 +116,40 @@ class TaskModel(ABC):
     #: attributes holding loaded state (networks, interpreters): dropped when pickled, rebuilt lazily
     transient: ClassVar[tuple[str, ...]] = ()
     categories: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)  # of the weights file
+    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles as its parameters (for process pools): loaded state and the lock are left out."""
         state = dict(self.__dict__)
         state.update({name: None for name in self.transient})
-        if "_lock" in state:
-            state["_lock"] = None
+        state["_lock"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if "_lock" in state:
-            self._lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def predict(self, image: np.ndarray) -> Predictions:
         """Run the whole model on an (H, W, 3) uint8 RGB image."""
         return self.run_from(INPUT, image)
 
     def load(self) -> None:
-        """Load the weights now (idempotent); the harness calls it so timings exclude loading."""
-        return None  # models without lazy loading have nothing to do
+        """Load the weights now (idempotent, thread-safe); the harness calls it so timings exclude loading."""
+        if self.transient and getattr(self, self.transient[0]) is None:  # models without transient state: nothing
+            with self._lock:
+                if getattr(self, self.transient[0]) is None:
+                    self._load()
+
+    def _load(self) -> None:
+        """Build the ``transient`` state (called by :meth:`load`, once, under the lock)."""
+        raise NotImplementedError(f"task model {self.name!r} declares transient state but no _load()")
+
+    def _cached_sha256(self, path: Callable[[], Path]) -> str:
+        """SHA-256 of the weights file ``path()`` returns, hashed once (kept when pickled)."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(path())
+        return self._sha256
 
     def cut_points(self) -> list[str]:
         """Names of the points where a codec's output may enter the model."""

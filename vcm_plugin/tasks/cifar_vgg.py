@@ -15,13 +15,14 @@ resolution), a global average ``pool`` (flattened to a vector) and a linear head
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from vcm_plugin.errors import InvalidImageError
 from vcm_plugin.splitting.adapter import OUTPUT, SplitAdapter, freeze
@@ -71,67 +72,52 @@ class VGGConfig:
         return [f"block{i + 1}" for i in range(len(self.widths))] + ["pool", "fc"]
 
 
-def build_cifar_vgg(cfg: VGGConfig | None = None) -> Any:
-    """A :class:`CifarVGG` (torch is imported only when a network is built)."""
-    return _network_class()(cfg or VGGConfig())
+class CifarVGG(nn.Module):
+    """VGG-style CIFAR network; input (B, 3, 32, 32) normalised float32, output (B, classes) logits."""
+
+    def __init__(self, cfg: VGGConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        in_ch = 3
+        for i, (width, n) in enumerate(zip(cfg.widths, cfg.convs)):
+            layers: list[nn.Module] = []
+            for _ in range(n):
+                layers += [nn.Conv2d(in_ch, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                           nn.ReLU(inplace=True)]
+                in_ch = width
+            layers.append(nn.MaxPool2d(2))
+            self.add_module(f"block{i + 1}", nn.Sequential(*layers))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(in_ch, cfg.num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        return [(name, getattr(self, name)) for name in self.cfg.cut_points()]
+
+    def forward_to(self, x: torch.Tensor, point: str) -> torch.Tensor:
+        """Run from the normalised input through the module ``point`` (inclusive)."""
+        for name, module in self.stages():
+            x = module(x)
+            if name == point:
+                return x
+        raise KeyError(point)
+
+    def forward_from(self, point: str, x: torch.Tensor) -> torch.Tensor:
+        """Run the modules AFTER ``point`` (``"input"``: all of them) to the logits."""
+        names = [INPUT] + self.cfg.cut_points()
+        for _, module in self.stages()[names.index(point):]:
+            x = module(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(INPUT, x)
 
 
-def __getattr__(name: str) -> Any:
-    """``CifarVGG`` (the torch module class) is built on first access, so importing this module needs no torch."""
-    if name == "CifarVGG":
-        return _network_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@cache
-def _network_class() -> type:
-    import torch
-    from torch import nn
-
-    class CifarVGG(nn.Module):
-        """VGG-style CIFAR network; input (B, 3, 32, 32) normalised float32, output (B, classes) logits."""
-
-        def __init__(self, cfg: VGGConfig) -> None:
-            super().__init__()
-            self.cfg = cfg
-            in_ch = 3
-            for i, (width, n) in enumerate(zip(cfg.widths, cfg.convs)):
-                layers: list[nn.Module] = []
-                for _ in range(n):
-                    layers += [nn.Conv2d(in_ch, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                               nn.ReLU(inplace=True)]
-                    in_ch = width
-                layers.append(nn.MaxPool2d(2))
-                self.add_module(f"block{i + 1}", nn.Sequential(*layers))
-            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.fc = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(in_ch, cfg.num_classes))
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-        def stages(self) -> list[tuple[str, nn.Module]]:
-            return [(name, getattr(self, name)) for name in self.cfg.cut_points()]
-
-        def forward_to(self, x: torch.Tensor, point: str) -> torch.Tensor:
-            """Run from the normalised input through the module ``point`` (inclusive)."""
-            for name, module in self.stages():
-                x = module(x)
-                if name == point:
-                    return x
-            raise KeyError(point)
-
-        def forward_from(self, point: str, x: torch.Tensor) -> torch.Tensor:
-            """Run the modules AFTER ``point`` (``"input"``: all of them) to the logits."""
-            names = [INPUT] + self.cfg.cut_points()
-            for _, module in self.stages()[names.index(point):]:
-                x = module(x)
-            return x
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.forward_from(INPUT, x)
-
-    CifarVGG.__module__ = __name__
-    return CifarVGG
+def build_cifar_vgg(cfg: VGGConfig | None = None) -> CifarVGG:
+    """A fresh :class:`CifarVGG` (default architecture when ``cfg`` is None)."""
+    return CifarVGG(cfg or VGGConfig())
 
 
 def check_state_dict(net: Any, state_dict: dict[str, Any], source: str) -> None:
@@ -157,8 +143,6 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], VGGConfig, list[float
     A plain state_dict gets the default :class:`VGGConfig` and the CIFAR-10 mean/std.
     Loads with ``weights_only=True``; unreadable files raise :class:`TaskModelError`.
     """
-    import torch
-
     from vcm_plugin.weights import load_state_dict_safely
 
     try:
@@ -210,8 +194,6 @@ class CifarVGGClassifier(TaskModel):
 
     _net: Any = field(default=None, init=False, repr=False, compare=False)
     _norm: Any = field(default=None, init=False, repr=False, compare=False)
-    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
-    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.categories = dict(enumerate(CIFAR10_CLASSES))
@@ -228,31 +210,21 @@ class CifarVGGClassifier(TaskModel):
         return find_weights(self.weights, self.search_path)
 
     def weights_sha256(self) -> str:
-        from vcm_plugin.weights import file_sha256
-
-        if self._sha256 is None:
-            self._sha256 = file_sha256(self.weights_path())
-        return self._sha256
+        return self._cached_sha256(self.weights_path)
 
     def identity(self) -> dict[str, Any]:
         """Name, weights and the weights file's SHA-256."""
         return {"name": self.name, "params": {"weights": self.weights}, "weights_sha256": self.weights_sha256()}
 
-    def load(self) -> None:
-        self.network()
-
     def network(self) -> Any:
         """The loaded :class:`CifarVGG` in eval mode (loaded on first use)."""
-        if self._net is None:
-            with self._lock:
-                if self._net is None:
-                    import torch
-
-                    path = self.weights_path()
-                    net, mean, std = load_cifar_vgg(path)
-                    self._norm = (torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
-                    self._net = net
+        self.load()
         return self._net
+
+    def _load(self) -> None:
+        net, mean, std = load_cifar_vgg(self.weights_path())
+        self._norm = (torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
+        self._net = net
 
     # -- inference ---------------------------------------------------------------------------
     def cut_points(self) -> list[str]:
@@ -269,9 +241,6 @@ class CifarVGGClassifier(TaskModel):
 
     def input_tensor(self, image: np.ndarray) -> Any:
         """(H, W, 3) uint8 RGB -> (1, 3, 32, 32) normalised float32 tensor."""
-        import torch
-        import torch.nn.functional as F
-
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
                 or image.shape[0] == 0 or image.shape[1] == 0:
             desc = f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
@@ -286,8 +255,6 @@ class CifarVGGClassifier(TaskModel):
 
     def front(self, point: str, image: np.ndarray) -> Any:
         """The value at cut point ``point``: the image itself at ``input``, else a float32 tensor, batch dim 1."""
-        import torch
-
         self._check_point(point)
         if point == INPUT:
             self.input_tensor(image)  # validates
@@ -297,8 +264,6 @@ class CifarVGGClassifier(TaskModel):
 
     def run_from(self, point: str, value: Any) -> ClassScores:
         """Class probabilities from an image (``input``) or from the tensor at a cut point (batch dim 1)."""
-        import torch
-
         self._check_point(point)
         net = self.network()
         with torch.inference_mode():
@@ -336,8 +301,6 @@ class CifarSplit(SplitAdapter):
         return (self.model.input_tensor(image) * std + mean).clamp_(0, 1)
 
     def front(self, x: Any) -> Any:
-        import torch
-
         mean, std = self.model._norm
         with torch.no_grad():
             return self.net.forward_to((x - mean) / std, self.cut)

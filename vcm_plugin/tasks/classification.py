@@ -21,7 +21,6 @@ classes in torchvision's order (the order of the ``imagenet`` dataset's class in
 from __future__ import annotations
 
 import difflib
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -85,8 +84,6 @@ class TorchvisionClassifier(TaskModel):
 
     _net: Any = field(default=None, init=False, repr=False, compare=False)
     _transform: Any = field(default=None, init=False, repr=False, compare=False)
-    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
-    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = classification_architectures()
@@ -133,29 +130,19 @@ class TorchvisionClassifier(TaskModel):
         SHA-256 prefix checked on load), or the checkpoint file's SHA-256."""
         import torchvision
 
-        from vcm_plugin.weights import file_sha256
-
         params = {k: v for k, v in self.params().items() if k not in ("search_path", "download")}
         member = self.weights_enum()
         weights: dict[str, Any] = {"enum": str(member)}
         if self.checkpoint is None:
             weights["url"] = member.url
         else:
-            if self._sha256 is None:
-                self._sha256 = file_sha256(self.weights_path())
-            weights["sha256"] = self._sha256
+            weights["sha256"] = self._cached_sha256(self.weights_path)
         return {"name": self.name, "params": params, "torchvision": torchvision.__version__, "weights": weights}
 
     # -- model -------------------------------------------------------------------------------
-    def load(self) -> None:
-        if self._net is None:
-            with self._lock:
-                if self._net is None:
-                    self._load()
-
     def _load(self) -> None:
         from vcm_plugin.tasks.torchvision_backend import check_hash_in_name
-        from vcm_plugin.weights import file_sha256, load_state_dict_safely
+        from vcm_plugin.weights import load_state_dict_safely
 
         member = self.weights_enum()
         try:
@@ -170,8 +157,8 @@ class TorchvisionClassifier(TaskModel):
             if path.name == self.weights_file_name():
                 check_hash_in_name(path)
             state = load_state_dict_safely(path)
-            if self.checkpoint is not None and self._sha256 is None:
-                self._sha256 = file_sha256(path)
+            if self.checkpoint is not None:
+                self._cached_sha256(lambda: path)
         net = self._build(member, state, path)
         self._transform = member.transforms()
         self._net = net.eval().to(self.device)

@@ -31,7 +31,6 @@ suit" -> "maillot tank suit".
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -120,8 +119,6 @@ class TFLiteClassifier(TaskModel):
 
     _interpreter: Any = field(default=None, init=False, repr=False, compare=False)
     _io: Any = field(default=None, init=False, repr=False, compare=False)
-    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
-    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.num_threads < 1:  # its type is checked by the registry (vcm_plugin.params)
@@ -159,12 +156,6 @@ class TFLiteClassifier(TaskModel):
                 "runtime": {RUNTIME_PACKAGE: runtime}}
 
     # -- interpreter -------------------------------------------------------------------------
-    def load(self) -> None:
-        if self._interpreter is None:
-            with self._lock:
-                if self._interpreter is None:
-                    self._load()
-
     def _load(self) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter

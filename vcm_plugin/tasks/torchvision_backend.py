@@ -170,6 +170,7 @@ class TorchvisionDetector(TaskModel):
     name: ClassVar[str] = "torchvision-detection"
     task: ClassVar[str] = "detection"
     with_masks: ClassVar[bool] = False
+    transient: ClassVar[tuple[str, ...]] = ("_net",)
 
     architecture: str = "fasterrcnn_resnet50_fpn"
     weights: str | None = "DEFAULT"
@@ -181,7 +182,6 @@ class TorchvisionDetector(TaskModel):
     max_size: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     _net: Any = field(default=None, init=False, repr=False, compare=False)
-    _file_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.architecture not in SUPPORTED_MODELS:
@@ -247,11 +247,8 @@ class TorchvisionDetector(TaskModel):
         ident["torchvision"] = torchvision.__version__
         member = self.weights_enum()
         if self.weights_file is not None:
-            if self._file_sha256 is None:
-                from vcm_plugin.weights import file_sha256
-
-                self._file_sha256 = file_sha256(self.weights_path())
-            ident["weights"] = {"enum": None if member is None else str(member), "sha256": self._file_sha256}
+            sha = self._cached_sha256(self.weights_path)  # type: ignore[arg-type]  # weights_file: never None
+            ident["weights"] = {"enum": None if member is None else str(member), "sha256": sha}
         elif member is not None:
             ident["weights"] = {"enum": str(member), "url": member.url}
         else:
@@ -293,9 +290,8 @@ class TorchvisionDetector(TaskModel):
             raise TaskModelError(f"task model {self.name!r}: cannot build {self.architecture!r}{where}: {exc}") from exc
         return net.eval().to(self.device)
 
-    def load(self) -> None:
-        if self._net is None:
-            self._net = self._build()
+    def _load(self) -> None:
+        self._net = self._build()
 
     # -- cut points: the backbone body's children of R-CNN models (:mod:`.torchvision_split`) -----
     def cut_points(self) -> list[str]:

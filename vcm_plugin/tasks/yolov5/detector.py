@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -147,8 +146,6 @@ class YOLOv5Detector(TaskModel):
 
     _net: Any = field(default=None, init=False, repr=False, compare=False)
     _label_ids: Any = field(default=None, init=False, repr=False, compare=False)
-    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
-    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.img_size < 32 or self.img_size % 32:
@@ -169,24 +166,16 @@ class YOLOv5Detector(TaskModel):
 
     def weights_sha256(self) -> str:
         """SHA-256 of the checkpoint file (hashed once)."""
-        if self._sha256 is None:
-            self._sha256 = file_sha256(self.weights_path())
-        return self._sha256
+        return self._cached_sha256(self.weights_path)
 
     def identity(self) -> dict[str, Any]:
         """Name, output-determining parameters and the weights file's SHA-256."""
         params = {k: v for k, v in self.params().items() if k not in ("search_path", "threads")}
         return {"name": self.name, "params": params, "weights_sha256": self.weights_sha256()}
 
-    def load(self) -> None:
-        self.network()
-
     def network(self) -> Any:
         """The loaded :class:`~vcm_plugin.tasks.yolov5.network.YOLOv5` (loads it on first use)."""
-        if self._net is None:
-            with self._lock:
-                if self._net is None:
-                    self._load()
+        self.load()
         return self._net
 
     def _load(self) -> None:
