@@ -8,11 +8,9 @@ validates inputs, quality and outputs, so every codec reports bad inputs the sam
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import json
 import math
-import os
 import struct
 import sys
 import zlib
@@ -31,6 +29,7 @@ from vcm_plugin.errors import (
     QualityError,
     VcmError,
 )
+from vcm_plugin.hashing import cached_file_sha256
 
 Quality = int | float
 
@@ -235,26 +234,13 @@ def distribution_of(module: str) -> str:
     return ", ".join(found) or "no distribution"
 
 
-_SOURCE_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
 def source_sha256(module: str) -> str:
     """SHA-256 of the source file of ``module`` (cached per file state); ``"no source"`` when it has none."""
     try:
         path = inspect.getsourcefile(sys.modules[module])
-        stat = os.stat(path) if path else None
+        return cached_file_sha256(path) if path else "no source"
     except (KeyError, TypeError, OSError):
         return "no source"
-    if path is None or stat is None:
-        return "no source"
-    cache_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
-    if cache_key not in _SOURCE_DIGESTS:
-        try:
-            with open(path, "rb") as fh:
-                _SOURCE_DIGESTS[cache_key] = hashlib.sha256(fh.read()).hexdigest()
-        except OSError:
-            return "no source"
-    return _SOURCE_DIGESTS[cache_key]
 
 
 def implementation_identity(cls: type) -> str:

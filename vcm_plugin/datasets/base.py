@@ -7,9 +7,6 @@ Sample order is deterministic (sorted by image id unless a list fixes the order)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,19 +37,12 @@ def file_sha256(path: Path, what: str) -> str:
         raise DatasetError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
 
 
-_IMAGE_DIGESTS: dict[tuple[str, int, int, int], str] = {}
-
-
 def image_sha256(path: Path) -> str | None:
     """Hex SHA-256 of an image file, cached per process and file state; None when it cannot be read."""
     try:
-        stat = os.stat(path)
-        cache_key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        if cache_key not in _IMAGE_DIGESTS:
-            _IMAGE_DIGESTS[cache_key] = file_sha256(path, "image file")
-    except (OSError, DatasetError):
+        return hashing.cached_file_sha256(path)
+    except OSError:
         return None
-    return _IMAGE_DIGESTS[cache_key]
 
 
 def _plain(value: Any) -> Any:
@@ -67,8 +57,7 @@ def _plain(value: Any) -> Any:
 
 def json_sha256(value: Any) -> str:
     """Hex SHA-256 of a canonical JSON form of ``value`` (sorted keys; dataclasses, sets, numpy scalars allowed)."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashing.json_sha256(value, default=_plain)
 
 
 def image_size(path: Path, image_id: str) -> tuple[int, int]:

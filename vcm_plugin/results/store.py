@@ -15,7 +15,6 @@ writers (:mod:`vcm_plugin.reports`) read it, so it lives below both;
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sqlite3
 import zlib
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vcm_plugin.errors import VcmError
+from vcm_plugin.hashing import json_sha256
 
 SCHEMA_VERSION = 1
 
@@ -62,8 +62,7 @@ class StoreError(VcmError, RuntimeError):
 
 def unit_key(identity: dict[str, Any]) -> str:
     """SHA-256 hex of the canonical JSON of a unit's identity."""
-    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return json_sha256(identity)
 
 
 @dataclass(frozen=True)
