@@ -53,8 +53,6 @@ clean:
 # quality:lambda:steps (q1-q3 start from the zoo codec of their quality and need fewer steps)
 DIRECT_RUNS := 4:16:400 1:1:200 2:2.5:120 3:6:120
 paradigms: install
-	@for run in $(DIRECT_RUNS); do q=$${run%%:*}; rest=$${run#*:}; l=$${rest%%:*}; n=$${rest#*:}; \
-	  test -f outputs/train/direct-yolov5n-q$$q/model.pt || \
-	  $(BIN)/vcm train eval_configs/train/direct_yolov5n.yaml lmbda=$$l steps=$$n \
-	    init_image_codec=vcm-hyperprior-q$$q output=outputs/train/direct-yolov5n-q$$q || exit 1; done
+	$(BIN)/vcm train eval_configs/train/direct_yolov5n.yaml init_image_codec=vcm-hyperprior-q{quality} \
+	  output=outputs/train/direct-yolov5n-q{quality} --grid $(DIRECT_RUNS)
 	$(BIN)/vcm run eval_configs/coco_paradigms.yaml

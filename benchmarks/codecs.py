@@ -7,8 +7,10 @@ peak memory of one encode + decode of kodim01 at the highest quality (a fresh pr
 peak RSS of a fresh Python process, MiB; ffmpeg child processes not included), then the BD-rate (PSNR-Y, pchip)
 of each codec against VVC. `compressai` is the project-zoo learned codec
 (`--compressai-model bmshj2018-hyperprior` etc. for compressai.zoo weights in torch.hub's
-cache). Run: `.venv/bin/python benchmarks/codecs.py` (`--images N` for a quick subset,
-`--codecs vvc,compressai`, `--jobs`, `--csv out.csv`).
+cache). The points are measured by the evaluation harness (`vcm_plugin.pipeline.compare`):
+`--output DIR` keeps its results store, and a rerun into DIR recomputes nothing (its times are
+then those of the first run). Run: `.venv/bin/python benchmarks/codecs.py` (`--images N` for a
+quick subset, `--codecs vvc,compressai`, `--jobs`, `--csv out.csv`, `--output DIR`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from _memory import peak_rss_of_this_process_mib  # benchmarks/ is the script fo
 from vcm_plugin import available_codecs
 from vcm_plugin.codecs.registry import get_codec_class
 from vcm_plugin.evaluation.bd import bd_rate_report
-from vcm_plugin.evaluation.rd import CodecSpec, measure
+from vcm_plugin.pipeline.compare import CodecSpec, measure, point_row
 
 # Four qualities per codec, chosen to span roughly 0.1-1.5 bpp on Kodak.
 QUALITIES: dict[str, tuple] = {
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--codecs", default=",".join(QUALITIES))
     parser.add_argument("--csv")
+    parser.add_argument("--output", help="keep the harness run (results store) here; a rerun reuses it")
     parser.add_argument("--quality", action="append", default=[], metavar="NAME=Q1,Q2,...",
                         help="override a codec's qualities, e.g. vvc=52,47,42,37 to overlap a weak codec's range")
     parser.add_argument("--compressai-model", default="vcm-hyperprior",
@@ -102,17 +105,18 @@ def main() -> None:
     extra = {"compressai": {"model": args.compressai_model}}
     specs = [CodecSpec(n, QUALITIES[n], {**single_threaded(n), **extra.get(n, {})}) for n in wanted]
     start = time.perf_counter()
-    points = measure(specs, [str(p) for p in images], jobs=args.jobs)
+    points = measure(specs, [str(p) for p in images], output=args.output, jobs=args.jobs)
+    rows = [point_row(p) for p in points]
     wall = time.perf_counter() - start
 
     print(f"\n{len(images)} Kodak images, {args.jobs} worker processes, wall {wall:.0f} s; "
           f"skipped (unavailable): {', '.join(skipped) or 'none'}")
     print("| codec | quality | bpp | PSNR-Y dB | MS-SSIM | encode ms/MP | decode ms/MP |")
     print("|---|---|---|---|---|---|---|")
-    for p in points:
-        ms = f"{p.ms_ssim:.4f}" if p.ms_ssim is not None else "n/a"
-        print(f"| {p.codec} | {p.quality} | {p.bpp:.4f} | {p.psnr_y:.2f} | {ms} | {p.encode_ms_per_mp:.0f} "
-              f"| {p.decode_ms_per_mp:.0f} |")
+    for r in rows:
+        ms = f"{r['ms_ssim']:.4f}" if r["ms_ssim"] is not None else "n/a"
+        print(f"| {r['codec']} | {r['quality']} | {r['bpp']:.4f} | {r['psnr_y']:.2f} | {ms} | "
+              f"{r['encode_ms_per_mp']:.0f} | {r['decode_ms_per_mp']:.0f} |")
     print("\n| codec | peak RSS of a process coding kodim01 once (MiB) |\n|---|---|")
     for spec in specs:
         print(f"| {spec.label} | {peak_memory_mib(spec, kodak_dir() / 'kodim01.png'):.0f} |")
@@ -125,8 +129,8 @@ def main() -> None:
                 continue
             test = [p for p in points if p.codec == spec.label]
             try:
-                value = bd_rate_report([p.bpp for p in anchor], [p.psnr_y for p in anchor],
-                                       [p.bpp for p in test], [p.psnr_y for p in test],
+                value = bd_rate_report([p.bpp for p in anchor], [p.primary for p in anchor],
+                                       [p.bpp for p in test], [p.primary for p in test],
                                        anchor_name=ANCHOR, test_name=spec.name).value
                 print(f"| {spec.name} | {value:+.2f} % |")
             except Exception as exc:  # report, do not hide, a curve pair without a BD-rate
@@ -135,9 +139,9 @@ def main() -> None:
         import csv
 
         with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(points[0].as_row()))
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
-            writer.writerows(p.as_row() for p in points)
+            writer.writerows(rows)
 
 
 if __name__ == "__main__":

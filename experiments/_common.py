@@ -8,11 +8,13 @@ Evaluation is one ``vcm run`` of the harness (real bitstreams, class-balanced CI
 model ``cifar10-vgg``, top-1 in percent) into ``<output>/eval/``. Rates are bits per pixel of the 32x32
 original image (bpp), accuracies top-1 in percent.
 
-BD-rate (percent, negative = the test curve needs fewer bits for the same top-1) is the harness's
-:func:`vcm_plugin.evaluation.bd.bd_rate_report` (pchip, monotone upper envelope for noisy top-1 curves,
->= 4 points and >= 50 % overlap). Its 95 % interval is a percentile bootstrap over the evaluation images
-(the same resampled images for every codec point: rates and top-1 recomputed from the per-image rows of
-the harness's results store).
+Results are read through the public API only (:func:`vcm_plugin.results.load`: the points and the
+per-image rows of the run). BD-rate (percent, negative = the test curve needs fewer bits for the same
+top-1) is the harness's :func:`vcm_plugin.evaluation.bd.bd_rate_report` (pchip, monotone upper envelope
+for noisy top-1 curves, >= 4 points and >= 50 % overlap). Its 95 % interval is the package's image
+bootstrap (:func:`vcm_plugin.evaluation.bootstrap.bootstrap_bd`: the same resampled images for every
+codec point, rates and top-1 recomputed from the per-image rows). Figures are
+:func:`vcm_plugin.reports.plots.plot_curves`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import math
 import os
 import shutil
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -182,12 +183,13 @@ def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Pat
     """One harness run of ``codecs`` (label -> codec entry) on class-balanced CIFAR-10 test images.
 
     Returns ``{"points": [{codec, quality, bpp, top1, images, failed}], "uncompressed_top1", "wall_s",
-    "per_image": {(codec, quality): (bits, pixels, correct) arrays in one image order}, "image_ids"}``.
+    "per_image": {(codec, quality): PerImage (bits, pixels, top-1) in one image order}, "image_ids"}``.
     """
     import yaml
 
     from vcm_plugin.config import config_from_dict
-    from vcm_plugin.pipeline.run import STORE_NAME, run
+    from vcm_plugin.pipeline.run import run
+    from vcm_plugin.results import REFERENCE, load
 
     folder = out / "eval"
     if folder.exists():  # stale rows of other weights would be mixed into the per-image bootstrap
@@ -202,44 +204,35 @@ def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Pat
     summary = run(config_from_dict(config), jobs=jobs, quiet=True)
     if summary.units_failed:
         log(f"WARNING: {summary.units_failed} units failed (see {folder / 'failures.md'})")
+    results = load(folder)
     points, uncompressed = [], math.nan
-    with open(folder / "results.csv") as fh:
-        for row in csv.DictReader(fh):
-            if row["codec"] == "uncompressed":
-                uncompressed = float(row["top1"])
-                continue
-            points.append({"codec": row["codec"], "quality": int(float(row["quality"])),
-                           "bpp": float(row["bpp"]) if row["bpp"] else math.nan,
-                           "top1": float(row["top1"]) if row["top1"] else math.nan,
-                           "images": int(row["images"]), "failed": int(row["failed"])})
-    ids, per_image = _per_image(folder / STORE_NAME, cifar_root, max_images)
+    for p in results.points:  # rounded as results.csv gives them (6 and 4 decimals), as the records always were
+        top1 = round(p.value("top1"), 4)
+        if p.codec == REFERENCE:
+            uncompressed = top1
+            continue
+        points.append({"codec": p.codec, "quality": int(p.quality), "bpp": math.nan if p.bpp is None
+                       else round(p.bpp, 6), "top1": top1, "images": p.images, "failed": p.failed})
+    ids, per_image = _per_image(results)
     return {"points": points, "uncompressed_top1": uncompressed, "wall_s": round(summary.wall_s, 1),
             "per_image": per_image, "image_ids": ids, "images": max_images}
 
 
-def _per_image(store_path: Path, cifar_root: str | Path, max_images: int) -> tuple[list[str], dict]:
-    """(image ids, (codec, quality) -> (bits, pixels, correct) arrays in that order) from the results store."""
-    from vcm_plugin.datasets.registry import get_dataset
-    from vcm_plugin.results.store import ResultsStore
-    from vcm_plugin.tasks.base import predictions_from_json
+def _per_image(results: Any) -> tuple[list[str], dict]:
+    """(image ids, (codec, quality) -> PerImage (bits, pixels, top-1 in percent) in that order) of the
+    compressed points whose every image has a top-1 score."""
+    from vcm_plugin.evaluation.bootstrap import PerImage
+    from vcm_plugin.results import REFERENCE
 
-    dataset = get_dataset("cifar10", root=str(cifar_root), split="test", max_images=max_images)
-    labels = {str(s.image_id): int(s.annotations[0]["class_index"]) for s in dataset}
-    ids = sorted(labels)
+    ids = sorted({row.unit.image_id for row in results.images})
     index = {i: k for k, i in enumerate(ids)}
-    table: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    with ResultsStore(store_path) as store:
-        for row in store.rows():
-            if row.codec == "uncompressed" or row.status != "ok" or row.image_id not in index:
-                continue
-            key = (row.codec, int(row.quality))
-            if key not in table:
-                table[key] = (np.full(len(ids), np.nan), np.full(len(ids), np.nan), np.full(len(ids), np.nan))
-            bits, pixels, correct = table[key]
-            k = index[row.image_id]
-            probs = np.asarray(predictions_from_json(row.predictions).probs)
-            bits[k], pixels[k], correct[k] = row.bits, row.pixels, float(np.argmax(probs) == labels[row.image_id])
-    return ids, {k: v for k, v in table.items() if not np.isnan(np.stack(v)).any()}
+    table: dict[tuple[str, int], np.ndarray] = {}
+    for row in results.images:
+        if row.label.codec == REFERENCE or "top1" not in row.scores:
+            continue
+        values = table.setdefault((row.label.codec, int(row.label.quality)), np.full((3, len(ids)), np.nan))
+        values[:, index[row.unit.image_id]] = row.unit.bits, row.unit.pixels, row.scores["top1"]
+    return ids, {k: PerImage(*v) for k, v in table.items() if not np.isnan(v).any()}
 
 
 # -- BD-rate ------------------------------------------------------------------------------------
@@ -250,6 +243,7 @@ def bd_entry(anchor: Sequence[dict], test: Sequence[dict], anchor_name: str, tes
     given; ``bd_rate_pct`` None plus ``note`` "n/a: <reason>" when it cannot be computed."""
     from vcm_plugin.errors import VcmError
     from vcm_plugin.evaluation.bd import bd_metric_report, bd_rate_report
+    from vcm_plugin.evaluation.bootstrap import bootstrap_bd
 
     entry: dict[str, Any] = {"anchor": anchor_name, "test": test_name, "bd_rate_pct": None, "bd_top1_pts": None,
                              "ci95": None, "ci95_top1": None, "n_boot": 0, "overlap": None, "dropped": [],
@@ -278,26 +272,9 @@ def bd_entry(anchor: Sequence[dict], test: Sequence[dict], anchor_name: str, tes
     if not all(k in per_image for k in keys_a + keys_t):
         entry["note"] = "; ".join(filter(None, [entry["note"], "bootstrap n/a: per-image rows missing"]))
         return entry
-    n = len(next(iter(per_image.values()))[0])
-    rng = np.random.default_rng(seed + BOOTSTRAP_SEED_OFFSET)
-    values: dict[str, list[float]] = {"rate": [], "top1": []}
-
-    def resampled(keys: list[tuple[str, int]], idx: np.ndarray) -> tuple[list[float], list[float]]:
-        rates, tops = [], []
-        for key in keys:
-            bits, pixels, correct = per_image[key]
-            rates.append(float(bits[idx].sum() / pixels[idx].sum()))
-            tops.append(float(correct[idx].mean() * 100))
-        return rates, tops
-
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        curves = (*resampled(keys_a, idx), *resampled(keys_t, idx))
-        for kind, func in (("rate", bd_rate_report), ("top1", bd_metric_report)):
-            try:
-                values[kind].append(func(*curves, non_monotonic="envelope").value)
-            except VcmError:
-                continue
+    values = bootstrap_bd([per_image[k] for k in keys_a], [per_image[k] for k in keys_t], n_boot,
+                          seed + BOOTSTRAP_SEED_OFFSET)
+    values["top1"] = values.pop("metric")
     for kind, key, point in (("rate", "ci95", "bd_rate_pct"), ("top1", "ci95_top1", "bd_top1_pts")):
         vals = values[kind]
         if entry[point] is not None and len(vals) >= max(10, n_boot // 2):
@@ -377,34 +354,14 @@ def arm_points(rows: list[dict], arm: str) -> list[dict]:
 
 def plot_rd(curves: list[tuple[str, list[dict], dict[str, Any]]], uncompressed: float, path: Path, title: str,
             note: str = "") -> None:
-    """Top-1 (%) vs bpp (log axis) of each (label, points, matplotlib style), the uncompressed top-1 dashed."""
-    import matplotlib
+    """Top-1 (%) vs bpp (log axis) of each (label, points, matplotlib style), the uncompressed top-1 dotted."""
+    from vcm_plugin.reports.plots import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    fig, ax = plt.subplots(figsize=(8.4, 4.4), dpi=100)
-    for label, points, style in curves:
-        pts = sorted((p["bpp"], p["top1"]) for p in points if math.isfinite(p["bpp"]))
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **{"marker": "o", **style})
-    if math.isfinite(uncompressed):
-        ax.axhline(uncompressed, color="0.4", ls=":", lw=1.2, label=f"uncompressed ({uncompressed:.1f} %)")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.set_xlabel("rate (bits per pixel of the 32x32 image, log scale)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    if note:
-        fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_curves([(label, [(p["bpp"], p["top1"]) for p in points], style) for label, points, style in curves], path,
+                xlabel="rate (bits per pixel of the 32x32 image, log scale)", ylabel="top-1 accuracy (%)",
+                title=title, reference=(f"uncompressed ({uncompressed:.1f} %)", uncompressed,
+                                        {"color": "0.4", "ls": ":", "lw": 1.2}),
+                log_x=True, legend_outside=True, note=note, size=(8.4, 4.4), dpi=100)
 
 
 def read_json(path: Path) -> dict[str, Any]:

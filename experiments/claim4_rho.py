@@ -221,7 +221,7 @@ def coco_crops(root: Path, n_classes: int, per_class: int, seed: int, split: str
 def yolo_features(net: Any, crops: np.ndarray, layers: list[tuple[str, int]], input_side: int,
                   batch: int = 32) -> dict[str, np.ndarray]:
     """{layer name: (n, dims) float32}: ``input`` = the crop area-downsampled to input_side^2 x 3 in [0, 1],
-    flattened; layer k = ``net.front(x, k)[k]`` (x: (B, 3, H, W) RGB in [0, 1]) global-average-pooled over h, w."""
+    flattened; layer k = ``net.forward_to(x, k)[k]`` (x: (B, 3, H, W) RGB in [0, 1]) global-average-pooled over h, w."""
     import torch
     import torch.nn.functional as F
 
@@ -233,7 +233,7 @@ def yolo_features(net: Any, crops: np.ndarray, layers: list[tuple[str, int]], in
                 if k < 0:
                     value = F.adaptive_avg_pool2d(x, input_side).flatten(1)
                 else:
-                    value = net.front(x, k)[k].mean(dim=(2, 3))
+                    value = net.forward_to(x, k)[k].mean(dim=(2, 3))
                 out[name].append(value.numpy().astype(np.float32))
     return {name: np.concatenate(v) for name, v in out.items()}
 
@@ -327,7 +327,7 @@ def yolo_section(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "",
         "Model: the task model `yolov5` with `yolov5n.pt` (YOLOv5n v6.x, COCO-trained, BN folded), its backbone "
         "only: the output of layers 0 (Conv, stride 2), 2, 4, 6, 8 (C3, strides 4-32) and 9 (SPPF, the end of the "
-        "backbone), from `network().front(x, k)[k]` with x the crop as RGB in [0, 1]. Each layer's (C, h, w) "
+        "backbone), from `network().forward_to(x, k)[k]` with x the crop as RGB in [0, 1]. Each layer's (C, h, w) "
         "output is **global-average-pooled to a C-vector** (16 to 256 dims), which discards where in the crop a "
         f"response is; `input` is the crop itself, area-downsampled to {crop['input_side']}x{crop['input_side']}x3 "
         f"and flattened ({3 * crop['input_side'] ** 2} dims), so it keeps its coarse layout.",

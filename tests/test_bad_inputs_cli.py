@@ -226,9 +226,9 @@ def test_run_refuses_non_positive_jobs(capsys, tmp_path: Path, jobs: str) -> Non
 
 @pytest.mark.parametrize("jobs", ["0", "-1"])
 def test_compare_refuses_non_positive_jobs(capsys, monkeypatch, crop_png: Path, jobs: str) -> None:
-    import vcm_plugin.evaluation.rd as rd
+    import vcm_plugin.pipeline.compare as compare
 
-    monkeypatch.setattr(rd, "measure", lambda *a, **k: pytest.fail("coded before checking --jobs"))
+    monkeypatch.setattr(compare, "measure", lambda *a, **k: pytest.fail("coded before checking --jobs"))
     expect_error(capsys, "compare", "--codec", "jpeg:50", "--jobs", jobs, str(crop_png), contains=f"--jobs {jobs}")
 
 
@@ -279,9 +279,9 @@ def test_encode_and_decode_refuse_an_existing_output_without_force(capsys, tmp_p
 
 # ------------------------------------------------------------------------------ compare --anchor
 def test_compare_checks_the_anchor_before_any_coding(capsys, monkeypatch, crop_png: Path) -> None:
-    import vcm_plugin.evaluation.rd as rd
+    import vcm_plugin.pipeline.compare as compare
 
-    monkeypatch.setattr(rd, "measure", lambda *a, **k: pytest.fail("coded before checking --anchor"))
+    monkeypatch.setattr(compare, "measure", lambda *a, **k: pytest.fail("coded before checking --anchor"))
     expect_error(capsys, "compare", "--codec", "jpeg:20,40,60,80", "--anchor", "vvc", str(crop_png),
                  contains=["--anchor 'vvc'", "jpeg"])
 

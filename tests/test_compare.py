@@ -1,4 +1,4 @@
-"""``vcm compare`` and ``vcm_plugin.evaluation.rd``: every number recomputed here from the images."""
+"""``vcm compare`` and ``vcm_plugin.pipeline.compare``: every number recomputed here from the images."""
 
 from __future__ import annotations
 
@@ -86,8 +86,8 @@ def test_compare_bd_rate_against_an_anchor_equals_bjontegaard(images: list[Path]
     assert float(match.group(1)) == pytest.approx(expected, abs=0.006)
 
 
-def test_measure_points_keep_spec_order_and_parallel_equals_serial(images: list[Path]) -> None:
-    from vcm_plugin.evaluation.rd import CodecSpec, measure
+def test_measure_points_keep_spec_order_and_parallel_equals_serial(images: list[Path], tmp_path: Path) -> None:
+    from vcm_plugin.pipeline.compare import CodecSpec, measure
 
     specs = [CodecSpec("jpeg", (70, 30)), CodecSpec("jpeg", (50,), {"subsampling": "4:4:4"})]
     serial = measure(specs, images, jobs=1, progress=False)
@@ -95,6 +95,19 @@ def test_measure_points_keep_spec_order_and_parallel_equals_serial(images: list[
     want = _expected(images, "jpeg", 30)
     assert (serial[1].bits, serial[1].pixels) == (want["bits"], want["pixels"])
     assert serial[1].bpp == pytest.approx(want["bpp"], rel=1e-12)
-    parallel = measure(specs, images, jobs=2, progress=False)
-    strip = [(p.codec, p.quality, p.bits, p.pixels, p.bpp, p.mean_bpp, p.psnr_y, p.psnr_rgb) for p in serial]
-    assert [(p.codec, p.quality, p.bits, p.pixels, p.bpp, p.mean_bpp, p.psnr_y, p.psnr_rgb) for p in parallel] == strip
+    parallel = measure(specs, images, output=tmp_path / "run", jobs=2, progress=False)
+
+    def strip(points):
+        return [(p.codec, p.quality, p.bits, p.pixels, p.bpp, p.mean_bpp, p.image_metrics) for p in points]
+
+    assert strip(parallel) == strip(serial)
+
+
+def test_compare_caches_its_units_in_the_output_folder(images: list[Path], tmp_path: Path, monkeypatch) -> None:
+    from vcm_plugin.pipeline import units
+    from vcm_plugin.pipeline.compare import CodecSpec, measure
+
+    first = measure([CodecSpec("jpeg", (40,))], images, output=tmp_path / "run", jobs=1, progress=False)
+    monkeypatch.setattr(units, "run_job", lambda job: pytest.fail("a stored unit was computed again"))
+    again = measure([CodecSpec("jpeg", (40,))], images, output=tmp_path / "run", jobs=1, progress=False)
+    assert [(p.bits, p.image_metrics) for p in again] == [(p.bits, p.image_metrics) for p in first]

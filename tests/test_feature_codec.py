@@ -26,12 +26,12 @@ def test_fcm_vvc_decodes_to_the_cut_tensor(cifar_image) -> None:
     codec = get_codec("fcm-vvc", task_model="cifar10-vgg", cut="block2", preset="faster")
     assert codec.output_point == "block2"
     model = codec.model()
-    reference = model.front("block2", cifar_image)
+    reference = model.front("block2", cifar_image).tensor
     fine, coarse = codec.encode(cifar_image, 12), codec.encode(cifar_image, 42)
     assert coarse.num_bits < fine.num_bits and fine.bpp == fine.num_bits / (32 * 32)  # over INPUT pixels
     decoded = codec.decode(fine)
-    assert tuple(decoded.shape) == tuple(reference.shape)
-    error = float((decoded - reference).abs().max())
+    assert tuple(decoded.tensor.shape) == tuple(reference.shape)
+    error = float((decoded.tensor - reference).abs().max())
     assert error < 0.05 * float(reference.abs().max())
     assert model.run_from("block2", decoded).probs.argmax() == model.predict(cifar_image).probs.argmax()
     for data in (fine.data[:-5], b"\x07" + fine.data[1:]):

@@ -7,8 +7,8 @@ import torch
 import torchvision
 
 from vcm_plugin.cli import main
-from vcm_plugin.splitting.graph import analyse_cuts, check_cut
 from vcm_plugin.tasks.base import TaskModelError
+from vcm_plugin.tasks.graph import analyse_cuts, check_cut
 
 
 @pytest.fixture(scope="module")

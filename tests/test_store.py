@@ -19,7 +19,7 @@ def test_key_changes_with_any_field() -> None:
 def test_round_trip_and_finished_keys(tmp_path: Path) -> None:
     preds = {"kind": "detections", "boxes": [[1.0, 2.0, 3.0, 4.0]], "scores": [0.5], "labels": [1]}
     ok = UnitRow(key="a", codec="vvc", quality=32, scale=1.0, task="det", image_id="7", status="ok", bits=800,
-                 pixels=100, psnr_y=40.0, psnr_rgb=38.0, encode_s=0.1, decode_s=0.01, inference_s=0.2,
+                 pixels=100, metrics={"psnr_y": 40.0, "psnr_rgb": 38.0}, encode_s=0.1, decode_s=0.01, inference_s=0.2,
                  predictions=preds)
     bad = UnitRow(key="b", codec="vvc", quality=32, scale=1.0, task="det", image_id="8", status="failed",
                   error="codec 'vvc' ... image id 8")

@@ -22,7 +22,7 @@ from vcm_plugin.splitting.adapter import split_adapter
 from vcm_plugin.tasks.base import TaskModelError
 from vcm_plugin.tasks.registry import get_task_model
 from vcm_plugin.training import task_codec
-from vcm_plugin.training.checkpoints import TrainingError, load_checkpoint
+from vcm_plugin.training.loop import TrainingError, load_checkpoint
 from vcm_plugin.training.task_codec import TaskCodecTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_yolo_cut_front_mid_and_back_agree_with_the_whole_model(yolo, kodim23) -
     assert [tuple(t.shape[1:2]) for t in adapter.mid(y1, "output")] == [(255,), (255,), (255,)]
     assert adapter.mid(y1, "layer.9")[0].shape[1] == 256
     with torch.no_grad():
-        assert torch.equal(adapter.mid(y1, "layer.6")[0], yolo.network().front(x, 6)[6])
+        assert torch.equal(adapter.mid(y1, "layer.6")[0], yolo.network().forward_to(x, 6)[6])
     whole = yolo.predict(kodim23[:200, :300])
     split = yolo.run_from("layer.4", adapter.to_value(y1, (200, 300)))
     np.testing.assert_allclose(split.boxes, whole.boxes, atol=1e-3)
@@ -122,9 +122,10 @@ def test_torchvision_models_split_with_feature_extraction_nodes(tmp_path: Path, 
     model = get_task_model("torchvision-classification", architecture="resnet18", weights="IMAGENET1K_V1",
                            checkpoint=str(path))
     y1 = model.front("layer2", small_crop)
-    assert tuple(y1.shape) == (1, 128, 28, 28)
+    assert tuple(y1.tensor.shape) == (1, 128, 28, 28)
     np.testing.assert_allclose(model.run_from("layer2", y1).probs, model.predict(small_crop).probs, atol=1e-5)
     adapter = split_adapter(model, "layer2")
+    y1 = y1.tensor
     assert adapter.mid(y1, "layer3")[0].shape[1] == 256 and adapter.mid(y1, "output")[0].shape == (1, 1000)
     with pytest.raises(TaskModelError, match="maxpool"):  # inside a residual block: the skip tensor is named
         model.front("layer1.0.conv1", small_crop)
@@ -209,9 +210,9 @@ def test_codec_round_trip_scores_at_the_cut_with_an_honest_rate(trained, cifar, 
         stream = codec.encode(image, 1)
         assert stream.bpp == pytest.approx(8 * len(stream.data) / (32 * 32))
         value = codec.decode(stream)
-        assert tuple(value.shape) == (1, 64, 8, 8)
+        assert tuple(value.tensor.shape) == (1, 64, 8, 8)
         assert cifar.run_from("block2", value).probs.sum() == pytest.approx(1, abs=1e-4)
-        assert torch.equal(codec.decode(stream), value)  # deterministic decoder
+        assert torch.equal(codec.decode(stream).tensor, value.tensor)  # deterministic decoder
 
 
 def test_checkpoint_for_another_cut_model_or_paradigm_is_refused(trained) -> None:
@@ -296,7 +297,7 @@ def test_front_decoder_starts_from_the_image_codec_and_the_task_models_front(sha
                                                                              "decoder": "front"})
     assert main(["train", str(_write(tmp_path, data)), "--quiet"]) == 0
     codec = get_codec("direct", task_model="cifar10-vgg", cut="block2", checkpoint=str(tmp_path / "front/model.pt"))
-    assert tuple(codec.decode(codec.encode(cifar_images[1], 1)).shape) == (1, 64, 8, 8)
+    assert tuple(codec.decode(codec.encode(cifar_images[1], 1)).tensor.shape) == (1, 64, 8, 8)
 
 
 def test_likelihood_bounds_survive_float16_exports_and_image_codec_starts(cifar, shared: Path, tmp_path: Path) -> None:
@@ -332,7 +333,7 @@ def test_vcm_train_finds_the_trainer_from_the_configs_kind(tmp_path: Path, capsy
 
 def test_torchvision_rcnn_splits_at_its_backbone_body(kodim23) -> None:
     """Faster R-CNN (random weights, small input): front + rest == the whole model; later cuts name the FPN's inputs."""
-    from vcm_plugin.tasks.torchvision_split import DetectorFeatures
+    from vcm_plugin.tasks.split import CutValue
 
     model = get_task_model("torchvision-detection", architecture="fasterrcnn_resnet50_fpn", weights=None,
                            min_size=128, max_size=192)
@@ -340,7 +341,7 @@ def test_torchvision_rcnn_splits_at_its_backbone_body(kodim23) -> None:
     assert model.cut_points()[:2] == ["input", "body.conv1"] and "body.layer1" in model.cut_points()
     whole = model.predict(image)
     feats = model.front("body.layer1", image)
-    assert isinstance(feats, DetectorFeatures) and feats.tensor.shape[1] == 256
+    assert isinstance(feats, CutValue) and feats.tensor.shape[1] == 256
     split = model.run_from("body.layer1", feats)
     assert len(split) == len(whole) > 0
     np.testing.assert_allclose(split.boxes, whole.boxes, atol=1e-2)

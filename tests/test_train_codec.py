@@ -14,8 +14,8 @@ import yaml
 from vcm_plugin.cli import main
 from vcm_plugin.config import ConfigError, load_model_config
 from vcm_plugin.training import codec as trainer
-from vcm_plugin.training.checkpoints import TrainingError, load_checkpoint
 from vcm_plugin.training.codec import CodecTrainConfig
+from vcm_plugin.training.loop import TrainingError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,3 +132,23 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     config = CodecTrainConfig(output="x", lmbda=0.01, data={"train": ["x"]}, steps=100, warmup_steps=10, lr=1e-3)
     lrs = [trainer.lr_at(s, config) for s in range(100)]
     assert lrs[0] < lrs[9] == pytest.approx(1e-3) and lrs[-1] < 1e-4 and lrs[50] < lrs[20]
+
+
+def test_grid_trains_each_point_once_and_resumes_an_unfinished_one(config_file: Path, tmp_path: Path) -> None:
+    """`vcm train CONFIG --grid Q:LMBDA:STEPS ...`: one folder per quality; finished points are skipped."""
+    command = ["train", "codec", str(config_file), f"output={tmp_path}/q{{quality}}", "val_every=2", "--quiet",
+               "--grid", "1:0.01:2", "2:0.02:3"]
+    assert main(command) == 0
+    results = {q: json.loads((tmp_path / f"q{q}" / "result.json").read_text()) for q in (1, 2)}
+    assert [(r["steps"], r["config"]["lmbda"], r["config"]["output"]) for r in results.values()] == \
+        [(2, 0.01, f"{tmp_path}/q1"), (3, 0.02, f"{tmp_path}/q2")]
+    done = (tmp_path / "q1" / "result.json").stat().st_mtime_ns
+    (tmp_path / "q2" / "result.json").unlink()  # q2 unfinished: it resumes from its last.pt
+    before = _weights(tmp_path / "q2" / "last.pt")
+    assert main(command) == 0
+    assert (tmp_path / "q1" / "result.json").stat().st_mtime_ns == done
+    assert json.loads((tmp_path / "q2" / "result.json").read_text())["val"] == results[2]["val"]
+    after = _weights(tmp_path / "q2" / "last.pt")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert main(["train", "codec", str(config_file), "--grid", "1:0.01:2", "2:x:3"]) == 2  # names the bad point
+    assert main(["train", "codec", str(config_file), f"output={tmp_path}/same", "--grid", "1:0.01:2", "2:0.02:3"]) == 2

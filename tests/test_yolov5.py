@@ -18,8 +18,9 @@ from vcm_plugin import read_image
 from vcm_plugin.errors import InvalidImageError
 from vcm_plugin.tasks import Detections, TaskModelError, WeightsNotFoundError, get_task_model, predictions_from_json
 from vcm_plugin.tasks.coco_names import COCO80, COCO_CATEGORIES, coco_ids_for_names, contiguous_to_coco
+from vcm_plugin.tasks.split import CutValue
 from vcm_plugin.tasks.yolov5.checkpoint import load_yolov5_checkpoint, unpickle_restricted
-from vcm_plugin.tasks.yolov5.detector import Letterbox, YoloFeatures, YOLOv5Detector
+from vcm_plugin.tasks.yolov5.detector import Letterbox, YOLOv5Detector
 from vcm_plugin.tasks.yolov5.network import YOLOv5, build_network, infer_description, v6_description
 
 torch.set_num_threads(2)
@@ -150,7 +151,7 @@ def test_cut_after_backbone_gives_p3_p4_p5_and_the_same_output(ckpt) -> None:
     x = torch.rand(1, 3, 224, 320, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         full = net(x)
-        feats = net.front(x, net.backbone_end)
+        feats = net.forward_to(x, net.backbone_end)
         resumed = net.rest(feats, net.backbone_end)
     assert sorted(feats) == [4, 6, 9]
     assert [tuple(feats[k].shape[-2:]) for k in (4, 6, 9)] == [(28, 40), (14, 20), (7, 10)]
@@ -204,14 +205,14 @@ def test_backbone_cut_point_round_trip(detector: YOLOv5Detector, street: np.ndar
                                        street_dets: Detections) -> None:
     assert "backbone" in detector.cut_points()
     feats = detector.front("backbone", street)
-    assert isinstance(feats, YoloFeatures) and sorted(feats.tensors) == [4, 6, 9]
-    assert feats.image_size == street.shape[:2]
+    assert isinstance(feats, CutValue) and sorted(feats.tensors) == ["4", "6", "9"]
+    assert feats.image_hw == street.shape[:2]
     resumed = detector.run_from("backbone", feats)
     np.testing.assert_array_equal(resumed.labels, street_dets.labels)
     np.testing.assert_allclose(resumed.boxes, street_dets.boxes, atol=1e-3)
     with pytest.raises(TaskModelError, match="p9"):
         detector.run_from("p9", feats)
-    with pytest.raises(TaskModelError, match="YoloFeatures"):
+    with pytest.raises(TaskModelError, match=r"needs a CutValue of tensors \['4'\]"):
         detector.run_from("layer.4", feats)
 
 

@@ -71,7 +71,16 @@ class TaskConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str | None = None
-    task: Literal["detection", "segmentation", "classification"] | None = None
+    task: str | None = None  # a registered task name (vcm_plugin.evaluation.kinds); default: the model's
+
+    @field_validator("task")
+    @classmethod
+    def _task_registered(cls, value: str | None) -> str | None:
+        from vcm_plugin.evaluation.kinds import task_names
+
+        if value is not None and value not in task_names():
+            raise ValueError(f"unknown task {value!r}; registered tasks: {', '.join(task_names())}")
+        return value
 
 
 class CodecConfig(BaseModel):

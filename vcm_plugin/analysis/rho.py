@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from vcm_plugin.errors import VcmError
+from vcm_plugin.evaluation.bootstrap import bootstrap_indices  # the one image bootstrap (paired resamples)
 
 DEFAULT_ESTIMATOR = "kmeans-mi"
 CI_METHODS = ("percentile", "basic")
@@ -182,12 +183,6 @@ def pca_reduce(features: np.ndarray, dims: int | None, seed: int = 0) -> np.ndar
     if n_comp >= x.shape[1]:
         return x
     return PCA(n_components=n_comp, random_state=seed, svd_solver="auto").fit_transform(x).astype(np.float32)
-
-
-def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) sample indices drawn with replacement; the same (n, n_boot, seed) give the same draws,
-    so layers analysed with the same seed share their resamples (paired bootstrap)."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""``vcm compare``: rate-PSNR points of codecs on images, and BD-rate against an anchor."""
+"""``vcm compare``: rate-PSNR points of codecs on images, and BD-rate against an anchor.
+
+The points come from the evaluation harness (:func:`vcm_plugin.pipeline.compare.measure`):
+with ``--output DIR`` its results store is kept there and a rerun reuses every unit.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from vcm_plugin.cli.common import ENVELOPE_FLAG, CLIError, check_jobs, parse_par
 from vcm_plugin.errors import VcmError
 
 if TYPE_CHECKING:
-    from vcm_plugin.evaluation.rd import CodecSpec
+    from vcm_plugin.pipeline.compare import CodecSpec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,12 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="BD-rate of curves whose PSNR is not increasing in rate: error (n/a) or envelope")
     p.add_argument("--jobs", "-j", type=int, default=None, help="worker processes, at least 1 (default: all cores)")
     p.add_argument("--csv", help="also write the points to this CSV file")
+    p.add_argument("--output", "-o", help="keep the run (results store, reports) in this folder; a rerun into it "
+                                          "recomputes nothing (default: a temporary folder)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd)
 
 
 def _parse_codec_arg(text: str, params: dict[str, dict[str, Any]]) -> CodecSpec:
-    from vcm_plugin.evaluation.rd import CodecSpec
+    from vcm_plugin.pipeline.compare import CodecSpec
 
     name, sep, qualities = text.partition(":")
     if not sep or not qualities:
@@ -42,7 +48,7 @@ def _parse_codec_arg(text: str, params: dict[str, dict[str, Any]]) -> CodecSpec:
 def cmd(args: argparse.Namespace) -> int:
     """Measure the codecs' points, print them (and BD-rates against ``--anchor``)."""
     from vcm_plugin.evaluation.bd import bd_rate_report
-    from vcm_plugin.evaluation.rd import measure
+    from vcm_plugin.pipeline import compare
 
     if args.sample:
         from vcm_plugin import sample
@@ -67,15 +73,15 @@ def cmd(args: argparse.Namespace) -> int:
     if args.anchor and not anchor:  # checked before any coding
         raise CLIError(f"--anchor {args.anchor!r} is not one of the --codec names "
                        f"({', '.join(s.label for s in specs)})")
-    points = measure(specs, images, jobs=args.jobs, progress=not args.quiet)
+    points = compare.measure(specs, images, output=args.output, jobs=args.jobs, progress=not args.quiet)
 
     print(f"\n{len(images)} image(s); bpp = total bits / total original pixels; PSNR = mean over images (dB)")
     print(f"{'codec':<14}{'quality':>8}{'bpp':>10}{'PSNR-Y':>9}{'PSNR-RGB':>10}{'enc ms/MP':>11}{'dec ms/MP':>11}")
-    for p in points:
-        print(f"{p.codec:<14}{p.quality!s:>8}{p.bpp:>10.4f}{p.psnr_y:>9.2f}{p.psnr_rgb:>10.2f}"
-              f"{p.encode_ms_per_mp:>11.0f}{p.decode_ms_per_mp:>11.0f}")
+    rows = [compare.point_row(p) for p in points]
+    for r in rows:
+        print(f"{r['codec']:<14}{r['quality']!s:>8}{r['bpp']:>10.4f}{r['psnr_y']:>9.2f}{r['psnr_rgb']:>10.2f}"
+              f"{r['encode_ms_per_mp']:>11.0f}{r['decode_ms_per_mp']:>11.0f}")
     if args.csv:
-        rows = [p.as_row() for p in points]
         try:
             with open(args.csv, "w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -91,8 +97,8 @@ def cmd(args: argparse.Namespace) -> int:
                 continue
             t_pts = [p for p in points if p.codec == spec.label]
             try:
-                report = bd_rate_report([p.bpp for p in a_pts], [p.psnr_y for p in a_pts],
-                                        [p.bpp for p in t_pts], [p.psnr_y for p in t_pts],
+                report = bd_rate_report([p.bpp for p in a_pts], [p.primary for p in a_pts],
+                                        [p.bpp for p in t_pts], [p.primary for p in t_pts],
                                         anchor_name=anchor[0].label, test_name=spec.label,
                                         non_monotonic=args.non_monotonic, envelope_option=ENVELOPE_FLAG)
                 print(f"  {spec.label:<14}{report.value:+8.2f} %")

@@ -316,6 +316,11 @@ class Codec(ABC):
             raise
         except Exception as exc:
             raise DecodeError(f"codec {self.name!r}: corrupt or truncated bitstream ({exc})") from exc
+        return self._check_decoded(image, bitstream)
+
+    def _check_decoded(self, image: Any, bitstream: Bitstream) -> Any:
+        """The decoder's output if it is what :attr:`output_point` takes: here an (H, W, 3) uint8 picture of
+        the original size (a codec decoding to a cut point checks its cut value instead)."""
         expected = (bitstream.height, bitstream.width, 3)
         if not isinstance(image, np.ndarray) or image.shape != expected or image.dtype != np.uint8:
             got = getattr(image, "shape", type(image).__name__)

@@ -3,11 +3,9 @@
 from vcm_plugin.codecs import (  # noqa: F401
     av1,
     compressai_codec,
-    feature,
     hevc,
     jpeg,
     jxl,
-    task_codecs,
     vtm,
     vvc,
     webp,

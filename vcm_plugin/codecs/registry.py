@@ -23,8 +23,11 @@ from vcm_plugin.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "vcm_plugin.codecs"
 
+# built-in codecs: the image codecs, and the task-aware codecs of vcm_plugin.splitting (a layer above:
+# found by name here, like a plug-in, so that codecs never import task models)
 CODECS: PluginRegistry[Codec] = PluginRegistry(
-    "codec", Codec, ENTRY_POINT_GROUP, ("vcm_plugin.codecs.builtin",), UnknownCodecError, CodecUnavailableError)
+    "codec", Codec, ENTRY_POINT_GROUP, ("vcm_plugin.codecs.builtin", "vcm_plugin.splitting.codecs"),
+    UnknownCodecError, CodecUnavailableError)
 
 register_codec = CODECS.register
 get_codec_class = CODECS.get_class

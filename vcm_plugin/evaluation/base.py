@@ -38,3 +38,8 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self) -> dict[str, float]:
         """Metrics over every image processed since :meth:`reset`, as ``{"group/metric": value}``."""
+
+    def per_image(self) -> dict[Any, dict[str, float]]:
+        """Image id -> per-image scores whose mean over images is the metric of that name (e.g. top-1);
+        empty for metrics that do not decompose by image (AP)."""
+        return {}

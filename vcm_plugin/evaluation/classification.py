@@ -96,6 +96,10 @@ class ClassificationEvaluator(Evaluator):
                                   f"0..{self.num_classes - 1}")
         self._ranks[image_id] = true_class_rank(probs, true_class)
 
+    def per_image(self) -> dict[Any, dict[str, float]]:
+        """Image id -> ``{"top1": 100 or 0, "top5": 100 or 0}`` (percent, so their means are the metrics)."""
+        return {i: {"top1": 100.0 * (r < 1), "top5": 100.0 * (r < 5)} for i, r in self._ranks.items()}
+
     def evaluate(self) -> dict[str, float]:
         """``{"top1": percent, "top5": percent, "images": n}`` over the processed images."""
         if not self._ranks:

@@ -408,15 +408,18 @@ def read_detections_csv(path: str | Path, class_names: Collection[str] | None = 
     return detections
 
 
-def write_detections_csv(path: str | Path, detections: Mapping[str, Iterable[DetBox]]) -> None:
-    """Write box predictions in the ``ImageID,LabelName,Score,XMin,YMin,XMax,YMax`` layout (full precision)."""
+def _write_csv(path: str | Path, columns: Iterable[str], rows: Iterable[list]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(DETECTION_COLUMNS)
-        for image_id, boxes in detections.items():
-            for d in boxes:
-                writer.writerow([image_id, d.label, repr(float(d.score)), repr(float(d.xmin)), repr(float(d.ymin)),
-                                 repr(float(d.xmax)), repr(float(d.ymax))])
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
+def write_detections_csv(path: str | Path, detections: Mapping[str, Iterable[DetBox]]) -> None:
+    """Write box predictions in the ``ImageID,LabelName,Score,XMin,YMin,XMax,YMax`` layout (full precision)."""
+    _write_csv(path, DETECTION_COLUMNS, ([image_id, d.label, *(repr(float(v)) for v in (d.score, d.xmin, d.ymin,
+                                                                                         d.xmax, d.ymax))]
+                                         for image_id, boxes in detections.items() for d in boxes))
 
 
 def read_mask_detections_csv(path: str | Path, class_names: Collection[str] | None = None,
@@ -440,10 +443,6 @@ def read_mask_detections_csv(path: str | Path, class_names: Collection[str] | No
 
 def write_mask_detections_csv(path: str | Path, detections: Mapping[str, Iterable[DetMask]]) -> None:
     """Write mask predictions in the ``ImageID,ImageWidth,ImageHeight,LabelName,Score,Mask`` layout."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(MASK_DETECTION_COLUMNS)
-        for image_id, masks in detections.items():
-            for d in masks:
-                writer.writerow([image_id, d.width, d.height, d.label, repr(float(d.score)),
-                                 encode_mask_string(d.counts)])
+    _write_csv(path, MASK_DETECTION_COLUMNS, ([image_id, d.width, d.height, d.label, repr(float(d.score)),
+                                               encode_mask_string(d.counts)]
+                                              for image_id, masks in detections.items() for d in masks))

@@ -15,17 +15,24 @@ CompressAI uses for RGB PSNR):
   over the channels; unitless in [0, 1]. It is undefined for images whose shorter side is
   at most :data:`MS_SSIM_MIN_SIDE` (160) pixels (four 2x downsamplings of an 11-tap
   window), and returns ``None`` there instead of a number from fewer scales.
+
+:data:`IMAGE_METRICS` registers the per-image metrics the harness records for every decoded
+image (one column each in the results store, ``results.csv`` and ``vcm compare``): adding one
+is one :func:`register_image_metric` call.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from vcm_plugin.errors import InvalidImageError
 
-__all__ = ["BT601_LUMA", "MS_SSIM_MIN_SIDE", "luma_bt601", "ms_ssim", "mse", "psnr_rgb", "psnr_y"]
+__all__ = ["BT601_LUMA", "IMAGE_METRICS", "MS_SSIM_MIN_SIDE", "ImageMetric", "image_metrics", "luma_bt601", "ms_ssim",
+           "mse", "psnr_rgb", "psnr_y", "register_image_metric"]
 
 #: MS-SSIM needs a shorter side above this (pixels): (11 - 1) * 2 ** 4.
 MS_SSIM_MIN_SIDE = 160
@@ -95,3 +102,37 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:
 
     with torch.no_grad():
         return float(_ms_ssim(tensor(reference), tensor(decoded), data_range=255.0, size_average=True))
+
+
+@dataclass(frozen=True)
+class ImageMetric:
+    """A per-image metric: ``name`` (its column), ``func(reference, decoded) -> value | None`` (None:
+    undefined for this image), ``unit`` (for documentation) and ``digits`` (decimals in reports).
+    A point's value is the mean of the per-image values where defined (``inf`` when all are)."""
+
+    name: str
+    func: Callable[[np.ndarray, np.ndarray], float | None]
+    unit: str
+    digits: int = 3
+
+
+#: name -> metric, in report column order
+IMAGE_METRICS: dict[str, ImageMetric] = {}
+
+
+def register_image_metric(metric: ImageMetric) -> ImageMetric:
+    """Add ``metric`` to :data:`IMAGE_METRICS` (a name must be a plain identifier: it is a column name)."""
+    if not metric.name.isidentifier():
+        raise ValueError(f"image metric name {metric.name!r} must be an identifier")
+    IMAGE_METRICS[metric.name] = metric
+    return metric
+
+
+def image_metrics(reference: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
+    """Every registered metric of ``decoded`` against ``reference`` (same-size uint8 RGB images)."""
+    return {name: m.func(reference, decoded) for name, m in IMAGE_METRICS.items()}
+
+
+register_image_metric(ImageMetric("psnr_y", psnr_y, "dB"))
+register_image_metric(ImageMetric("psnr_rgb", psnr_rgb, "dB"))
+register_image_metric(ImageMetric("ms_ssim", ms_ssim, "unitless, 0..1", digits=5))

@@ -84,6 +84,18 @@ class TaskNetConfig:
         return asdict(self)
 
 
+class Normalise(nn.Module):
+    """(x - mean) / std with fixed (1, 3, 1, 1) buffers: the first layer of a task model's front copy."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def build_task_net(config: TaskNetConfig, front: Any = None) -> Any:
     """A fresh :class:`TaskCodecNet`; ``front``: the trainable copy of the
     task model's front layers that decoder ``front`` ends with (``SplitAdapter.front_module()``)."""

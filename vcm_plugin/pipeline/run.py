@@ -31,10 +31,12 @@ from vcm_plugin.datasets.base import Dataset
 from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.executors import execute
 from vcm_plugin.pipeline.units import CodecPoint, Job, TaskSpec, freeze_params, thaw_params
-from vcm_plugin.results.store import REFERENCE, ResultsStore, unit_key
+from vcm_plugin.results import REFERENCE, Point, PointLabel, ResultsStore, aggregate
+from vcm_plugin.results.store import unit_key
+from vcm_plugin.results.tables import STORE_NAME as STORE_NAME
+from vcm_plugin.results.tables import task_name
 
 LOCK_NAME = ".vcm-run.lock"
-STORE_NAME = "results.sqlite"
 
 
 class RunError(VcmError, RuntimeError):
@@ -292,11 +294,13 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
         except OSError as exc:  # e.g. a full disk
             raise RunError(f"cannot write {folder / 'config.yaml'}: {exc.strerror or exc}") from exc
         with ResultsStore(folder / STORE_NAME) as store:
+            store.set_grid([(point.label, point.quality, point.scale, task, image_id, key)
+                            for (point, task), by_image in keys.items() for image_id, key in by_image.items()])
             todo, cached = _pending(all_jobs, store.finished_keys())  # again, now under the lock
             summary.units_total = sum(len(job.task_keys) for job in all_jobs)
             summary.units_cached = cached
             remaining = _remaining_per_point(todo)
-            known: dict[tuple, Any] = {}  # point metrics computed for the progress lines, reused by the reports
+            known: dict[PointLabel, Point] = {}  # points aggregated for the progress lines, reused by the reports
             bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
             for rows in execute(todo, tasks, config.executor, n_jobs):
                 for row in rows:
@@ -310,8 +314,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                     if remaining[point_key] == 0 and not quiet:
                         bar.write(_point_line(store, keys, point_key, dataset, config, known))
             bar.close()
-            summary.reports = write_reports(config, dataset, store, keys, folder, log=None if quiet else log,
-                                            known=known)
+            summary.reports = write_reports(config, dataset, folder, log=None if quiet else log, known=known)
     summary.wall_s = time.perf_counter() - started
     if not quiet:
         log(f"done in {summary.wall_s:.1f} s: {summary.units_computed} units computed "
@@ -370,15 +373,15 @@ def _remaining_per_point(jobs: list[Job]) -> dict[tuple, int]:
 
 
 def _point_line(store: ResultsStore, keys, point_key: tuple, dataset: Dataset, config: RunConfig,
-                known: dict[tuple, Any]) -> str:
-    from vcm_plugin.reports.write import point_metrics
-
+                known: dict[PointLabel, Point]) -> str:
     label, quality, scale = point_key
     parts = []
     for (point, task), by_image in keys.items():
         if (point.label, point.quality, point.scale) != point_key:
             continue
-        m = known[(point, task)] = point_metrics(store, by_image, dataset, config, task)
+        name = PointLabel(task, point.label, point.quality, point.scale)
+        m = known[name] = aggregate(store.rows(set(by_image.values())), name, list(by_image), dataset,
+                                    task_name(config, task))
         parts.append(f"{task} {m.primary_name} {m.primary:.2f}" if m.complete else f"{task} {m.failed} failed")
         bpp = f"{m.bpp:.4f} bpp" if m.bpp is not None else "reference"
     scale_txt = f" scale {scale:g}" if scale != 1.0 else ""

@@ -1,10 +1,11 @@
-"""Reports of a run, computed from the results store alone.
+"""Reports of a run, computed from its results (:func:`vcm_plugin.results.load`) alone.
 
 - ``results.csv``: one row per (task, codec, quality, scale): images, failures, bpp
   (total bits / total ORIGINAL pixels, as the VCM anchors compute it), ``mean_bpp``
-  (mean of per-image bpp), the task metrics, PSNR-Y / PSNR-RGB (mean over images, dB),
-  MS-SSIM (mean over the images where it is defined) and mean seconds per image, so
-  human-vision and machine-vision curves come from one run.
+  (mean of per-image bpp), the task metrics, one column per registered image metric
+  (PSNR-Y / PSNR-RGB: mean over images, dB; MS-SSIM: mean over the images where it is
+  defined) and mean seconds per image, so human-vision and machine-vision curves come from
+  one run. Every number is :func:`vcm_plugin.results.aggregate`'s.
 - ``bd_rate.csv`` / ``bd_rate.md``: per task, the BD-rate of each codec against each
   anchor on the task's primary metric (PCHIP by default); curves that needed the
   monotone envelope are marked with the points dropped.
@@ -23,124 +24,19 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vcm_plugin.config import RunConfig
 from vcm_plugin.datasets.base import Dataset
 from vcm_plugin.errors import VcmError
-from vcm_plugin.results.store import REFERENCE, ResultsStore
+from vcm_plugin.images.metrics import IMAGE_METRICS
+from vcm_plugin.results import REFERENCE, Point, PointLabel, load
 
 
 class ReportError(VcmError, RuntimeError):
     """A report file cannot be written (full disk, permissions); names the folder and the file."""
-
-
-PRIMARY_METRIC = {"detection": "bbox/AP", "segmentation": "segm/AP", "classification": "top1"}
-
-
-@dataclass
-class PointMetrics:
-    """Aggregates of one (codec label, quality, scale, task) point."""
-
-    codec: str
-    quality: float | int | None
-    scale: float
-    task: str
-    images: int
-    failed: int
-    bits: int | None
-    pixels: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    psnr_y: float | None = None
-    psnr_rgb: float | None = None
-    ms_ssim: float | None = None  # mean over the images where it is defined (shorter side > 160 px)
-    encode_s: float | None = None
-    decode_s: float | None = None
-    inference_s: float | None = None
-    primary_name: str = ""
-    mean_bpp: float | None = None  # mean of per-image bpp
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return self.failed == 0 and self.images > 0
-
-    @property
-    def bpp(self) -> float | None:
-        return None if self.bits is None or not self.pixels else self.bits / self.pixels
-
-    @property
-    def primary(self) -> float:
-        return self.metrics.get(self.primary_name, math.nan)
-
-
-def _task_kind(config: RunConfig, task: str) -> str:
-    entry = config.tasks[task]
-    if entry.task:
-        return entry.task
-    from vcm_plugin.tasks.registry import get_task_model_class
-
-    name, _ = config.task_params(task)
-    return get_task_model_class(name).task
-
-
-def _mean(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    if all(math.isinf(v) for v in vals):
-        return math.inf
-    return sum(vals) / len(vals)
-
-
-def point_metrics(store: ResultsStore, by_image: dict[str, str], dataset: Dataset, config: RunConfig,
-                  task: str) -> PointMetrics:
-    """Metrics of one point from its stored rows (streamed through the dataset's evaluator)."""
-    from vcm_plugin.tasks.base import predictions_from_json
-
-    rows = {r.image_id: r for r in store.rows(set(by_image.values()))}
-    any_row = next(iter(rows.values()), None)
-    kind = _task_kind(config, task)
-    pm = PointMetrics(codec=any_row.codec if any_row else "?", quality=any_row.quality if any_row else None,
-                      scale=any_row.scale if any_row else 1.0, task=task, images=len(by_image),
-                      failed=sum(r.status == "failed" for r in rows.values()) + len(by_image) - len(rows),
-                      bits=None, pixels=0, primary_name=PRIMARY_METRIC.get(kind, ""))
-    pm.errors = [r.error for r in rows.values() if r.status == "failed" and r.error]
-    ok = [r for r in rows.values() if r.status == "ok"]
-    if ok:
-        bits = [r.bits for r in ok]
-        pm.bits = None if any(b is None for b in bits) else sum(bits)  # type: ignore[arg-type]
-        pm.pixels = sum(r.pixels or 0 for r in ok)
-        if pm.bits is not None:
-            pm.mean_bpp = sum(r.bits / r.pixels for r in ok) / len(ok)  # type: ignore[operator]
-        pm.psnr_y, pm.psnr_rgb = _mean([r.psnr_y for r in ok]), _mean([r.psnr_rgb for r in ok])
-        pm.ms_ssim = _mean([r.ms_ssim for r in ok if r.ms_ssim is not None])
-        pm.encode_s, pm.decode_s = _mean([r.encode_s for r in ok]), _mean([r.decode_s for r in ok])
-        pm.inference_s = _mean([r.inference_s for r in ok])
-    evaluator = dataset.evaluator(kind)
-    pm.primary_name = getattr(evaluator, "primary_metric", None) or pm.primary_name
-    if pm.complete:
-        evaluator.reset()
-        for sample in dataset:
-            row = rows[str(sample.image_id)]
-            evaluator.process(sample, predictions_from_json(row.predictions))  # type: ignore[arg-type]
-        pm.metrics = {k: float(v) for k, v in evaluator.evaluate().items()}
-    return pm
-
-
-def _sorted_points(points: list[PointMetrics]) -> list[PointMetrics]:
-    return sorted(points, key=lambda p: (p.task, p.codec != REFERENCE, p.codec, p.scale,
-                                          p.bpp if p.bpp is not None else -1.0))
-
-
-def collect(config: RunConfig, dataset: Dataset, store: ResultsStore, keys: dict[tuple, dict[str, str]],
-            known: dict[tuple, PointMetrics] | None = None) -> list[PointMetrics]:
-    """Metrics of every point of the grid (``known``: points already computed during the run)."""
-    known = known or {}
-    return _sorted_points([known.get((point, task)) or point_metrics(store, by_image, dataset, config, task)
-                           for (point, task), by_image in keys.items()])
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -159,23 +55,22 @@ def _quality(value: float | int | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def write_results_csv(points: list[PointMetrics], path: Path, skipped: int = 0) -> None:
+def write_results_csv(points: list[Point], path: Path, skipped: int = 0) -> None:
     """One row per point; ``skipped``: images the dataset left out (missing files), in every row."""
     fixed = ["task", "codec", "quality", "scale", "images", "failed", "images_skipped", "bits", "pixels", "bpp",
              "mean_bpp"]
     metric_names = sorted({k for p in points for k in p.metrics} - set(fixed))  # e.g. an evaluator's "images"
     header = [*fixed,
-              *metric_names, "psnr_y", "psnr_rgb", "ms_ssim", "encode_s_per_image", "decode_s_per_image",
-              "inference_s_per_image"]
+              *metric_names, *IMAGE_METRICS, "encode_s_per_image", "decode_s_per_image", "inference_s_per_image"]
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         for p in points:
             writer.writerow([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), p.images, p.failed, skipped,
                              _fmt(p.bits), p.pixels, _fmt(p.bpp, 6), _fmt(p.mean_bpp, 6),
-                             *[_fmt(p.metrics.get(m)) for m in metric_names], _fmt(p.psnr_y, 3),
-                             _fmt(p.psnr_rgb, 3), _fmt(p.ms_ssim, 5), _fmt(p.encode_s), _fmt(p.decode_s),
-                             _fmt(p.inference_s)])
+                             *[_fmt(p.metrics.get(m)) for m in metric_names],
+                             *[_fmt(p.image_metrics.get(m), d.digits) for m, d in IMAGE_METRICS.items()],
+                             _fmt(p.encode_s), _fmt(p.decode_s), _fmt(p.inference_s)])
 
 
 @dataclass
@@ -190,80 +85,69 @@ class BDRow:
     note: str = ""
 
 
-def bd_rows(config: RunConfig, points: list[PointMetrics]) -> list[BDRow]:
-    """BD-rate of every codec against every anchor, per task and scale."""
+def _add_note(row: BDRow, note: str) -> None:
+    row.note = "; ".join(filter(None, [row.note, note]))
+
+
+def _fill_bd(row: BDRow, config: RunConfig, anchor: tuple[list[float], list[float]], test: list[Point]) -> BDRow:
+    """``row.bd_rate`` of the points ``test`` against the ``anchor`` curve (rates, metric values); the
+    note names the points the monotone envelope dropped, or why there is no value."""
     from vcm_plugin.evaluation.bd import bd_rate_report
 
+    try:
+        report = bd_rate_report(*anchor, [p.bpp for p in test], [p.primary for p in test], method=config.bd_method,
+                                non_monotonic=config.non_monotonic, anchor_name=row.anchor, test_name=row.codec)
+        row.bd_rate = report.value
+        dropped = [f"{row.anchor} bpp {d.rate:.4f}" for d in report.anchor_dropped]
+        dropped += [f"{row.codec} bpp {d.rate:.4f}" for d in report.test_dropped]
+        _add_note(row, "monotone envelope dropped " + ", ".join(dropped) if dropped else "")
+    except VcmError as exc:
+        _add_note(row, f"n/a: {exc}")
+    return row
+
+
+def bd_rows(config: RunConfig, points: list[Point]) -> list[BDRow]:
+    """BD-rate of every codec against every anchor, per task and scale."""
     rows = []
-    tasks = sorted({p.task for p in points})
-    for task in tasks:
+    for task in sorted({p.task for p in points}):
         for anchor in config.anchors:
-            for codec in config.codecs:
-                if codec == anchor:
-                    continue
+            for codec in (c for c in config.codecs if c != anchor):
                 for scale in config.codecs[codec].scales:
                     a = [p for p in points if p.task == task and p.codec == anchor and p.scale == scale]
                     fallback = not a and scale != 1.0
                     if fallback:  # the anchor was not run at this scale: compare with it at full size
                         a = [p for p in points if p.task == task and p.codec == anchor and p.scale == 1.0]
                     t = [p for p in points if p.task == task and p.codec == codec and p.scale == scale]
-                    metric = (a or t)[0].primary_name if (a or t) else ""
-                    row = BDRow(task, metric, codec, anchor, scale, None, config.bd_method)
+                    row = BDRow(task, (a or t)[0].primary_name if (a or t) else "", codec, anchor, scale, None,
+                                config.bd_method)
                     if fallback:
                         row.note = f"against {anchor} at scale 1 (no {anchor} points at scale {scale:g})"
                     incomplete = [f"{p.codec} q {p.quality}" for p in a + t if not p.complete]
                     if incomplete:
-                        row.note = "; ".join(filter(None, [row.note, "incomplete points left out: "
-                                                            + ", ".join(incomplete)]))
-                    a, t = [p for p in a if p.complete], [p for p in t if p.complete]
-                    try:
-                        report = bd_rate_report([p.bpp for p in a], [p.primary for p in a],
-                                                [p.bpp for p in t], [p.primary for p in t],
-                                                method=config.bd_method, non_monotonic=config.non_monotonic,
-                                                anchor_name=anchor, test_name=codec)
-                        row.bd_rate = report.value
-                        if report.envelope_used and (report.anchor_dropped or report.test_dropped):
-                            dropped = [f"{anchor} bpp {d.rate:.4f}" for d in report.anchor_dropped]
-                            dropped += [f"{codec} bpp {d.rate:.4f}" for d in report.test_dropped]
-                            row.note = "; ".join(filter(None, [row.note, "monotone envelope dropped "
-                                                                + ", ".join(dropped)]))
-                    except VcmError as exc:
-                        row.note = "; ".join(filter(None, [row.note, f"n/a: {exc}"]))
-                    rows.append(row)
+                        _add_note(row, "incomplete points left out: " + ", ".join(incomplete))
+                    a = [p for p in a if p.complete]
+                    rows.append(_fill_bd(row, config, ([p.bpp for p in a], [p.primary for p in a]),
+                                         [p for p in t if p.complete]))
         rows += _published_rows(config, points, task)
     return rows
 
 
-def _published_rows(config: RunConfig, points: list[PointMetrics], task: str) -> list[BDRow]:
+def _published_rows(config: RunConfig, points: list[Point], task: str) -> list[BDRow]:
     """BD-rate of every codec against each published anchor with this task's metric."""
     from vcm_plugin.anchors import load_published_anchor
-    from vcm_plugin.evaluation.bd import bd_rate_report
 
     rows = []
     metric = next((p.primary_name for p in points if p.task == task), "")
     model, params = config.task_params(task)
     run_model = f"{model} {params.get('weights', params.get('architecture', ''))}".strip()
-    for path in config.published_anchors:
-        anchor = load_published_anchor(path)
+    for anchor in map(load_published_anchor, config.published_anchors):
         if anchor.metric != metric:
             continue
-        label = f"published:{anchor.name}"
         for codec in config.codecs:
             t = [p for p in points if p.task == task and p.codec == codec and p.scale == anchor.scale and p.complete]
-            row = BDRow(task, metric, codec, label, anchor.scale, None, config.bd_method,
+            row = BDRow(task, metric, codec, f"published:{anchor.name}", anchor.scale, None, config.bd_method,
                         note=f"published anchor, task model {anchor.task_model}; this run: {run_model}")
-            try:
-                report = bd_rate_report(list(anchor.rate), list(anchor.values), [p.bpp for p in t],
-                                        [p.primary for p in t], method=config.bd_method,
-                                        non_monotonic=config.non_monotonic, anchor_name=label, test_name=codec)
-                row.bd_rate = report.value
-                dropped = [f"{label} bpp {d.rate:.4f}" for d in report.anchor_dropped]
-                dropped += [f"{codec} bpp {d.rate:.4f}" for d in report.test_dropped]
-                if dropped:  # as for local anchors: the points the monotone envelope left out
-                    row.note += "; monotone envelope dropped " + ", ".join(dropped)
-            except VcmError as exc:
-                row.note += f"; n/a: {exc}"
-            rows.append(row)
+            rows.append(_fill_bd(row, config, (list(anchor.rate), list(anchor.values)), t))
     return rows
 
 
@@ -279,7 +163,7 @@ def skipped_sentence(skipped: list[str]) -> str:
 _MAX_SKIPPED_LISTED = 10
 
 
-def write_bd(rows: list[BDRow], csv_path: Path, md_path: Path, points: list[PointMetrics],
+def write_bd(rows: list[BDRow], csv_path: Path, md_path: Path, points: list[Point],
              skipped: list[str] | None = None) -> None:
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -310,7 +194,7 @@ def write_bd(rows: list[BDRow], csv_path: Path, md_path: Path, points: list[Poin
     md_path.write_text("\n".join(lines) + "\n")
 
 
-def write_failures(points: list[PointMetrics], path: Path) -> None:
+def write_failures(points: list[Point], path: Path) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["task", "codec", "quality", "scale", "error"])
@@ -331,13 +215,12 @@ def format_bd_table(rows: list[BDRow]) -> str:
     return "\n".join(out)
 
 
-def write_reports(config: RunConfig, dataset: Dataset, store: ResultsStore, keys: dict[tuple, dict[str, str]],
-                  folder: Path, log: Callable[[str], None] | None = print,
-                  known: dict[tuple, PointMetrics] | None = None) -> dict[str, Path]:
-    """Write every report into ``folder``; return their paths by name."""
+def write_reports(config: RunConfig, dataset: Dataset, folder: Path, log: Callable[[str], None] | None = print,
+                  known: dict[PointLabel, Point] | None = None) -> dict[str, Path]:
+    """Write every report of the run in ``folder`` (``known``: points already aggregated); return their paths."""
     from vcm_plugin.reports.plots import plot_rd
 
-    points = collect(config, dataset, store, keys, known)
+    points = load(folder, dataset=dataset, known=known).points
     paths = {"results": folder / "results.csv", "bd_rate_csv": folder / "bd_rate.csv",
              "bd_rate_md": folder / "bd_rate.md", "failures": folder / "failures.csv"}
     rows = bd_rows(config, points)

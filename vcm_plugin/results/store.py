@@ -7,9 +7,14 @@ the weights hash, dataset identity, image id), so changing any of them never reu
 a stale row. Each row is committed on its own (WAL journal), so a kill -9 loses at
 most the unit in flight. Only one process (the run's parent) writes.
 
+Per-image metrics have one REAL column each, named by
+:data:`~vcm_plugin.images.metrics.IMAGE_METRICS` (added to older stores on opening; rows stored
+before a metric was registered have it empty). The ``grid`` table lists the units of the
+latest run (point labels, image id, key), so readers find that run's rows among older ones.
+
 The evaluation harness (:mod:`vcm_plugin.pipeline`) writes the store and the report
-writers (:mod:`vcm_plugin.reports`) read it, so it lives below both;
-:mod:`vcm_plugin.pipeline.store` re-exports it for compatibility.
+writers (:mod:`vcm_plugin.reports`) read it (through :func:`vcm_plugin.results.load`), so it lives
+below both.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import json
 import sqlite3
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vcm_plugin.errors import VcmError
 from vcm_plugin.hashing import json_sha256
+from vcm_plugin.images.metrics import IMAGE_METRICS
 
 SCHEMA_VERSION = 1
 
@@ -42,9 +48,6 @@ CREATE TABLE IF NOT EXISTS units (
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     bits INTEGER,
     pixels INTEGER,
-    psnr_y REAL,
-    psnr_rgb REAL,
-    ms_ssim REAL,
     encode_s REAL,
     decode_s REAL,
     inference_s REAL,
@@ -53,6 +56,8 @@ CREATE TABLE IF NOT EXISTS units (
     created REAL NOT NULL DEFAULT (julianday('now'))
 );
 CREATE INDEX IF NOT EXISTS units_point ON units (codec, quality, scale, task);
+CREATE TABLE IF NOT EXISTS grid (codec TEXT NOT NULL, quality REAL, scale REAL NOT NULL, task TEXT NOT NULL,
+                                 image_id TEXT NOT NULL, key TEXT NOT NULL);
 """
 
 
@@ -67,7 +72,11 @@ def unit_key(identity: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class UnitRow:
-    """One stored unit (bits and pixels of the ORIGINAL image, seconds, dB)."""
+    """One stored unit: bits and pixels of the ORIGINAL image, seconds, the per-image ``metrics`` by name.
+
+    ``metrics`` holds the defined values only; ``row.psnr_y`` (any registered metric name) reads
+    ``metrics`` and is None where undefined.
+    """
 
     key: str
     codec: str
@@ -78,18 +87,21 @@ class UnitRow:
     status: str
     bits: int | None = None
     pixels: int | None = None
-    psnr_y: float | None = None
-    psnr_rgb: float | None = None
-    ms_ssim: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
     encode_s: float | None = None
     decode_s: float | None = None
     inference_s: float | None = None
     predictions: dict[str, Any] | None = None
     error: str | None = None
 
+    def __getattr__(self, name: str) -> float | None:
+        if name in IMAGE_METRICS:
+            return self.metrics.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-_COLUMNS = ("key", "codec", "quality", "scale", "task", "image_id", "status", "bits", "pixels", "psnr_y",
-            "psnr_rgb", "ms_ssim", "encode_s", "decode_s", "inference_s", "predictions", "error")
+
+_COLUMNS = ("key", "codec", "quality", "scale", "task", "image_id", "status", "bits", "pixels", "encode_s",
+            "decode_s", "inference_s", "predictions", "error")
 
 
 class ResultsStore:
@@ -103,8 +115,9 @@ class ResultsStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
-            if "ms_ssim" not in columns:  # stores written before MS-SSIM was recorded
-                self._db.execute("ALTER TABLE units ADD COLUMN ms_ssim REAL")
+            for name in IMAGE_METRICS.keys() - columns:  # a metric registered after this store was made
+                self._db.execute(f"ALTER TABLE units ADD COLUMN {name} REAL")
+            self._columns = _COLUMNS + tuple(IMAGE_METRICS)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -125,15 +138,32 @@ class ResultsStore:
     # -- writing ----------------------------------------------------------------------
     def put(self, row: UnitRow) -> None:
         """Insert or replace one unit, committed at once."""
-        values = [getattr(row, c) for c in _COLUMNS]
+        values = [getattr(row, c) for c in self._columns]
         if row.predictions is not None:
             values[_COLUMNS.index("predictions")] = zlib.compress(
                 json.dumps(row.predictions, separators=(",", ":")).encode("utf-8"), 6)
         try:
-            self._db.execute(f"INSERT OR REPLACE INTO units ({','.join(_COLUMNS)}) "
-                             f"VALUES ({','.join('?' * len(_COLUMNS))})", values)
+            self._db.execute(f"INSERT OR REPLACE INTO units ({','.join(self._columns)}) "
+                             f"VALUES ({','.join('?' * len(self._columns))})", values)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to results store {self.path}: {exc}") from exc
+
+    def set_grid(self, units: list[tuple[str, float | None, float, str, str, str]]) -> None:
+        """Record the units of the current run: (codec label, quality, scale, task, image id, key) each."""
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM grid")
+            self._db.executemany("INSERT INTO grid VALUES (?, ?, ?, ?, ?, ?)", units)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StoreError(f"cannot write to results store {self.path}: {exc}") from exc
+
+    def grid(self) -> list[tuple[str, float | None, float, str, str, str]]:
+        """The units of the latest run (as given to :meth:`set_grid`), in that order."""
+        with self._reading():
+            return [tuple(r) for r in self._db.execute("SELECT * FROM grid ORDER BY rowid")]
 
     # -- reading ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -149,11 +179,12 @@ class ResultsStore:
                              "move the file away to recompute its units") from exc
 
     @staticmethod
-    def _record(values: tuple) -> dict[str, Any]:
+    def _row(values: tuple) -> UnitRow:
         record = dict(zip(_COLUMNS, values))
         if record["predictions"] is not None:
             record["predictions"] = json.loads(zlib.decompress(record["predictions"]))
-        return record
+        metrics = {k: v for k, v in zip(IMAGE_METRICS, values[len(_COLUMNS):]) if v is not None}
+        return UnitRow(**record, metrics=metrics)
 
     def finished_keys(self) -> set[str]:
         """Keys of units that finished successfully (failed ones are retried on a rerun)."""
@@ -162,17 +193,17 @@ class ResultsStore:
 
     def rows(self, keys: set[str] | None = None, with_predictions: bool = True) -> Iterator[UnitRow]:
         """Stored rows (restricted to ``keys`` when given), in key order."""
-        cols = _COLUMNS if with_predictions else tuple(c if c != "predictions" else "NULL" for c in _COLUMNS)
+        cols = self._columns if with_predictions else [c if c != "predictions" else "NULL" for c in self._columns]
         with self._reading():
             for values in self._db.execute(f"SELECT {','.join(cols)} FROM units ORDER BY key"):
                 if keys is not None and values[0] not in keys:
                     continue
-                yield UnitRow(**self._record(values))
+                yield self._row(values)
 
     def get(self, key: str) -> UnitRow | None:
         with self._reading():
-            values = self._db.execute(f"SELECT {','.join(_COLUMNS)} FROM units WHERE key=?", (key,)).fetchone()
-            return None if values is None else UnitRow(**self._record(values))
+            values = self._db.execute(f"SELECT {','.join(self._columns)} FROM units WHERE key=?", (key,)).fetchone()
+            return None if values is None else self._row(values)
 
     def count(self) -> int:
         with self._reading():

@@ -1,1 +1,1 @@
-"""Split points of task models (coding for machines: model splitting and direct coding)."""
+"""Task-aware codecs (fcm-vvc, direct, feature-learned), the per-cut view their training uses, `vcm layers`."""

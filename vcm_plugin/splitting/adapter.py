@@ -1,4 +1,4 @@
-"""A task model cut in two at a cut point: what learned feature / direct codecs and their training need.
+"""A task model cut in two at one cut point: what learned feature / direct codecs and their training need.
 
 A :class:`SplitAdapter` exposes, for one task model and one cut point ``cut``:
 
@@ -8,19 +8,20 @@ A :class:`SplitAdapter` exposes, for one task model and one cut point ``cut``:
 * ``mid(y1, point)``: the frozen task mid-model M, Y1 -> Y2 at a distillation point
   after the cut (a list of tensors; gradients flow to ``y1``); ``point == "output"`` is
   the model's output (class logits for classifiers, the raw head maps of a detector);
-* ``to_value`` / ``from_value``: between Y1 and the value ``TaskModel.run_from(cut, .)``
-  takes, so a decoded Ŷ1 is scored by the same harness and evaluator as an image.
+* ``to_value`` / ``from_value``: between Y1 and the :class:`~vcm_plugin.tasks.split.CutValue`
+  ``TaskModel.run_from(cut, .)`` takes, so a decoded Ŷ1 is scored by the same harness and
+  evaluator as an image.
 
-Task models provide an adapter through ``TaskModel.split_adapter(cut)``; third parties
-can add cut-point definitions for an existing task model through the entry-point group
-``vcm_plugin.cut_points`` (entry-point name: the task model's name; value: a function
-``(task_model, cut) -> SplitAdapter``).
+It is implemented once, over the task model's :class:`~vcm_plugin.tasks.split.ModelAdapter`
+(its ``adapter_class``). Third parties can add cut-point definitions for an existing task
+model through the entry-point group ``vcm_plugin.cut_points`` (entry-point name: the task
+model's name; value: a function ``(task_model, cut) -> SplitAdapter``, e.g. a subclass
+overriding the methods above).
 """
 
 from __future__ import annotations
 
 import difflib
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -28,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from vcm_plugin.tasks.base import INPUT, TaskModel, TaskModelError
+from vcm_plugin.tasks.split import OUTPUT, CutValue, freeze
 
-OUTPUT = "output"  # the distillation point at the task model's output
 ENTRY_POINT_GROUP = "vcm_plugin.cut_points"
 
 
-class SplitAdapter(ABC):
+class SplitAdapter:
     """One task model cut at ``cut`` (see the module docstring). Parameters of the model are frozen."""
 
     def __init__(self, model: TaskModel, cut: str) -> None:
@@ -44,37 +45,42 @@ class SplitAdapter(ABC):
     def task(self) -> str:
         return self.model.task
 
-    @abstractmethod
+    @property
+    def adapter(self) -> Any:
+        """The model's :class:`~vcm_plugin.tasks.split.ModelAdapter`."""
+        return self.model.adapter()
+
     def input_tensor(self, image: np.ndarray) -> Any:
         """(H, W, 3) uint8 RGB -> (1, 3, H', W') float32 in [0, 1] at the model's input geometry."""
+        return self.adapter.to_unit(self.adapter.prepare(image))
 
-    @abstractmethod
     def front(self, x: Any) -> Any:
         """(B, 3, H', W') in [0, 1] -> Y1 (B, C, h, w) at the cut, no gradients."""
+        import torch
 
-    @abstractmethod
+        with torch.no_grad():
+            return self.adapter.forward_to(self.adapter.from_unit(x), self.cut)[self.adapter.names(self.cut)[0]]
+
     def points(self) -> list[str]:
         """Every point of the model in execution order, from ``input`` to ``output``."""
+        return self.adapter.points()
 
-    @abstractmethod
     def mid(self, y1: Any, point: str) -> list[Any]:
         """The frozen mid-model from the cut to ``point`` (differentiable in ``y1``)."""
+        return self.adapter.mid(self.cut, y1, self.check_distillation_point(point))
 
     def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
-        """Y1 (1, C, h, w) of an image of ORIGINAL size ``image_hw`` -> the value ``run_from(cut, .)`` takes
-        (default: the tensor itself)."""
-        return y1
+        """Y1 (1, C, h, w) of an image of ORIGINAL size ``image_hw`` -> the value ``run_from(cut, .)`` takes."""
+        return CutValue({self.adapter.names(self.cut)[0]: y1}, {"image_hw": (int(image_hw[0]), int(image_hw[1]))})
 
     def from_value(self, value: Any) -> Any:
         """Inverse of :meth:`to_value`: the Y1 tensor (1, C, h, w)."""
-        import torch
-
-        return torch.as_tensor(value)
+        self.adapter.check_value(self.cut, value)
+        return value.tensor
 
     def front_module(self) -> Any:
         """A trainable deep copy of the front layers: (B, 3, H, W) in [0, 1] -> Y1 (for ``decoder: front``)."""
-        raise TaskModelError(f"task model {self.model.name!r} provides no copy of its front layers "
-                             "(use decoder: plain)")
+        return self.adapter.front_module(self.cut)
 
     def identity(self) -> dict[str, Any]:
         """What a trained codec is bound to: the task model (name, weights) and the cut."""
@@ -84,7 +90,7 @@ class SplitAdapter(ABC):
 
     def resolve(self, point: str) -> str:
         """The point's canonical name (a module name stands for its last node in graph-based adapters)."""
-        return point
+        return point if self.adapter is None else self.adapter.resolve(point)
 
     def check_distillation_point(self, point: str) -> str:
         """``point`` (canonical) if it is the cut or deeper; errors name the nearest valid ones."""
@@ -108,14 +114,6 @@ class SplitAdapter(ABC):
         return int(y1.shape[1]), max(1, round(height / y1.shape[-2]))
 
 
-def freeze(module: Any) -> Any:
-    """Eval mode, no parameter gradients: the task model stays exactly as trained."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
 def _entry_point_factory(model_name: str) -> Callable[[TaskModel, str], SplitAdapter] | None:
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == model_name:
@@ -135,8 +133,10 @@ def split_adapter(model: TaskModel, cut: str) -> SplitAdapter:
     factory = _entry_point_factory(model.name)
     if factory is not None:
         return factory(model, cut)
-    own = getattr(model, "split_adapter", None)
-    if own is None:
+    if model.adapter() is None:
         raise TaskModelError(f"task model {model.name!r} defines no cut points for learned split / direct codecs "
-                             f"(add a split_adapter method or a {ENTRY_POINT_GROUP!r} entry point)")
-    return own(cut)
+                             f"(give it an adapter_class or a {ENTRY_POINT_GROUP!r} entry point)")
+    return SplitAdapter(model, model.adapter().check_single_cut(cut))
+
+
+__all__ = ["ENTRY_POINT_GROUP", "OUTPUT", "CutValue", "SplitAdapter", "freeze", "split_adapter"]

@@ -16,17 +16,10 @@ from vcm_plugin.errors import InputError
 
 
 def _shape(value: Any) -> str:
-    if hasattr(value, "shape"):
-        return "x".join(str(d) for d in value.shape)
-    if isinstance(value, (list, tuple)):
-        return "(" + ", ".join(_shape(v) for v in value) + ")"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in value.items()) + "}"
-    if isinstance(getattr(value, "tensors", None), dict):  # values that carry several layers (skip connections)
-        return f"{type(value).__name__} " + _shape(value.tensors)
-    if hasattr(getattr(value, "tensor", None), "shape"):  # one tensor plus geometry (torchvision R-CNN cuts)
-        return f"{type(value).__name__} " + _shape(value.tensor)
-    return type(value).__name__
+    """"1x64x8x8" of a one-tensor value, "{name: shape, ...}" of several."""
+    shapes = {k: "x".join(str(d) for d in t.shape) for k, t in value.tensors.items()}
+    return next(iter(shapes.values())) if len(shapes) == 1 else "{" + ", ".join(f"{k}: {v}" for k, v in
+                                                                                shapes.items()) + "}"
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -51,11 +44,11 @@ def task_model_layers(name: str, params: dict[str, Any], height: int, width: int
 
 
 def torchvision_layers(name: str, height: int, width: int):
-    """:func:`~vcm_plugin.splitting.graph.analyse_cuts` of a torchvision model with random weights."""
+    """:func:`~vcm_plugin.tasks.graph.analyse_cuts` of a torchvision model with random weights."""
     import torch
     import torchvision
 
-    from vcm_plugin.splitting.graph import analyse_cuts
+    from vcm_plugin.tasks.graph import analyse_cuts
 
     model = torchvision.models.get_model(name, weights=None)
     return analyse_cuts(model, torch.zeros(1, 3, height, width))

@@ -9,7 +9,7 @@ results store can keep them and metrics can be recomputed without the model.
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,84 +19,27 @@ import numpy as np
 
 # the task models' errors live at the bottom layer (learned models and codecs raise them too);
 # importable from here as before
-from vcm_plugin.errors import TaskModelError
+from vcm_plugin.errors import InvalidImageError, TaskModelError
 from vcm_plugin.errors import WeightsNotFoundError as WeightsNotFoundError
 from vcm_plugin.hashing import file_sha256
+
+# the prediction kinds live in their own module (registered by name); importable from here as before
+from vcm_plugin.tasks.predictions import ClassScores as ClassScores
+from vcm_plugin.tasks.predictions import Detections as Detections
+from vcm_plugin.tasks.predictions import Predictions as Predictions
+from vcm_plugin.tasks.predictions import predictions_from_json as predictions_from_json
 
 INPUT = "input"  # the cut point name of the model's input image
 
 
-@dataclass(frozen=True)
-class Detections:
-    """Boxes (and optionally instance masks) for one image.
-
-    ``boxes`` are (N, 4) float32 ``x1, y1, x2, y2`` in pixels of the ORIGINAL image;
-    ``scores`` (N,) float32 in [0, 1]; ``labels`` (N,) int64 category ids of the
-    dataset's label space; ``masks`` an optional list of N COCO RLE dicts
-    (``{"size": [h, w], "counts": str}``) at the original image size.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    masks: list[dict[str, Any]] | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "boxes", np.asarray(self.boxes, np.float32).reshape(-1, 4))
-        object.__setattr__(self, "scores", np.asarray(self.scores, np.float32).reshape(-1))
-        object.__setattr__(self, "labels", np.asarray(self.labels, np.int64).reshape(-1))
-        n = len(self.boxes)
-        if len(self.scores) != n or len(self.labels) != n or (self.masks is not None and len(self.masks) != n):
-            raise ValueError(f"Detections: {n} boxes, {len(self.scores)} scores, {len(self.labels)} labels, "
-                             f"{None if self.masks is None else len(self.masks)} masks")
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    @classmethod
-    def empty(cls, with_masks: bool = False) -> Detections:
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0), [] if with_masks else None)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": "detections", "boxes": self.boxes.tolist(), "scores": self.scores.tolist(),
-                               "labels": self.labels.tolist()}
-        if self.masks is not None:
-            out["masks"] = [{"size": list(m["size"]), "counts": m["counts"] if isinstance(m["counts"], str)
-                             else m["counts"].decode("ascii")} for m in self.masks]
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Detections:
-        return cls(data["boxes"], data["scores"], data["labels"], data.get("masks"))
-
-
-@dataclass(frozen=True)
-class ClassScores:
-    """Classification output for one image: ``probs`` (C,) float32 over the dataset's classes."""
-
-    probs: np.ndarray
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "probs", np.asarray(self.probs, np.float32).reshape(-1))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "class_scores", "probs": self.probs.tolist()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ClassScores:
-        return cls(data["probs"])
-
-
-Predictions = Detections | ClassScores
-
-
-def predictions_from_json(data: dict[str, Any]) -> Predictions:
-    """Inverse of ``to_json`` for any prediction kind."""
-    kinds = {"detections": Detections, "class_scores": ClassScores}
-    try:
-        return kinds[data["kind"]].from_json(data)
-    except KeyError as exc:
-        raise ValueError(f"unknown prediction record kind {data.get('kind')!r}") from exc
+def check_image(image: Any, model: str) -> np.ndarray:
+    """``image`` if it is a non-empty (H, W, 3) uint8 RGB array, else an InvalidImageError naming ``model``."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InvalidImageError(f"task model {model!r}: expected an (H, W, 3) uint8 RGB image, got {got}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"task model {model!r}: the image has zero size {image.shape}")
+    return image
 
 
 @dataclass
@@ -105,7 +48,9 @@ class TaskModel(ABC):
 
     Subclasses are dataclasses whose fields are the model's parameters (returned by
     :meth:`params`, which identifies the model in result stores), set the ClassVars
-    and implement :meth:`run_from` (at least from ``"input"``). Weights load lazily,
+    and implement :meth:`_predict` (the whole model on an image); a model with cut points
+    also sets ``adapter_class`` (:class:`~vcm_plugin.tasks.split.ModelAdapter`), from which
+    :meth:`front`, :meth:`run_from` and :meth:`cut_points` work. Weights load lazily,
     on first use, so a model can be described and hashed without loading them: a model
     with ``transient`` state implements :meth:`_load`, which :meth:`load` runs once, under
     a lock, while the first ``transient`` attribute is None (so ``_load`` sets it last).
@@ -115,15 +60,18 @@ class TaskModel(ABC):
     task: ClassVar[str]  # "detection", "segmentation" or "classification"
     #: attributes holding loaded state (networks, interpreters): dropped when pickled, rebuilt lazily
     transient: ClassVar[tuple[str, ...]] = ()
+    #: its split adapter (a ModelAdapter subclass, built once per model); None: only the ``input`` point
+    adapter_class: ClassVar[type | None] = None
     categories: dict[int, str] = field(default_factory=dict, init=False, repr=False)
     _sha256: str | None = field(default=None, init=False, repr=False, compare=False)  # of the weights file
     _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _adapter: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles as its parameters (for process pools): loaded state and the lock are left out."""
         state = dict(self.__dict__)
         state.update({name: None for name in self.transient})
-        state["_lock"] = None
+        state["_lock"] = state["_adapter"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -151,19 +99,49 @@ class TaskModel(ABC):
             self._sha256 = file_sha256(path())
         return self._sha256
 
+    def adapter(self) -> Any:
+        """Its :class:`~vcm_plugin.tasks.split.ModelAdapter` (built once), or None."""
+        if self._adapter is None and self.adapter_class is not None:
+            self._adapter = self.adapter_class(self)
+        return self._adapter
+
     def cut_points(self) -> list[str]:
         """Names of the points where a codec's output may enter the model."""
-        return [INPUT]
+        return [INPUT] if self.adapter() is None else self.adapter().cut_points()
 
-    @abstractmethod
+    def _cut(self, point: str) -> tuple[Any, str]:
+        """(adapter, checked cut) for a cut point other than ``input``."""
+        if self.adapter() is None:
+            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
+        return self.adapter(), self.adapter().check_cut(point)
+
+    def _predict(self, image: np.ndarray) -> Predictions:
+        """The whole model on an (H, W, 3) uint8 RGB image (what :meth:`run_from` runs at ``input``)."""
+        raise NotImplementedError(f"task model {self.name!r} implements neither _predict nor run_from")
+
     def run_from(self, point: str, value: Any) -> Predictions:
-        """Run the model from cut point ``point`` (``"input"``: an image) to its output."""
+        """Run the model from cut point ``point`` (``"input"``: an image; else a ``CutValue``) to its output."""
+        if point == INPUT:
+            return self._predict(value)
+        import torch
+
+        adapter, cut = self._cut(point)
+        adapter.check_value(cut, value)
+        with torch.inference_mode():
+            return adapter.rest(cut, value)
 
     def front(self, point: str, image: np.ndarray) -> Any:
-        """Run the model from the input up to cut point ``point`` (split inference)."""
+        """The value at cut point ``point``: the image itself at ``input``, else a ``CutValue`` (batch 1)."""
         if point == INPUT:
             return image
-        raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
+        import torch
+
+        from vcm_plugin.tasks.split import CutValue
+
+        adapter, cut = self._cut(point)
+        with torch.inference_mode():
+            tensors = adapter.forward_to(adapter.prepare(image), cut)
+        return CutValue(tensors, {"image_hw": (int(image.shape[0]), int(image.shape[1]))})
 
     def params(self) -> dict[str, Any]:
         """The model's configuration (dataclass fields), JSON-serialisable."""

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcm_plugin.errors import InvalidImageError
-from vcm_plugin.splitting.adapter import OUTPUT, SplitAdapter, freeze
-from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError
+from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError, check_image
 from vcm_plugin.tasks.registry import register_task_model
+from vcm_plugin.tasks.split import OUTPUT, CutValue, ModelAdapter, freeze
 
 #: The CIFAR-10 class names in class-index order (the network's outputs; the ``cifar10`` dataset's labels).
 CIFAR10_CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -172,6 +171,47 @@ def load_cifar_vgg(path: str | Path) -> tuple[Any, list[float], list[float]]:
     return net.eval(), mean, std
 
 
+class CifarAdapter(ModelAdapter):
+    """:class:`CifarVGGClassifier` cut after a stage; ``output`` is the logits (same as ``fc``)."""
+
+    @property
+    def norm(self) -> tuple[Any, Any]:
+        self.model.load()
+        return self.model._norm
+
+    def points(self) -> list[str]:
+        return [INPUT, *self.model.network().cfg.cut_points(), OUTPUT]
+
+    def prepare(self, image: np.ndarray) -> Any:
+        return self.model.input_tensor(image)
+
+    def forward_to(self, x: Any, cut: str) -> dict[str, Any]:
+        return {"y": self.model.network().forward_to(x, cut)}
+
+    def rest(self, cut: str, value: CutValue) -> ClassScores:
+        x = torch.as_tensor(value.tensor, dtype=torch.float32)
+        if x.ndim in (1, 3):
+            x = x.unsqueeze(0)
+        if x.shape[0] != 1:
+            raise TaskModelError(f"task model {self.model.name!r}: cut point {cut!r} needs one tensor with "
+                                 f"batch dim 1, got shape {tuple(x.shape)}")
+        try:
+            return self.model.scores(self.model.network().forward_from(cut, x))
+        except RuntimeError as exc:
+            raise TaskModelError(f"task model {self.model.name!r}: a tensor of shape {tuple(x.shape)} does not fit "
+                                 f"cut point {cut!r}: {str(exc).splitlines()[0]}") from exc
+
+    def mid(self, cut: str, y1: Any, point: str) -> list[Any]:
+        names = self.cut_points()
+        stop = names[-1] if point == OUTPUT else point
+        for _, module in self.model.network().stages()[names.index(cut):names.index(stop)]:
+            y1 = module(y1)
+        return [y1]
+
+    def front_layers(self, cut: str) -> list[Any]:
+        return [m for _, m in self.model.network().stages()[:self.cut_points().index(cut)]]
+
+
 @register_task_model
 @dataclass
 class CifarVGGClassifier(TaskModel):
@@ -182,12 +222,14 @@ class CifarVGGClassifier(TaskModel):
     absolute path); ``search_path`` extra folders searched first. Images that are not
     32x32 are resized to 32x32 with bilinear interpolation (antialiased when shrinking,
     on the float 0..255 values, no rounding), then divided by 255 and normalised with the
-    checkpoint's per-channel mean and std.
+    checkpoint's per-channel mean and std. Cut points: ``input``, ``block1`` .. ``block5``,
+    ``pool``, ``fc`` (logits), in network order (:class:`CifarAdapter`).
     """
 
     name: ClassVar[str] = "cifar10-vgg"
     task: ClassVar[str] = "classification"
     transient: ClassVar[tuple[str, ...]] = ("_net", "_norm")
+    adapter_class: ClassVar[type] = CifarAdapter
 
     weights: str = "cifar10-vgg"
     search_path: list[str] | None = None
@@ -217,35 +259,19 @@ class CifarVGGClassifier(TaskModel):
         return {"name": self.name, "params": {"weights": self.weights}, "weights_sha256": self.weights_sha256()}
 
     def network(self) -> Any:
-        """The loaded :class:`CifarVGG` in eval mode (loaded on first use)."""
+        """The loaded :class:`CifarVGG`, frozen in eval mode (loaded on first use)."""
         self.load()
         return self._net
 
     def _load(self) -> None:
         net, mean, std = load_cifar_vgg(self.weights_path())
         self._norm = (torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
-        self._net = net
+        self._net = freeze(net)
 
     # -- inference ---------------------------------------------------------------------------
-    def cut_points(self) -> list[str]:
-        """``input``, ``block1`` .. ``block5``, ``pool``, ``fc`` (logits), in network order."""
-        return [INPUT] + self.network().cfg.cut_points()
-
-    def _check_point(self, point: str) -> None:
-        if point not in self.cut_points():
-            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
-
-    def split_adapter(self, cut: str) -> Any:
-        """The network cut after stage ``cut``, for learned split / direct codecs."""
-        return CifarSplit(self, cut)
-
     def input_tensor(self, image: np.ndarray) -> Any:
         """(H, W, 3) uint8 RGB -> (1, 3, 32, 32) normalised float32 tensor."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
-                or image.shape[0] == 0 or image.shape[1] == 0:
-            desc = f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise InvalidImageError(f"task model {self.name!r}: image must be non-empty (H, W, 3) uint8 RGB, "
-                                    f"got {desc}")
+        image = check_image(image, self.name)
         self.network()
         x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)  # a copy
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
@@ -253,97 +279,11 @@ class CifarVGGClassifier(TaskModel):
         mean, std = self._norm
         return (x / 255.0 - mean) / std
 
-    def front(self, point: str, image: np.ndarray) -> Any:
-        """The value at cut point ``point``: the image itself at ``input``, else a float32 tensor, batch dim 1."""
-        self._check_point(point)
-        if point == INPUT:
-            self.input_tensor(image)  # validates
-            return image
+    def scores(self, logits: Any) -> ClassScores:
+        """(1, 10) logits -> the softmax probabilities."""
+        return ClassScores(torch.softmax(logits.float(), dim=1)[0].numpy())
+
+    def _predict(self, image: np.ndarray) -> ClassScores:
+        """Class probabilities of an (H, W, 3) uint8 RGB image."""
         with torch.inference_mode():
-            return self.network().forward_to(self.input_tensor(image), point)
-
-    def run_from(self, point: str, value: Any) -> ClassScores:
-        """Class probabilities from an image (``input``) or from the tensor at a cut point (batch dim 1)."""
-        self._check_point(point)
-        net = self.network()
-        with torch.inference_mode():
-            if point == INPUT:
-                x = self.input_tensor(value)
-            else:
-                x = torch.as_tensor(value, dtype=torch.float32)
-                if x.ndim in (1, 3):
-                    x = x.unsqueeze(0)
-                if x.shape[0] != 1:
-                    raise TaskModelError(f"task model {self.name!r}: cut point {point!r} needs one tensor with "
-                                         f"batch dim 1, got shape {tuple(x.shape)}")
-            try:
-                logits = net.forward_from(point, x)
-            except RuntimeError as exc:
-                raise TaskModelError(f"task model {self.name!r}: a tensor of shape {tuple(x.shape)} does not fit "
-                                     f"cut point {point!r}: {str(exc).splitlines()[0]}") from exc
-            probs = torch.softmax(logits.float(), dim=1)[0]
-        return ClassScores(probs.numpy())
-
-
-class CifarSplit(SplitAdapter):
-    """:class:`CifarVGGClassifier` cut after a stage; ``output`` is the logits (same as ``fc``)."""
-
-    def __init__(self, model: CifarVGGClassifier, cut: str) -> None:
-        super().__init__(model, cut)
-        model._check_point(cut)
-        self.net = freeze(model.network())
-
-    def points(self) -> list[str]:
-        return self.model.cut_points() + [OUTPUT]
-
-    def input_tensor(self, image: np.ndarray) -> Any:
-        mean, std = self.model._norm
-        return (self.model.input_tensor(image) * std + mean).clamp_(0, 1)
-
-    def front(self, x: Any) -> Any:
-        mean, std = self.model._norm
-        with torch.no_grad():
-            return self.net.forward_to((x - mean) / std, self.cut)
-
-    def mid(self, y1: Any, point: str) -> list[Any]:
-        self.check_distillation_point(point)
-        names = self.model.cut_points()
-        stop = names[-1] if point == OUTPUT else point
-        x = y1
-        for _, module in self.net.stages()[names.index(self.cut):names.index(stop)]:
-            x = module(x)
-        return [x]
-
-    def front_module(self) -> Any:
-        import copy
-
-        from torch import nn
-
-        names = self.model.cut_points()
-        stages = [copy.deepcopy(m) for _, m in self.net.stages()[:names.index(self.cut)]]
-        front = nn.Sequential(_Normalise(*self.model._norm), *stages)
-        for p in front.parameters():
-            p.requires_grad_(True)
-        return front
-
-
-
-def _normalise_class() -> type:
-    from torch import nn
-
-    class Normalise(nn.Module):
-        """(x - mean) / std with fixed buffers."""
-
-        def __init__(self, mean: Any, std: Any) -> None:
-            super().__init__()
-            self.register_buffer("mean", mean.clone())
-            self.register_buffer("std", std.clone())
-
-        def forward(self, x: Any) -> Any:
-            return (x - self.mean) / self.std
-
-    return Normalise
-
-
-def _Normalise(mean: Any, std: Any) -> Any:  # noqa: N802 - a class factory (torch imported lazily)
-    return _normalise_class()(mean, std)
+            return self.scores(self.network().forward_from(INPUT, self.input_tensor(image)))

@@ -28,9 +28,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from vcm_plugin.splitting.adapter import OUTPUT, SplitAdapter, freeze
-from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError, WeightsNotFoundError, check_image
+from vcm_plugin.tasks.graph import analyse_cuts, check_cut, fx_front, fx_rest
 from vcm_plugin.tasks.registry import register_task_model
+from vcm_plugin.tasks.split import OUTPUT, CutValue, ModelAdapter, freeze
 
 _MAX_KEYS = 8  # keys listed per kind of state-dict mismatch
 
@@ -58,6 +59,76 @@ def state_dict_mismatch(expected: dict[str, tuple[int, ...]], state: dict[str, A
                      (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if keys)
 
 
+class TorchvisionClassifierAdapter(ModelAdapter):
+    """A torchvision classifier cut at any clean graph node (``torchvision.models.feature_extraction``);
+    ``vcm layers <architecture>`` lists the nodes, so :meth:`cut_points` lists only ``input``."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        self._cuts: list[Any] | None = None
+        self._modules: dict[tuple[str, str | None], Any] = {}  # (cut, stop) -> fx module
+
+    def graph(self) -> list[Any]:
+        """The network's cut points (:func:`~vcm_plugin.tasks.graph.analyse_cuts` at its crop size)."""
+        if self._cuts is None:
+            import torch
+
+            self.model.load()
+            crop = getattr(self.model._transform, "crop_size", [224])
+            size = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+            self._cuts = analyse_cuts(self.model._net, torch.zeros(1, 3, size, size))
+        return self._cuts
+
+    def module(self, cut: str, stop: str | None = "front") -> Any:
+        """The frozen fx module X -> Y1 (``stop="front"``) or Y1 -> node ``stop`` (None: the logits)."""
+        if (cut, stop) not in self._modules:
+            net = self.model._net
+            self._modules[cut, stop] = freeze(fx_front(net, cut) if stop == "front" else fx_rest(net, cut, stop))
+        return self._modules[cut, stop]
+
+    def cut_points(self) -> list[str]:
+        return [INPUT]
+
+    def points(self) -> list[str]:
+        return [INPUT, *(c.name for c in self.graph()), OUTPUT]
+
+    def check_cut(self, point: str) -> str:
+        check_cut(self.graph(), point, self.model.architecture)
+        return point
+
+    def resolve(self, point: str) -> str:
+        names = [c.name for c in self.graph()]
+        inside = [n for n in names if n.startswith(point + ".")]
+        return inside[-1] if point not in names and inside else point
+
+    @property
+    def norm(self) -> tuple[Any, Any]:
+        import torch
+
+        self.model.load()
+        transform = self.model._transform
+        mean = torch.tensor(getattr(transform, "mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
+        return mean, torch.tensor(getattr(transform, "std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+
+    def prepare(self, image: np.ndarray) -> Any:
+        return self.model.preprocess(image)
+
+    def forward_to(self, x: Any, cut: str) -> dict[str, Any]:
+        return {"y": self.module(cut)(x)}
+
+    def rest(self, cut: str, value: CutValue) -> ClassScores:
+        import torch
+
+        y1 = torch.as_tensor(value.tensor, dtype=torch.float32).to(self.model.device)
+        return self.model.scores(self.module(cut, None)(y1))
+
+    def mid(self, cut: str, y1: Any, point: str) -> list[Any]:
+        return [y1] if point == self.resolve(cut) else [self.module(cut, None if point == OUTPUT else point)(y1)]
+
+    def front_layers(self, cut: str) -> list[Any]:
+        return [self.module(cut)]
+
+
 @register_task_model
 @dataclass
 class TorchvisionClassifier(TaskModel):
@@ -73,7 +144,8 @@ class TorchvisionClassifier(TaskModel):
 
     name: ClassVar[str] = "torchvision-classification"
     task: ClassVar[str] = "classification"
-    transient: ClassVar[tuple[str, ...]] = ("_net", "_transform", "_splits")
+    transient: ClassVar[tuple[str, ...]] = ("_net", "_transform")
+    adapter_class: ClassVar[type] = TorchvisionClassifierAdapter
 
     architecture: str = "resnet50"
     weights: str = "DEFAULT"
@@ -161,7 +233,7 @@ class TorchvisionClassifier(TaskModel):
                 self._cached_sha256(lambda: path)
         net = self._build(member, state, path)
         self._transform = member.transforms()
-        self._net = net.eval().to(self.device)
+        self._net = freeze(net).to(self.device)
 
     def _build(self, member: Any, state: dict[str, Any], path: Path | None) -> Any:
         from vcm_plugin.tasks.torchvision_backend import _build_with_state_dict
@@ -186,120 +258,29 @@ class TorchvisionClassifier(TaskModel):
         expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
         return state_dict_mismatch(expected, state)
 
-    # -- cut points (any clean graph node, as torchvision.models.feature_extraction names it) ----
-    def split_adapter(self, cut: str) -> Any:
-        """The network cut at graph node ``cut`` (``vcm layers <architecture>`` lists them)."""
-        return TorchvisionSplit(self, cut)
-
-    def _split(self, cut: str) -> Any:
-        splits = self.__dict__.get("_splits")
-        if splits is None:
-            splits = self.__dict__["_splits"] = {}
-        if cut not in splits:
-            splits[cut] = TorchvisionSplit(self, cut)
-        return splits[cut]
-
+    # -- inference ---------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> Any:
         """(H, W, 3) uint8 RGB -> (1, 3, h, w) normalised float tensor (the weights' transforms)."""
         import torch
-
-        from vcm_plugin.tasks.torchvision_backend import check_image
 
         image = check_image(image, self.name)
         self.load()
         x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)  # a read-only array warns
         return self._transform(x).unsqueeze(0).to(self.device)
 
-    def front(self, point: str, image: np.ndarray) -> Any:
-        """The image at ``input``; else the (1, ...) tensor at graph node ``point``."""
+    def scores(self, logits: Any) -> ClassScores:
+        """(1, classes) logits -> the softmax probabilities; another shape is an error."""
         import torch
 
-        if point == INPUT:
-            return super().front(point, image)
-        split = self._split(point)
-        with torch.inference_mode():
-            return split.front_module_(self.preprocess(image))
-
-    def run_from(self, point: str, value: Any) -> ClassScores:
-        """Class probabilities (softmax) from an (H, W, 3) uint8 RGB image or a tensor at a graph node."""
-        import torch
-
-        if point == INPUT:
-            x = self.preprocess(value)
-            with torch.inference_mode():
-                logits = self._net(x)
-        else:
-            split = self._split(point)
-            with torch.inference_mode():
-                logits = split.rest_module(torch.as_tensor(value, dtype=torch.float32).to(self.device))
         if logits.ndim != 2 or logits.shape[1] != len(self.categories):
             raise TaskModelError(f"task model {self.name!r} ({self.architecture}): output of shape "
                                  f"{tuple(logits.shape)}, expected (1, {len(self.categories)})")
         return ClassScores(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
 
-
-class TorchvisionSplit(SplitAdapter):
-    """A torchvision classifier cut at a clean graph node with ``torchvision.models.feature_extraction``."""
-
-    def __init__(self, model: TorchvisionClassifier, cut: str) -> None:
+    def _predict(self, image: np.ndarray) -> ClassScores:
+        """Class probabilities (softmax) of an (H, W, 3) uint8 RGB image."""
         import torch
 
-        from vcm_plugin.splitting.fx_split import fx_front, fx_rest, resolve_cut
-        from vcm_plugin.splitting.graph import analyse_cuts
-
-        super().__init__(model, cut)
-        model.load()
-        net = freeze(model._net)
-        crop = getattr(model._transform, "crop_size", [224])
-        size = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
-        self._cuts = analyse_cuts(net, torch.zeros(1, 3, size, size))
-        resolve_cut(net, cut, torch.zeros(1, 3, size, size), model.architecture)
-        self.net = net
-        self.front_module_ = freeze(fx_front(net, cut))
-        self.rest_module = freeze(fx_rest(net, cut))
-        self._mids: dict[str, Any] = {}
-        mean = torch.tensor(getattr(model._transform, "mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-        std = torch.tensor(getattr(model._transform, "std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
-        self._norm = (mean, std)
-
-    def points(self) -> list[str]:
-        return [INPUT] + [c.name for c in self._cuts] + [OUTPUT]
-
-    def resolve(self, point: str) -> str:
-        names = [c.name for c in self._cuts]
-        inside = [n for n in names if n.startswith(point + ".")]
-        return inside[-1] if point not in names and inside else point
-
-    def input_tensor(self, image: np.ndarray) -> Any:
-        mean, std = self._norm
-        return (self.model.preprocess(image).cpu() * std + mean).clamp_(0, 1)
-
-    def front(self, x: Any) -> Any:
-        import torch
-
-        mean, std = self._norm
-        with torch.no_grad():
-            return self.front_module_((x - mean) / std)
-
-    def mid(self, y1: Any, point: str) -> list[Any]:
-        from vcm_plugin.splitting.fx_split import fx_rest
-
-        point = self.check_distillation_point(point)
-        if point == self.resolve(self.cut):
-            return [y1]
-        if point not in self._mids:
-            self._mids[point] = freeze(fx_rest(self.net, self.cut, None if point == OUTPUT else point))
-        return [self._mids[point](y1)]
-
-    def front_module(self) -> Any:
-        import copy
-
-        from torch import nn
-
-        from vcm_plugin.tasks.cifar_vgg import _Normalise
-
-        front = nn.Sequential(_Normalise(*self._norm), copy.deepcopy(self.front_module_))
-        for p in front.parameters():
-            p.requires_grad_(True)
-        return front
-
+        x = self.preprocess(image)
+        with torch.inference_mode():
+            return self.scores(self._net(x))

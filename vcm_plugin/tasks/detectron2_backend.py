@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.base import Detections, TaskModel, TaskModelError, WeightsNotFoundError, check_image
 from vcm_plugin.tasks.registry import register_task_model
-from vcm_plugin.tasks.torchvision_backend import check_image, masks_to_rle, to_numpy
+from vcm_plugin.tasks.torchvision_backend import masks_to_rle, to_numpy
 
 INSTALL_HINT = ("detectron2 is not installed: pip install 'vcm-plugin[detectron2]' after installing detectron2 from "
                 "its repository (https://github.com/facebookresearch/detectron2; it is not on PyPI), e.g. "
@@ -195,14 +195,12 @@ class Detectron2Model(TaskModel):
         if self._model is None:
             self._build()
 
-    def run_from(self, point: str, value: Any) -> Detections:
-        """Run the model on an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
+    def _predict(self, image: np.ndarray) -> Detections:
+        """Run the model on an (H, W, 3) uint8 RGB image."""
         import torch
 
-        if point != INPUT:
-            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
         _require_detectron2()
-        image = check_image(value, self.name)
+        image = check_image(image, self.name)
         if self._model is None:
             self._build()
         height, width = image.shape[:2]

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError
+from vcm_plugin.tasks.base import ClassScores, TaskModel, TaskModelError, check_image
 from vcm_plugin.tasks.registry import register_task_model
 from vcm_plugin.weights import KNOWN_SHA256, file_sha256, find_weights
 
@@ -186,8 +186,6 @@ class TFLiteClassifier(TaskModel):
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """The (1, H, W, 3) input tensor for an (H, W, 3) uint8 RGB image (see the module docstring)."""
-        from vcm_plugin.tasks.torchvision_backend import check_image
-
         image = check_image(image, self.name)
         self.load()
         spec = self._io[0]
@@ -196,11 +194,9 @@ class TFLiteClassifier(TaskModel):
         scale, zero_point = spec["quantization"]
         return to_input(pixels, spec["dtype"], float(scale), int(zero_point))[None]
 
-    def run_from(self, point: str, value: Any) -> ClassScores:
-        """Class probabilities for an (H, W, 3) uint8 RGB image (``point`` must be ``"input"``)."""
-        if point != INPUT:
-            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: {self.cut_points()}")
-        x = self.preprocess(value)
+    def _predict(self, image: np.ndarray) -> ClassScores:
+        """Class probabilities for an (H, W, 3) uint8 RGB image."""
+        x = self.preprocess(image)
         inp, out = self._io
         with self._lock:
             self._interpreter.set_tensor(inp["index"], x)

@@ -28,9 +28,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from vcm_plugin.errors import InvalidImageError
-from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.base import Detections, TaskModel, TaskModelError, WeightsNotFoundError, check_image
 from vcm_plugin.tasks.registry import register_task_model
+from vcm_plugin.tasks.split import freeze
+from vcm_plugin.tasks.torchvision_split import TorchvisionDetectorAdapter
 
 #: torchvision detection builders this backend runs (keypoint R-CNN is not a COCO box/mask task here).
 SUPPORTED_MODELS: tuple[str, ...] = (
@@ -141,16 +142,6 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def check_image(image: Any, model: str) -> np.ndarray:
-    """Return ``image`` if it is a non-empty (H, W, 3) uint8 RGB array, else raise InvalidImageError."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InvalidImageError(f"task model {model!r}: expected an (H, W, 3) uint8 RGB image, got {got}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise InvalidImageError(f"task model {model!r}: the image has zero size {image.shape}")
-    return image
-
-
 @register_task_model
 @dataclass
 class TorchvisionDetector(TaskModel):
@@ -171,6 +162,7 @@ class TorchvisionDetector(TaskModel):
     task: ClassVar[str] = "detection"
     with_masks: ClassVar[bool] = False
     transient: ClassVar[tuple[str, ...]] = ("_net",)
+    adapter_class: ClassVar[type] = TorchvisionDetectorAdapter
 
     architecture: str = "fasterrcnn_resnet50_fpn"
     weights: str | None = "DEFAULT"
@@ -288,79 +280,32 @@ class TorchvisionDetector(TaskModel):
         except (RuntimeError, TypeError, ValueError, KeyError) as exc:
             where = f" from {str(path)!r}" if path is not None else ""
             raise TaskModelError(f"task model {self.name!r}: cannot build {self.architecture!r}{where}: {exc}") from exc
-        return net.eval().to(self.device)
+        return freeze(net).to(self.device)
 
     def _load(self) -> None:
         self._net = self._build()
 
-    # -- cut points: the backbone body's children of R-CNN models (:mod:`.torchvision_split`) -----
-    def cut_points(self) -> list[str]:
-        """``input``, then ``body.<child>`` of an R-CNN's backbone body (clean up to ``body.layer1``)."""
-        from vcm_plugin.tasks.torchvision_split import body_points
-
-        self.load()
-        try:
-            return [INPUT, *body_points(self._net)]
-        except TaskModelError:
-            return [INPUT]
-
-    def split_adapter(self, cut: str) -> Any:
-        from vcm_plugin.tasks.torchvision_split import TorchvisionDetectorSplit
-
-        return TorchvisionDetectorSplit(self, cut)
-
-    def _check_point_name(self, point: str) -> None:
-        """Refuse a point that cannot be a body cut without building the network."""
-        from vcm_plugin.tasks.torchvision_split import PREFIX
-
-        if point != INPUT and not point.startswith(PREFIX):
-            raise TaskModelError(f"task model {self.name!r} has no cut point {point!r}; valid: 'input', or "
-                                 f"'{PREFIX}<child>' of an R-CNN's backbone body (`vcm layers {self.name}`)")
-
-    def _tensor(self, image: np.ndarray) -> Any:
+    # -- inference ---------------------------------------------------------------------------
+    def tensor(self, image: np.ndarray) -> Any:
+        """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1] on the model's device."""
         import torch
 
         image = check_image(image, self.name)
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(self.device, torch.float32) / 255
 
-    def front(self, point: str, image: np.ndarray) -> Any:
-        """The image at ``input``; at ``body.<child>`` a :class:`~.torchvision_split.DetectorFeatures`."""
+    def detections(self, output: dict[str, Any], image_hw: tuple[int, int]) -> Detections:
+        """:func:`outputs_to_detections` with this model's category ids and thresholds."""
+        return outputs_to_detections(output, coco_category_ids(self._category_names()), image_hw,
+                                     self.score_threshold, self.mask_threshold if self.with_masks else None)
+
+    def _predict(self, image: np.ndarray) -> Detections:
+        """Run the detector on an (H, W, 3) uint8 RGB image (validated before any build)."""
         import torch
 
-        from vcm_plugin.tasks.torchvision_split import check_body_cut, front_features
-
-        if point == INPUT:
-            return check_image(image, self.name)
-        self._check_point_name(point)
+        x = self.tensor(image)
         self.load()
-        child = check_body_cut(self._net, point, self.name)
         with torch.inference_mode():
-            return front_features(self._net, child, self._tensor(image), tuple(image.shape[:2]))
-
-    def run_from(self, point: str, value: Any) -> Detections:
-        """Run the detector on an (H, W, 3) uint8 RGB image, or from the features at a body cut point."""
-        import torch
-
-        from vcm_plugin.tasks.torchvision_split import DetectorFeatures, check_body_cut, run_rest
-
-        image = check_image(value, self.name) if point == INPUT else None  # validated before any build
-        self._check_point_name(point)
-        self.load()
-        ids = coco_category_ids(self._category_names())
-        if image is not None:
-            with torch.inference_mode():
-                output = self._net([self._tensor(image)])[0]
-            image_hw = image.shape[:2]
-        else:
-            child = check_body_cut(self._net, point, self.name)
-            if not isinstance(value, DetectorFeatures) or value.child != child:
-                raise TaskModelError(f"task model {self.name!r}: cut point {point!r} needs DetectorFeatures of "
-                                     f"{child!r}, got {type(value).__name__}")
-            with torch.inference_mode():
-                output = run_rest(self._net, value)
-            image_hw = value.image_hw
-        return outputs_to_detections(output, ids, image_hw, self.score_threshold,
-                                     self.mask_threshold if self.with_masks else None)
+            return self.detections(self._net([x])[0], image.shape[:2])
 
 
 @register_task_model

@@ -8,36 +8,22 @@ every ``return_layers`` output, so a cut after ``layer2`` or later also needs ``
 output: such cuts are refused naming the extra tensors; ``body.layer1`` (256 x H/4 x W/4)
 and everything before it are clean.
 
-The value at a cut is :class:`DetectorFeatures`: the tensor, the transformed batch's size
-and per-image sizes (to rebuild the ``ImageList``) and the ORIGINAL image size (to map
-boxes back).
+The value at a cut is a :class:`~vcm_plugin.tasks.split.CutValue` of one tensor; the
+transformed batch's size and the resized image inside it (to rebuild the ``ImageList``)
+are recomputed from the ORIGINAL image size, as the detector's transform computes them.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from vcm_plugin.splitting.adapter import OUTPUT, SplitAdapter, freeze
 from vcm_plugin.tasks.base import INPUT, TaskModelError
+from vcm_plugin.tasks.split import OUTPUT, CutValue, ModelAdapter
 
 PREFIX = "body."
-
-
-@dataclass
-class DetectorFeatures:
-    """Y1 of a torchvision R-CNN cut: ``tensor`` (1, C, h, w) after body child ``child``; ``batch_hw`` the
-    padded batch (H, W); ``resized_hw`` the resized image inside it; ``image_hw`` the ORIGINAL (height,
-    width), pixels."""
-
-    tensor: Any
-    child: str
-    batch_hw: tuple[int, int]
-    resized_hw: tuple[int, int]
-    image_hw: tuple[int, int]
 
 
 def _body(net: Any) -> Any:
@@ -72,18 +58,6 @@ def check_body_cut(net: Any, point: str, model_name: str) -> str:
     return child
 
 
-def front_features(net: Any, child: str, tensor: Any, image_hw: tuple[int, int]) -> DetectorFeatures:
-    """Run the transform and the body up to ``child`` on one (3, H, W) float image in [0, 1]."""
-    images, _ = net.transform([tensor])
-    x = images.tensors
-    for name, module in _body(net).named_children():
-        x = module(x)
-        if name == child:
-            break
-    h, w = images.image_sizes[0]
-    return DetectorFeatures(x, child, tuple(images.tensors.shape[-2:]), (int(h), int(w)), image_hw)
-
-
 def rest_features(net: Any, child: str, y1: Any) -> OrderedDict:
     """The FPN features from Y1 at ``child`` (the body's remaining children, then the FPN)."""
     body = _body(net)
@@ -98,79 +72,81 @@ def rest_features(net: Any, child: str, y1: Any) -> OrderedDict:
     return net.backbone.fpn(out)
 
 
-def run_rest(net: Any, feats: DetectorFeatures) -> dict[str, Any]:
-    """The detector's output dict (in ORIGINAL pixels) from :class:`DetectorFeatures`."""
-    from torchvision.models.detection.image_list import ImageList
 
-    features = rest_features(net, feats.child, feats.tensor)
-    images = ImageList(feats.tensor.new_zeros((1, 3, *feats.batch_hw)), [tuple(feats.resized_hw)])
-    proposals, _ = net.rpn(images, features)
-    detections, _ = net.roi_heads(features, proposals, images.image_sizes)
-    return net.transform.postprocess(detections, images.image_sizes, [tuple(feats.image_hw)])[0]
-
-
-class TorchvisionDetectorSplit(SplitAdapter):
+class TorchvisionDetectorAdapter(ModelAdapter):
     """A torchvision R-CNN cut after a body child; ``mid`` runs later body children; ``output`` = the FPN maps."""
 
-    def __init__(self, model: Any, cut: str) -> None:
-        super().__init__(model, cut)
-        model.load()
-        self.net = freeze(model._net)
-        self.child = check_body_cut(self.net, cut, model.name)
+    def net(self) -> Any:
+        self.model.load()
+        return self.model._net
 
     def points(self) -> list[str]:
-        return [INPUT, *body_points(self.net), OUTPUT]
+        return [INPUT, *body_points(self.net()), OUTPUT]
 
-    def input_tensor(self, image: np.ndarray) -> Any:
-        """The detector's normalised, resized and padded batch, mapped back to [0, 1] (1, 3, H, W): its
-        padding is the mean colour, so ``front`` (which normalises) sees exactly the detector's batch."""
+    def cut_points(self) -> list[str]:
+        """``input``, then ``body.<child>`` of an R-CNN's backbone body (clean up to ``body.layer1``)."""
+        try:
+            return self.points()[:-1]
+        except TaskModelError:
+            return [INPUT]
+
+    def check_cut(self, point: str) -> str:
+        if not point.startswith(PREFIX):  # refused without building the network
+            raise TaskModelError(f"task model {self.model.name!r} has no cut point {point!r}; valid: 'input', or "
+                                 f"'{PREFIX}<child>' of an R-CNN's backbone body (`vcm layers {self.model.name}`)")
+        check_body_cut(self.net(), point, self.model.name)
+        return point
+
+    @property
+    def norm(self) -> tuple[Any, Any]:
         import torch
 
-        transform = self.net.transform
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
-        resized, _ = transform.resize(transform.normalize(tensor), None)
-        batch = transform.batch_images([resized], size_divisible=transform.size_divisible)
-        mean = torch.tensor(transform.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(transform.image_std).view(1, 3, 1, 1)
-        return batch * std + mean
+        transform = self.net().transform
+        return (torch.tensor(transform.image_mean).view(1, 3, 1, 1),
+                torch.tensor(transform.image_std).view(1, 3, 1, 1))
 
-    def front(self, x: Any) -> Any:
+    def to_unit(self, x: Any) -> Any:
+        """The normalised, resized and padded batch mapped back to [0, 1]: its padding is the mean colour, so
+        :meth:`from_unit` gives exactly the detector's batch."""
+        mean, std = self.norm
+        return x * std + mean
+
+    def prepare(self, image: np.ndarray) -> Any:
+        images, _ = self.net().transform([self.model.tensor(image)])
+        return images.tensors
+
+    def forward_to(self, x: Any, cut: str) -> dict[str, Any]:
+        child = cut[len(PREFIX):]
+        for name, module in _body(self.net()).named_children():
+            x = module(x)
+            if name == child:
+                return {"y": x}
+        raise TaskModelError(f"no body child {child!r}")
+
+    def rest(self, cut: str, value: CutValue) -> Any:
         import torch
+        from torchvision.models.detection.image_list import ImageList
 
-        transform = self.net.transform
-        with torch.no_grad():
-            y = transform.normalize(x[0]).unsqueeze(0) if x.shape[0] == 1 else torch.stack(
-                [transform.normalize(i) for i in x])
-            for name, module in _body(self.net).named_children():
-                y = module(y)
-                if name == self.child:
-                    return y
-        raise AssertionError("unreachable")
-
-    def mid(self, y1: Any, point: str) -> list[Any]:
-        point = self.check_distillation_point(point)
-        if point == OUTPUT:
-            return list(rest_features(self.net, self.child, y1).values())
-        stop, x, started = point[len(PREFIX):], y1, False
-        for name, module in _body(self.net).named_children():
-            if started:
-                x = module(x)
-            if name == stop and (started or name == self.child):
-                return [x]
-            started = started or name == self.child
-        raise TaskModelError(f"no body child {stop!r}")
-
-    def to_value(self, y1: Any, image_hw: tuple[int, int]) -> Any:
-        import torch
-
-        transform = self.net.transform
-        h, w = transform.resize(torch.zeros(3, int(image_hw[0]), int(image_hw[1])), None)[0].shape[-2:]
+        net, y1 = self.net(), torch.as_tensor(value.tensor)
+        transform, (height, width) = net.transform, value.image_hw
+        h, w = transform.resize(torch.zeros(3, height, width), None)[0].shape[-2:]
         k = transform.size_divisible
-        return DetectorFeatures(y1, self.child, (-(-h // k) * k, -(-w // k) * k), (int(h), int(w)),
-                                (int(image_hw[0]), int(image_hw[1])))
+        features = rest_features(net, cut[len(PREFIX):], y1)
+        images = ImageList(y1.new_zeros((1, 3, -(-h // k) * k, -(-w // k) * k)), [(int(h), int(w))])
+        proposals, _ = net.rpn(images, features)
+        detections, _ = net.roi_heads(features, proposals, images.image_sizes)
+        output = transform.postprocess(detections, images.image_sizes, [(height, width)])[0]
+        return self.model.detections(output, (height, width))
 
-    def from_value(self, value: Any) -> Any:
-        if not isinstance(value, DetectorFeatures):
-            raise TaskModelError(f"task model {self.model.name!r}: expected DetectorFeatures, got "
-                                 f"{type(value).__name__}")
-        return value.tensor
+    def mid(self, cut: str, y1: Any, point: str) -> list[Any]:
+        net, child = self.net(), cut[len(PREFIX):]
+        if point == OUTPUT:
+            return list(rest_features(net, child, y1).values())
+        stop, started = point[len(PREFIX):], False
+        for name, module in _body(net).named_children():
+            if started:
+                y1 = module(y1)
+            if name == stop and (started or name == child):
+                return [y1]
+            started = started or name == child
+        raise TaskModelError(f"no body child {stop!r}")

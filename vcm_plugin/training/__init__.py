@@ -1,32 +1,48 @@
 """Training, run by ``vcm train [KIND] CONFIG [key=value ...]`` (:mod:`vcm_plugin.cli.train`).
 
-Each kind is a trainer function ``(config_path, overrides, output, quiet) -> int`` (the
-exit status) with a pydantic config schema; configs live in ``eval_configs/train/``.
-KIND may be left out when the config names it (``kind: direct``). Trainers share
-:mod:`vcm_plugin.training.checkpoints` (atomic checkpoints, resume after kill -9,
-best-by-validation export).
+Each kind is a :class:`~vcm_plugin.training.loop.Trainer` (the one loop with hooks) with a
+pydantic config schema (``Config``; configs in ``eval_configs/train/``, KIND may come from their
+``kind:``), run by :func:`run_trainer`; :mod:`~vcm_plugin.training.grid` trains several points.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
 
 from vcm_plugin.errors import InputError
 
-#: kind -> "module:function"
+logger = logging.getLogger(__name__)
+
+#: kind -> "module:Trainer class" (its ``Config`` is the config schema)
 TRAINERS: dict[str, str] = {
-    "codec": "vcm_plugin.training.codec:train_from_config",
-    "classifier": "vcm_plugin.training.classifier:train_from_config",
-    "direct": "vcm_plugin.training.task_codec:train_direct",
-    "feature": "vcm_plugin.training.task_codec:train_feature",
+    "codec": "vcm_plugin.training.codec:CodecTrainer",
+    "classifier": "vcm_plugin.training.classifier:ClassifierTrainer",
+    "direct": "vcm_plugin.training.task_codec:TaskCodecTrainer",
+    "feature": "vcm_plugin.training.task_codec:TaskCodecTrainer",
 }
 
 
-def run_trainer(kind: str, config: str, overrides: list[str], output: str | None, quiet: bool) -> int:
-    """Dispatch to the trainer of ``kind``."""
-    module_name, func_name = TRAINERS[kind].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(config, overrides, output=output, quiet=quiet))
+def run_trainer(kind: str, config_path: str, overrides: list[str], output: str | None = None,
+                quiet: bool = False) -> dict[str, Any]:
+    """Train ``kind`` as the config file and its ``key=value`` overrides say (``output``: another folder; ``quiet``:
+    no progress bar); the ``result.json`` record."""
+    from vcm_plugin.config import load_model_config
+    from vcm_plugin.training.loop import TrainingError
+
+    module_name, class_name = TRAINERS[kind].split(":")
+    trainer = getattr(importlib.import_module(module_name), class_name)
+    config = load_model_config(config_path, trainer.Config, overrides)
+    if config.kind not in (None, kind):
+        raise TrainingError(f"{config_path}: kind {config.kind!r} in the config, but `vcm train {kind}` was run")
+    config = config.model_copy(update={"kind": kind, **({"output": output} if output is not None else {})})
+    command = shlex.join(["vcm", "train", kind, str(config_path), *overrides, *(["-o", output] if output else [])])
+    result = trainer(config, command).train(quiet)
+    logger.info(f"{kind} training done (best step {result['best_step']}): {Path(config.output) / 'result.json'}")
+    return result
 
 
 def kind_of_config(path: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "YoloCheckpoint": "checkpoint", "load_yolov5_checkpoint": "checkpoint", "unpickle_restricted": "checkpoint",
-    "Letterbox": "detector", "YoloFeatures": "detector", "YOLOv5Detector": "detector",
+    "Letterbox": "detector", "YoloAdapter": "detector", "YOLOv5Detector": "detector",
     "YOLOv5": "network", "build_network": "network", "infer_description": "network", "v6_description": "network",
 }
 __all__ = sorted(_EXPORTS)

@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vcm_plugin.errors import InvalidImageError
-from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError
+from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError, check_image
 from vcm_plugin.tasks.coco_names import COCO_CATEGORIES, coco_ids_for_names
 from vcm_plugin.tasks.registry import register_task_model
+from vcm_plugin.tasks.split import OUTPUT, CutValue, ModelAdapter, freeze
 from vcm_plugin.weights import KNOWN_SHA256, file_sha256, find_weights
 
 LETTERBOX_MODES = ("val", "auto", "square")
@@ -92,27 +92,76 @@ class Letterbox:
         return out.astype(np.float32)
 
 
-@dataclass
-class YoloFeatures:
-    """The value at a YOLOv5 cut point: the layer outputs the rest of the network reads.
+class YoloAdapter(ModelAdapter):
+    """:class:`YOLOv5Detector` in pieces. Cut points: ``backbone`` (after layer 9: P3/P4/P5 of layers 4, 6,
+    9) and ``layer.<k>`` for every layer before the Detect head; the value there is every layer output the
+    rest reads, named by layer index. Points (distillation): ``input``, ``layer.0`` .. ``layer.<n-2>``,
+    ``output``: the head's raw maps (the 1x1 convolutions' outputs of each detection level, before the
+    sigmoid and box decoding). A learned codec carries ONE tensor, so its cut must be clean: cutting
+    where later layers also read earlier outputs (e.g. after the backbone) is refused naming them."""
 
-    ``tensors`` maps layer index -> (1, C, H, W) float32 tensor; ``layer`` is the last
-    layer run; ``image_size`` the ORIGINAL (height, width) in pixels, from which the
-    letterbox geometry (and so the box mapping) is recomputed.
-    """
+    def layer(self, point: str) -> int:
+        """The index of the last layer run at cut point ``point``."""
+        net = self.model.network()
+        match = _LAYER_POINT.match(point)
+        if point == BACKBONE:
+            return int(net.backbone_end)
+        if match and int(match.group(1)) < net.num_layers - 1:
+            return int(match.group(1))
+        raise TaskModelError(f"task model 'yolov5' has no cut point {point!r}; valid: {self.cut_points()} "
+                             f"or 'layer.<k>' with k < {net.num_layers - 1}")
 
-    tensors: dict[int, Any]
-    layer: int
-    image_size: tuple[int, int]
+    def points(self) -> list[str]:
+        return [INPUT] + [f"layer.{k}" for k in range(self.model.network().num_layers - 1)] + [OUTPUT]
 
+    def cut_points(self) -> list[str]:
+        return [INPUT, BACKBONE, *self.points()[1:-1]]
 
-def check_image(image: Any, model: str) -> np.ndarray:
-    """Check that ``image`` is an (H, W, 3) uint8 RGB array; return it C-contiguous."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
-            or image.shape[0] == 0 or image.shape[1] == 0:
-        desc = f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InvalidImageError(f"task model {model!r}: image must be non-empty (H, W, 3) uint8 RGB, got {desc}")
-    return np.ascontiguousarray(image)
+    def check_cut(self, point: str) -> str:
+        self.layer(point)
+        return point
+
+    def check_single_cut(self, cut: str) -> str:
+        layer = self.layer(cut)
+        extra = [k for k in self.model.network().needed_after(layer) if k != layer]
+        if extra:
+            raise TaskModelError(f"task model 'yolov5': cutting after {cut!r} (layer {layer}) also needs the "
+                                 f"outputs of layers {extra}; a learned codec carries one tensor: cut at a "
+                                 f"layer whose output is the only one crossing (e.g. layer.2, layer.3, layer.4)")
+        return f"layer.{layer}"
+
+    def names(self, cut: str) -> list[str]:
+        return [str(k) for k in self.model.network().needed_after(self.layer(cut))]
+
+    def prepare(self, image: np.ndarray) -> Any:
+        return self.model.input_tensor(image)[0]
+
+    def forward_to(self, x: Any, cut: str) -> dict[str, Any]:
+        return {str(k): t for k, t in self.model.network().forward_to(x, self.layer(cut)).items()}
+
+    def rest(self, cut: str, value: CutValue) -> Detections:
+        import torch
+
+        m = self.model
+        box = Letterbox.fit(*value.image_hw, m.img_size, m.letterbox)
+        feats = {int(k): torch.as_tensor(t).to(torch.device(m.device), torch.float32) for k, t in value.tensors.items()}
+        return m.detections(m.network().rest(feats, self.layer(cut))[0], box)
+
+    def mid(self, cut: str, y1: Any, point: str) -> list[Any]:
+        net, layer = self.model.network(), self.layer(cut)
+        if point == cut:
+            return [y1]
+        stop = net.num_layers - 1 if point == OUTPUT else int(point.split(".")[1]) + 1
+        cache = net._run({layer: y1}, layer + 1, stop)  # keeps what later layers (the head included) read
+        if point == OUTPUT:
+            return [conv(cache[src]) for conv, src in zip(net.detect.m, net.detect.sources)]
+        return [cache[stop - 1]]
+
+    def front_layers(self, cut: str) -> list[Any]:
+        from vcm_plugin.tasks.yolov5.network import YoloFront
+
+        net = self.model.network()
+        return [YoloFront([net.model[i] for i in range(self.layer(cut) + 1)])]
 
 
 @register_task_model
@@ -132,6 +181,7 @@ class YOLOv5Detector(TaskModel):
     name: ClassVar[str] = "yolov5"
     task: ClassVar[str] = "detection"
     transient: ClassVar[tuple[str, ...]] = ("_net", "_label_ids")
+    adapter_class: ClassVar[type] = YoloAdapter
 
     weights: str = "yolov5n.pt"
     search_path: list[str] | None = None
@@ -204,72 +254,29 @@ class YOLOv5Detector(TaskModel):
             raise TaskModelError(f"weights file {str(path)!r}: {len(label_ids)} class names for "
                                  f"{net.detect.nc} classes")
         self._label_ids, self.categories, self._sha256 = label_ids, categories, sha
-        self._net = net.to(torch.device(self.device))
+        self._net = freeze(net).to(torch.device(self.device))
 
     # -- inference ---------------------------------------------------------------------------
-    def cut_points(self) -> list[str]:
-        """``"input"``, ``"backbone"`` (after layer 9: P3/P4/P5 of layers 4, 6, 9), then ``"layer.<k>"`` for
-        every layer before the Detect head (the value there carries every output the rest reads)."""
-        return [INPUT, BACKBONE] + [f"layer.{k}" for k in range(self.network().num_layers - 1)]
-
-    def _cut_layer(self, point: str) -> int:
-        net = self.network()
-        if point == BACKBONE:
-            return int(net.backbone_end)
-        match = _LAYER_POINT.match(point)
-        if match and int(match.group(1)) < net.num_layers - 1:
-            return int(match.group(1))
-        raise TaskModelError(f"task model 'yolov5' has no cut point {point!r}; valid: {self.cut_points()} "
-                             f"or 'layer.<k>' with k < {net.num_layers - 1}")
-
-    def split_adapter(self, cut: str) -> Any:
-        """The model cut after one layer, for learned split / direct codecs (:mod:`.split`)."""
-        from vcm_plugin.tasks.yolov5.split import YoloSplit
-
-        return YoloSplit(self, cut)
-
-    def _input_tensor(self, image: np.ndarray) -> tuple[Any, Letterbox]:
+    def input_tensor(self, image: np.ndarray) -> tuple[Any, Letterbox]:
+        """(network input (1, 3, H', W') RGB in [0, 1], its letterbox geometry) of an (H, W, 3) uint8 RGB image."""
         import torch
 
-        image = check_image(image, self.name)
+        image = np.ascontiguousarray(check_image(image, self.name))
         box = Letterbox.fit(image.shape[0], image.shape[1], self.img_size, self.letterbox)
         padded = box.apply(image)
         x = torch.from_numpy(padded).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         return x.to(torch.device(self.device)), box
 
-    def front(self, point: str, image: np.ndarray) -> Any:
-        """Run from the image up to cut point ``point``; returns :class:`YoloFeatures` (or the image)."""
-        import torch
-
-        if point == INPUT:
-            return check_image(image, self.name)
-        layer = self._cut_layer(point)
-        x, _ = self._input_tensor(image)
-        with torch.inference_mode():
-            tensors = self.network().front(x, layer)
-        return YoloFeatures(tensors, layer, (int(image.shape[0]), int(image.shape[1])))
-
-    def run_from(self, point: str, value: Any) -> Detections:
-        """Detections from an image (``"input"``) or from :class:`YoloFeatures` at a cut point."""
+    def _predict(self, image: np.ndarray) -> Detections:
+        """Detections of an (H, W, 3) uint8 RGB image."""
         import torch
 
         net = self.network()
         with torch.inference_mode():
-            if point == INPUT:
-                x, box = self._input_tensor(value)
-                pred = net(x)
-            else:
-                layer = self._cut_layer(point)
-                if not isinstance(value, YoloFeatures) or value.layer != layer:
-                    raise TaskModelError(f"task model 'yolov5': cut point {point!r} needs YoloFeatures of layer "
-                                         f"{layer}, got {type(value).__name__}")
-                h, w = value.image_size
-                box = Letterbox.fit(h, w, self.img_size, self.letterbox)
-                feats = {k: t.to(torch.device(self.device), torch.float32) for k, t in value.tensors.items()}
-                pred = net.rest(feats, layer)
-        return self._postprocess(pred[0], box)
+            x, box = self.input_tensor(image)
+            return self.detections(net(x)[0], box)
 
-    def _postprocess(self, pred: Any, box: Letterbox) -> Detections:
+    def detections(self, pred: Any, box: Letterbox) -> Detections:
         """(N, 5 + nc) decoded predictions of one image -> NMS'd Detections in original pixels."""
         import torch
         from torchvision.ops import batched_nms, box_convert

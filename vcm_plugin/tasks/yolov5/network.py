@@ -10,7 +10,7 @@ max-pools, concatenation, 1x1 Conv; Detect = one 1x1 Conv2d per level predicting
 so the n/s/m/l/x descriptions all build. Module and parameter names match the release
 checkpoints' state-dict keys (``model.0.conv.weight``, ..., ``model.24.anchors``).
 
-Cut points: the network can run up to layer ``k`` (:meth:`YOLOv5.front`), returning
+Cut points: the network can run up to layer ``k`` (:meth:`YOLOv5.forward_to`), returning
 every layer output the rest still needs (e.g. after the backbone, layer 9: the P3, P4
 and P5 maps of layers 4, 6 and 9), and resume from there (:meth:`YOLOv5.rest`).
 """
@@ -160,7 +160,7 @@ class YOLOv5(nn.Module):
                 self._last_use[src] = max(self._last_use.get(src, -1), layer.i)
         detect = self.detect
         with torch.no_grad():
-            feats = self.front(torch.zeros(1, 3, 256, 256), len(layers) - 2)
+            feats = self.forward_to(torch.zeros(1, 3, 256, 256), len(layers) - 2)
             sizes = [feats[j].shape[-2] for j in detect.sources]
         detect.stride = torch.tensor([256.0 / s for s in sizes])
         detect.anchors /= detect.stride.view(-1, 1, 1)
@@ -192,7 +192,7 @@ class YOLOv5(nn.Module):
                 del cache[k]
         return cache
 
-    def front(self, x: torch.Tensor, layer: int) -> dict[int, torch.Tensor]:
+    def forward_to(self, x: torch.Tensor, layer: int) -> dict[int, torch.Tensor]:
         """Run layers 0..``layer`` on the input; return {index: output} of what the rest needs."""
         if not -1 <= layer < self.num_layers - 1:
             raise TaskModelError(f"YOLOv5 cut layer {layer} out of range [-1, {self.num_layers - 2}]")
@@ -200,7 +200,7 @@ class YOLOv5(nn.Module):
         return {k: cache[k] for k in self.needed_after(layer)}
 
     def rest(self, feats: dict[int, torch.Tensor], layer: int) -> torch.Tensor:
-        """Run the layers after ``layer`` from :meth:`front`'s outputs; return the decoded predictions."""
+        """Run the layers after ``layer`` from :meth:`forward_to`'s outputs; return the decoded predictions."""
         missing = [k for k in self.needed_after(layer) if k not in feats]
         if missing:
             raise TaskModelError(f"YOLOv5 resuming after layer {layer} needs the outputs of layers {missing}")
@@ -208,7 +208,7 @@ class YOLOv5(nn.Module):
         return cache[self.num_layers - 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rest(self.front(x, -1), -1)
+        return self.rest(self.forward_to(x, -1), -1)
 
     def fuse(self) -> YOLOv5:
         """Fold every BatchNorm into its convolution (inference only, as YOLOv5's val/detect do).
@@ -223,6 +223,21 @@ class YOLOv5(nn.Module):
                 module.conv = fuse_conv_bn_eval(module.conv, module.bn)
                 module.bn = nn.Identity()
         return self
+
+
+class YoloFront(nn.Module):
+    """Layers 0..k of a :class:`YOLOv5` (given as modules), run as :meth:`YOLOv5._run` does: the output of layer k."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cache = {-1: x}
+        for layer in self.layers:
+            srcs = layer.sources
+            cache[layer.i] = layer(cache[srcs[0]] if isinstance(layer.f, int) else [cache[j] for j in srcs])
+        return cache[self.layers[-1].i]
 
 
 def _parse(d: dict[str, Any]) -> tuple[list[nn.Module], int]:

@@ -1,26 +1,37 @@
-"""Learned task codecs in the harness: ``direct`` (direct coding) and ``feature-learned`` (model splitting).
+"""Task-aware codecs: the decoder returns a task model's value at a cut point, not an image.
 
-Both decode to the value a task model takes at its cut point (``output_point`` = ``cut``),
-so their RD points share the evaluator, the anchors and the BD-rate table of image codecs.
+Their ``output_point`` is the cut, so the harness scores the decoded value with the task
+model's ``run_from(cut, value)`` and the same evaluator, anchors and BD-rate table as image
+codecs. They reach the model only through the split protocol (:mod:`vcm_plugin.tasks.split`:
+a :class:`~vcm_plugin.tasks.split.CutValue` of named tensors) and know no model by name.
+Rates stay honest: the whole stream over the pixels of the ORIGINAL image, whose size the
+decoder takes from the :class:`~vcm_plugin.codecs.base.Bitstream` (the value's ``image_hw``).
 
-* ``direct``: the encoder sees only the image, at the task model's own input geometry
-  (resize / letterbox, a deterministic function of X): it never runs the task model. The
-  latent decoder outputs Ŷ1.
-* ``feature-learned``: the encoder runs the model's front part to Y1 and codes Y1.
+* ``fcm-vvc``, the FCM-style baseline (model splitting): the encoder runs the model's front
+  to the cut; every tensor of the value is quantised to 10 bits with its own min/max
+  (float32 in the header), its channels tiled into one monochrome frame
+  (:mod:`vcm_plugin.features.tiling`) and coded as a VVC intra picture by libvvenc at the
+  QP given as quality (:mod:`vcm_plugin.features.vvc_frames`). Stream: version, tensor
+  count, then per tensor its name, shape, range and stream length, then the geometry
+  entries other than ``image_hw`` (name and integers); LEB128 varints, UTF-8 names.
+* ``direct`` (direct coding): the encoder sees only the image, at the task model's own input
+  geometry (resize / letterbox, a deterministic function of X): it never runs the task
+  model. The latent decoder outputs Ŷ1.
+* ``feature-learned`` (model splitting): the encoder runs the model's front part to Y1 and
+  codes Y1.
 
-``checkpoint`` is an export of ``vcm train direct|feature`` (``{quality}`` in the path
-selects one file per quality: quality k is the k-th trained lambda); a relative path is
-taken from the working directory, else searched in the weights search path. The export
-is bound to a task model's weights and cut point; a codec configured for another one
-refuses it, naming both.
-
-Stream: version, paradigm, a 4-byte tag of the checkpoint file (a stream made with other
-weights is refused), Y1 (h, w), latent (h, w), then each rANS string with its length
-(LEB128 varints). Rate is the whole stream over the pixels of the ORIGINAL image.
+The learned codecs' ``checkpoint`` is an export of ``vcm train direct|feature`` (``{quality}``
+in the path selects one file per quality: quality k is the k-th trained lambda); a relative
+path is taken from the working directory, else searched in the weights search path. The
+export is bound to a task model's weights and cut point; a codec configured for another
+one refuses it, naming both. Stream: version, paradigm, a 4-byte tag of the checkpoint file
+(a stream made with other weights is refused), Y1 (h, w), latent (h, w), then each rANS
+string with its length (LEB128 varints).
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +39,126 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vcm_plugin.codecs.base import Availability, Bitstream, Quality, QualityRange, validate_image
-from vcm_plugin.codecs.feature import FeatureCodec
+from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, QualityRange
 from vcm_plugin.codecs.registry import modules_installed, register_codec
-from vcm_plugin.errors import BitstreamFormatError, EncodeError, VcmError
+from vcm_plugin.errors import BitstreamFormatError, DecodeError, EncodeError
+from vcm_plugin.splitting.adapter import split_adapter
+from vcm_plugin.tasks.registry import get_task_model, get_task_model_class
+from vcm_plugin.tasks.split import CutValue
 from vcm_plugin.varint import ByteReader, encode_varint
 
+_FCM_VERSION = 2
 _VERSION = 1
 _PARADIGMS = {"direct": 0, "feature": 1}
+
+
+@dataclass
+class FeatureCodec(Codec):
+    """Base of codecs whose decoded :class:`CutValue` enters ``task_model`` at cut point ``cut``."""
+
+    task_model: str = "yolov5"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    cut: str = "backbone"
+    search_path: list[str] | None = None
+
+    @property
+    def output_point(self) -> str:  # type: ignore[override]
+        return self.cut
+
+    def model(self) -> Any:
+        """The task model whose front computes the coded value (built once)."""
+        if getattr(self, "_model", None) is None:
+            params = dict(self.task_params)
+            fields = getattr(get_task_model_class(self.task_model), "__dataclass_fields__", {})
+            if self.search_path and "search_path" in fields and "search_path" not in params:
+                params["search_path"] = list(self.search_path)
+            self._model = get_task_model(self.task_model, **params)
+        return self._model
+
+    def _check_decoded(self, value: Any, bitstream: Bitstream) -> CutValue:
+        if not isinstance(value, CutValue):
+            raise DecodeError(f"codec {self.name!r}: decoded a {type(value).__name__}, not a CutValue")
+        return value
+
+
+def _name(reader: ByteReader) -> str:
+    return reader.take(reader.varint("name length"), "name").decode("utf-8")
+
+
+def _encode_name(name: str) -> bytes:
+    data = name.encode("utf-8")
+    return encode_varint(len(data)) + data
+
+
+@register_codec
+@dataclass
+class FcmVvcCodec(FeatureCodec):
+    """FCM-style baseline: 10-bit per-tensor quantisation, channel tiling, VVC intra (QP 0..63)."""
+
+    name: ClassVar[str] = "fcm-vvc"
+    quality_range: ClassVar[QualityRange] = QualityRange(
+        "qp", 0, 63, higher_is_more_bits=False, description="VVC QP of the feature frame")
+
+    preset: str = "medium"
+    threads: int = 1
+    ffmpeg: str | None = None
+
+    def is_available(self) -> Availability:
+        from vcm_plugin.ffmpeg import ffmpeg_decoders, ffmpeg_encoders, find_ffmpeg
+
+        exe = find_ffmpeg(self.ffmpeg)
+        if exe is None or "libvvenc" not in ffmpeg_encoders(exe) or "vvc" not in ffmpeg_decoders(exe):
+            return Availability(False, "needs an ffmpeg with libvvenc and the vvc decoder (imageio-ffmpeg's has both)")
+        return Availability(True)
+
+    def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
+        from vcm_plugin.features.tiling import quantise, tile
+        from vcm_plugin.features.vvc_frames import encode_frame
+
+        value = self.model().front(self.cut, image)
+        out = bytearray([_FCM_VERSION]) + encode_varint(len(value.tensors))
+        for key, tensor in value.tensors.items():
+            array = tensor.detach().float().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+            if array.ndim != 4 or array.shape[0] != 1:
+                raise EncodeError(f"feature tensor {key!r} has shape {array.shape}, expected (1, C, h, w)")
+            q = quantise(array[0])
+            stream = encode_frame(tile(q.samples, 512), int(quality), self.preset, self.threads, self.ffmpeg)
+            out += _encode_name(key) + b"".join(encode_varint(d) for d in array.shape[1:])
+            out += struct.pack(">ff", q.low, q.high) + encode_varint(len(stream)) + stream
+        extra = {k: v for k, v in value.geometry.items() if k != "image_hw"}
+        out += encode_varint(len(extra))
+        for key, ints in extra.items():
+            out += _encode_name(key) + encode_varint(len(ints)) + b"".join(encode_varint(int(i)) for i in ints)
+        return self.make_bitstream(bytes(out), quality, image)
+
+    def _decode(self, bitstream: Bitstream) -> CutValue:
+        import torch
+
+        from vcm_plugin.features.tiling import Quantised, dequantise, grid, untile
+        from vcm_plugin.features.vvc_frames import decode_frame
+
+        source = f"codec {self.name!r} bitstream"
+        reader = ByteReader(bitstream.data, source)
+        version = reader.take(1, "header")[0]
+        count = reader.varint("tensor count")
+        if version != _FCM_VERSION or count > 64:
+            raise BitstreamFormatError(f"{source}: unknown version {version} or implausible tensor count {count}")
+        tensors = {}
+        for _ in range(count):
+            key = _name(reader)
+            channels, h, w = (reader.varint("shape") for _ in range(3))
+            low, high = struct.unpack(">ff", reader.take(8, "range"))
+            stream = reader.take(reader.varint("stream length"), "stream")
+            rows, cols = grid(channels)
+            samples = untile(decode_frame(stream, rows * h, cols * w, self.ffmpeg), channels, h, w)
+            tensors[key] = torch.from_numpy(dequantise(Quantised(samples, low, high))).unsqueeze(0)
+        geometry: dict[str, Any] = {"image_hw": (bitstream.height, bitstream.width)}
+        for _ in range(reader.varint("geometry count")):
+            key = _name(reader)
+            geometry[key] = tuple(reader.varint(key) for _ in range(reader.varint("geometry length")))
+        if reader.pos != len(reader.data):
+            raise BitstreamFormatError(f"{source}: trailing bytes after the last tensor")
+        return CutValue(tensors, geometry)
 
 
 @dataclass
@@ -109,8 +232,6 @@ class LearnedTaskCodec(FeatureCodec):
     def adapter(self) -> Any:
         """The task model cut at ``cut`` (built once)."""
         if self._adapter is None:
-            from vcm_plugin.splitting.adapter import split_adapter
-
             self._adapter = split_adapter(self.model(), self.cut)
         return self._adapter
 
@@ -133,24 +254,15 @@ class LearnedTaskCodec(FeatureCodec):
         """(tensor the codec network encodes, Y1's (h, w))."""
         raise NotImplementedError
 
-    def encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
+    def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
         import torch
 
-        image = validate_image(image, self.name)
-        quality = self.quality_range.validate(quality, self.name)
-        self.require_available()
         if self.threads:
             torch.set_num_threads(int(self.threads))
         net, tag = self.net(int(quality))
-        try:
-            with torch.no_grad():
-                x, size = self._codec_input(image, net)
-                out = net.compress(x)
-        except VcmError:
-            raise
-        except Exception as exc:
-            raise EncodeError(f"codec {self.name!r} failed on a {image.shape[1]}x{image.shape[0]} image: "
-                              f"{exc}") from exc
+        with torch.no_grad():
+            x, size = self._codec_input(image, net)
+            out = net.compress(x)
         strings = [s[0] for s in out["strings"]]
         data = bytearray([_VERSION, _PARADIGMS[self.paradigm]]) + tag
         for v in (*size, *out["shape"], len(strings)):
@@ -159,7 +271,7 @@ class LearnedTaskCodec(FeatureCodec):
             data += encode_varint(len(s)) + s
         return self.make_bitstream(bytes(data), quality, image)
 
-    def _decode_value(self, bitstream: Bitstream) -> Any:
+    def _decode(self, bitstream: Bitstream) -> CutValue:
         import torch
 
         source = f"codec {self.name!r} bitstream"
@@ -185,9 +297,6 @@ class LearnedTaskCodec(FeatureCodec):
         if tuple(y1_hat.shape[-2:]) != (h, w):
             raise BitstreamFormatError(f"{source}: the latent ({lh}x{lw}) does not cover Y1 ({h}x{w})")
         return self.adapter().to_value(y1_hat, (bitstream.height, bitstream.width))
-
-    def _encode_value(self, value: Any, quality: Quality) -> bytes:  # pragma: no cover - encode overrides
-        raise NotImplementedError
 
 
 @register_codec
