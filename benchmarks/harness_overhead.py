@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from vcm_plugin.config import load_config
-from vcm_plugin.pipeline.run import STORE_NAME, run
+from vcm_plugin.pipeline.run import run
+from vcm_plugin.results.tables import STORE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def training_speed(kind: str, output: Path, crop: int, batch: int, steps: int) -
 
     task_codec.rate_bpp = timed
     try:
-        task_codec.train(config, kind, output, quiet=True)
+        task_codec.train(config, kind, output)
     finally:
         task_codec.rate_bpp = real
     span = times[-1] - times[2]  # the first steps are warm-up

@@ -123,11 +123,11 @@ def _train_worker(kind: str, config_path: str, threads: int) -> dict[str, Any]:
         from vcm_plugin.training.codec import CodecTrainConfig, train
 
         config = load_model_config(config_path, CodecTrainConfig)
-        return train(config, Path(config.output), quiet=True)
+        return train(config, Path(config.output))
     from vcm_plugin.training.task_codec import TaskCodecTrainConfig, train
 
     config = load_model_config(config_path, TaskCodecTrainConfig)
-    return train(config, kind, Path(config.output), quiet=True)
+    return train(config, kind, Path(config.output))
 
 
 def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[str], None]) -> dict[str, dict]:

@@ -126,15 +126,17 @@ from vcm_plugin import (
 from vcm_plugin.codecs.base import Codec
 from vcm_plugin.config import ConfigError, config_from_dict, load_config, load_model_config
 from vcm_plugin.datasets import DatasetError, get_dataset
+from vcm_plugin.errors import TaskModelError, WeightsNotFoundError
 from vcm_plugin.learned.models import LearnedModelError
 from vcm_plugin.pipeline.run import OutputLock, RunError, run
 from vcm_plugin.reports.write import ReportError
 from vcm_plugin.results import ResultsStore, StoreError, UnitRow
 from vcm_plugin.sample import coco_annotations, coco_images_dir, kodak_images
-from vcm_plugin.tasks.base import Detections, TaskModel, TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.base import TaskModel
+from vcm_plugin.tasks.predictions import Detections
 from vcm_plugin.tasks.registry import get_task_model, register_task_model
-from vcm_plugin.tasks.weights import NotWeightsOnlyError
 from vcm_plugin.training.loop import TrainingError, load_checkpoint
+from vcm_plugin.weights import NotWeightsOnlyError
 
 ROOT = Path(__file__).resolve().parents[1]
 RNG_SEED = 20260

@@ -29,10 +29,10 @@ from test_config import BASE
 from vcm_plugin import QualityError
 from vcm_plugin.cli import main
 from vcm_plugin.config import ConfigError, load_config
+from vcm_plugin.errors import TaskModelError
 from vcm_plugin.pipeline.run import run
 from vcm_plugin.safe_yaml import MAX_NODES, YAMLLimitError, safe_load
 from vcm_plugin.sample import coco_annotations, coco_images_dir
-from vcm_plugin.tasks.base import TaskModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 

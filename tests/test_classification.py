@@ -17,9 +17,11 @@ import pytest
 from vcm_plugin.datasets import DatasetError, Sample, dataset_names, get_dataset
 from vcm_plugin.datasets.cifar10 import CIFAR10_CLASSES, balanced_selection
 from vcm_plugin.datasets.imagenet import ImageNetDataset
+from vcm_plugin.errors import TaskModelError, WeightsNotFoundError
 from vcm_plugin.evaluation.base import EvaluationError
 from vcm_plugin.evaluation.classification import ClassificationEvaluator, true_class_rank
-from vcm_plugin.tasks import ClassScores, Detections, TaskModelError, WeightsNotFoundError, get_task_model
+from vcm_plugin.tasks import get_task_model
+from vcm_plugin.tasks.predictions import ClassScores, Detections
 from vcm_plugin.tasks.registry import task_model_names
 
 TFLITE = "mobilenet_v2_1.0_224_quant.tflite"

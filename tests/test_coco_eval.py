@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 from vcm_plugin.datasets import CocoDataset, Sample
 from vcm_plugin.evaluation.base import EvaluationError
 from vcm_plugin.evaluation.coco_eval import METRICS, CocoEvaluator, coco_results_from_detections
-from vcm_plugin.tasks.base import ClassScores, Detections
+from vcm_plugin.tasks.predictions import ClassScores, Detections
 
 NO_ANNOTATION_IDS = (58636, 226111)
 KEYS = [f"{t}/{m}" for t in ("bbox", "segm") for m in METRICS]

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from vcm_plugin import available_codecs, get_codec
-from vcm_plugin.errors import BitstreamFormatError, DecodeError, QualityError
+from vcm_plugin.errors import BitstreamFormatError, DecodeError, QualityError, TaskModelError, WeightsNotFoundError
 from vcm_plugin.learned.models import LearnedModelError, import_compressai
 from vcm_plugin.learned.packing import LearnedPayload
-from vcm_plugin.tasks.base import TaskModelError, WeightsNotFoundError
-from vcm_plugin.tasks.weights import NotWeightsOnlyError
+from vcm_plugin.weights import NotWeightsOnlyError
 
 import_compressai()
 from compressai.models import FactorizedPrior, ScaleHyperprior  # noqa: E402

@@ -11,7 +11,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from vcm_plugin.tasks import TaskModelError, get_task_model
+from vcm_plugin.errors import TaskModelError
+from vcm_plugin.tasks import get_task_model
 from vcm_plugin.tasks.detectron2_backend import (
     detectron2_available,
     instances_to_detections,

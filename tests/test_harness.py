@@ -97,7 +97,7 @@ def test_ap_equals_pycocotools_on_stored_predictions(first_run) -> None:
 
     from vcm_plugin import sample
     from vcm_plugin.results.store import ResultsStore
-    from vcm_plugin.tasks.base import Detections
+    from vcm_plugin.tasks.predictions import Detections
 
     _, out, _ = first_run
     with ResultsStore(out / "results.sqlite") as store:
@@ -165,7 +165,7 @@ def test_unwritable_output_folder(shared: Path, tmp_path: Path) -> None:
 
 
 def test_missing_weights_fail_before_any_work(shared: Path, tmp_path: Path, monkeypatch) -> None:
-    from vcm_plugin.tasks.base import WeightsNotFoundError
+    from vcm_plugin.errors import WeightsNotFoundError
 
     monkeypatch.delenv("VCM_WEIGHTS", raising=False)
     cfg = make_config(shared, tmp_path, weights={"search_path": [str(tmp_path / "nowhere")]})

@@ -11,10 +11,10 @@ import torch
 
 from vcm_plugin.cli import main
 from vcm_plugin.config import config_from_dict
+from vcm_plugin.errors import WeightsNotFoundError
 from vcm_plugin.images.metrics import MS_SSIM_MIN_SIDE, ms_ssim
 from vcm_plugin.learned.models import import_compressai
 from vcm_plugin.pipeline.run import run
-from vcm_plugin.tasks.base import WeightsNotFoundError
 
 
 def _random_checkpoint(path: Path, seed: int) -> Path:

@@ -19,7 +19,8 @@ import pytest
 
 from vcm_plugin import available_codecs, get_codec, write_image
 from vcm_plugin.codecs.base import Codec
-from vcm_plugin.tasks.base import ClassScores, TaskModel
+from vcm_plugin.tasks.base import TaskModel
+from vcm_plugin.tasks.predictions import ClassScores
 from vcm_plugin.tasks.registry import register_task_model
 
 SHAPES = [(3, 5), (1, 1), (5, 3), (17, 9)]

@@ -42,8 +42,8 @@ from vcm_plugin.evaluation.oid_annotations import (
     write_mask_detections_csv,
 )
 from vcm_plugin.evaluation.oid_eval import oid_eval
-from vcm_plugin.tasks.base import Detections
 from vcm_plugin.tasks.coco_names import COCO_CATEGORIES
+from vcm_plugin.tasks.predictions import Detections
 
 CLASSES = ["cat", "dog", "person", "elephant"]
 

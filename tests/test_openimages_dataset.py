@@ -13,8 +13,8 @@ import pytest
 
 from vcm_plugin.datasets import DatasetError, dataset_names, get_dataset
 from vcm_plugin.datasets.openimages import OpenImagesDataset, OpenImagesVcmDataset, read_image_list
-from vcm_plugin.tasks.base import Detections
 from vcm_plugin.tasks.coco_names import COCO80_NAMES, COCO_CATEGORIES
+from vcm_plugin.tasks.predictions import Detections
 
 PRESENT = ("0001eeaf4aed83f9", "000a1249af2bc5f0", "00b562abdf5766d3")  # the 3 real images (images/DATA.md)
 NAME_TO_COCO_ID = {name.replace(" ", "_"): cid for cid, name in COCO_CATEGORIES.items()}

@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from vcm_plugin.cli import main
-from vcm_plugin.tasks.base import TaskModelError
+from vcm_plugin.errors import TaskModelError
 from vcm_plugin.tasks.graph import analyse_cuts, check_cut
 
 

@@ -15,11 +15,10 @@ import yaml
 
 from vcm_plugin.cli import main
 from vcm_plugin.codecs.registry import get_codec
-from vcm_plugin.errors import BitstreamFormatError, DecodeError
+from vcm_plugin.errors import BitstreamFormatError, DecodeError, TaskModelError
 from vcm_plugin.images.io import read_image
 from vcm_plugin.learned.task_checkpoint import TaskCodecCheckpointError
 from vcm_plugin.splitting.adapter import split_adapter
-from vcm_plugin.tasks.base import TaskModelError
 from vcm_plugin.tasks.registry import get_task_model
 from vcm_plugin.training import task_codec
 from vcm_plugin.training.loop import TrainingError, load_checkpoint
@@ -153,7 +152,7 @@ def test_training_is_reproducible_and_resumes_exactly_after_a_kill_9(shared: Pat
     """A real ``kill -9`` of ``vcm train`` (direct codec) once it has saved a checkpoint, then a resume."""
     data = _config(shared, tmp_path / "b", kind="direct", steps=24, checkpoint_every=2, val_every=12)
     config = TaskCodecTrainConfig(**data)
-    task_codec.train(config, "direct", tmp_path / "a", quiet=True)
+    task_codec.train(config, "direct", tmp_path / "a")
     straight = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
 
     last = tmp_path / "b" / "last.pt"
@@ -161,7 +160,7 @@ def test_training_is_reproducible_and_resumes_exactly_after_a_kill_9(shared: Pat
     kill_once_saved(cmd, last)
     step = load_checkpoint(last)["step"]
     assert 2 <= step < 24 and not (tmp_path / "b" / "result.json").exists()  # killed in the middle of the run
-    task_codec.train(config, "direct", tmp_path / "b", quiet=True)
+    task_codec.train(config, "direct", tmp_path / "b")
     resumed = load_checkpoint(last)["model"]
     assert load_checkpoint(last)["step"] == 24
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -181,7 +180,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shared: Path, tmp_pat
 
     monkeypatch.setattr(task_codec, "distortion", nan_at_six)
     with pytest.raises(TrainingError, match=r"non-finite loss at step 6 .*\(step 4\)"):
-        task_codec.train(config, "direct", tmp_path / "n", quiet=True)
+        task_codec.train(config, "direct", tmp_path / "n")
     assert load_checkpoint(tmp_path / "n" / "last.pt")["step"] == 4
 
 
@@ -190,13 +189,13 @@ def test_bad_training_data_is_named(shared: Path, tmp_path: Path) -> None:
     empty.mkdir()
     config = TaskCodecTrainConfig(**_config(shared, tmp_path / "e", data={"train": [str(empty)]}))
     with pytest.raises(TrainingError, match="empty.* contains no images"):
-        task_codec.train(config, "direct", tmp_path / "e", quiet=True)
+        task_codec.train(config, "direct", tmp_path / "e")
     config = TaskCodecTrainConfig(**_config(shared, tmp_path / "s", data={"crop": 48}))
     with pytest.raises(TrainingError, match=r"is 32x32 pixels, smaller than the 48-pixel crop"):
-        task_codec.train(config, "direct", tmp_path / "s", quiet=True)
+        task_codec.train(config, "direct", tmp_path / "s")
     with pytest.raises(TrainingError, match="'kl' compares class posteriors"):
         task_codec.train(TaskCodecTrainConfig(**_config(shared, tmp_path / "k", distill="block3")), "direct",
-                         tmp_path / "k", quiet=True)
+                         tmp_path / "k")
 
 
 # -- codecs in the harness -------------------------------------------------------------------
@@ -273,7 +272,7 @@ def test_vcm_run_reports_the_three_paradigms_in_one_table(trained, shared: Path,
 def test_front_decoder_starts_from_the_image_codec_and_the_task_models_front(shared: Path, tmp_path: Path,
                                                                              cifar, cifar_images) -> None:
     from vcm_plugin.learned.task_nets import TaskNetConfig, build_task_net
-    from vcm_plugin.tasks.weights import load_state_dict_safely
+    from vcm_plugin.weights import load_state_dict_safely
     from vcm_plugin.zoo import zoo_entry, zoo_file
 
     adapter = split_adapter(cifar, "block2")

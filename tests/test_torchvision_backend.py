@@ -17,9 +17,10 @@ import torch.hub
 from pycocotools import mask as mask_utils
 from torchvision.models import get_model, get_model_weights
 
-from vcm_plugin.errors import InvalidImageError, VcmError
-from vcm_plugin.tasks import Detections, TaskModelError, WeightsNotFoundError, get_task_model, task_model_names
+from vcm_plugin.errors import InvalidImageError, TaskModelError, VcmError, WeightsNotFoundError
+from vcm_plugin.tasks import get_task_model, task_model_names
 from vcm_plugin.tasks.coco_names import COCO_CATEGORIES
+from vcm_plugin.tasks.predictions import Detections
 from vcm_plugin.tasks.torchvision_backend import (
     TorchvisionDetector,
     TorchvisionSegmenter,
@@ -198,7 +199,7 @@ def test_weights_file_builds_like_torchvision(tmp_path: Path, monkeypatch: pytes
     """A state dict from a file goes into torchvision's own pretrained-weights builder, loaded weights_only."""
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    from vcm_plugin.tasks.weights import file_sha256
+    from vcm_plugin.hashing import file_sha256
 
     torch.manual_seed(1)
     source = get_model("fasterrcnn_mobilenet_v3_large_fpn", weights=None, weights_backbone=None)

@@ -29,7 +29,7 @@ def _train(cifar: Path, out: Path, *overrides: str) -> dict:
 
     from vcm_plugin.training import run_trainer
 
-    result = run_trainer("classifier", CONFIG, [f"data={cifar}", *TINY, *overrides], str(out), quiet=True)
+    result = run_trainer("classifier", CONFIG, [f"data={cifar}", *TINY, *overrides], str(out))
     assert result == json.loads((out / "result.json").read_text())
     return result
 
@@ -159,7 +159,7 @@ def model():
 
 
 def test_zoo_card_and_weights() -> None:
-    from vcm_plugin.tasks.weights import file_sha256
+    from vcm_plugin.hashing import file_sha256
     from vcm_plugin.zoo import zoo_entry, zoo_file
 
     entry = zoo_entry("cifar10-vgg", "classifier")
@@ -184,7 +184,7 @@ def test_zoo_model_classifies_real_test_images(model, cifar: Path) -> None:
 def test_cut_points_round_trip(model, shared: Path) -> None:
     import torch
 
-    from vcm_plugin.tasks.base import TaskModelError
+    from vcm_plugin.errors import TaskModelError
 
     points = model.cut_points()
     assert points == ["input", "block1", "block2", "block3", "block4", "block5", "pool", "fc"]
@@ -205,7 +205,7 @@ def test_cut_points_round_trip(model, shared: Path) -> None:
 def test_state_dict_of_another_architecture_is_refused(tmp_path: Path) -> None:
     import torch
 
-    from vcm_plugin.tasks.base import TaskModelError
+    from vcm_plugin.errors import TaskModelError
     from vcm_plugin.tasks.cifar_vgg import CifarVGGClassifier, VGGConfig, build_cifar_vgg
 
     other = build_cifar_vgg(VGGConfig(widths=(8, 16, 16, 16, 16))).state_dict()

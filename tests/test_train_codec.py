@@ -62,14 +62,14 @@ def test_resume_after_a_kill_9_continues_the_same_run(config_file: Path, tmp_pat
     """A real ``kill -9`` of ``vcm train codec`` once it has saved a checkpoint, then a resume."""
     overrides = ["steps=24", "checkpoint_every=2", "val_every=6"]
     config = load_model_config(config_file, CodecTrainConfig, overrides)
-    trainer.train(config, tmp_path / "straight", quiet=True)
+    trainer.train(config, tmp_path / "straight")
 
     killed = tmp_path / "killed"
     kill_once_saved([sys.executable, "-m", "vcm_plugin", "train", "codec", str(config_file),
                                     *overrides, "-o", str(killed), "--quiet"], killed / "last.pt")
     step = load_checkpoint(killed / "last.pt")["step"]
     assert 2 <= step < 24 and not (killed / "result.json").exists()  # killed in the middle of the run
-    result = trainer.train(config, killed, quiet=True)
+    result = trainer.train(config, killed)
     assert result["steps"] == 24
     straight, resumed = _weights(tmp_path / "straight/last.pt"), _weights(killed / "last.pt")
     assert straight.keys() == resumed.keys()
@@ -91,7 +91,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(config_file: Path, tm
 
     monkeypatch.setattr(trainer, "random_batch", poisoned)
     with pytest.raises(TrainingError, match=r"non-finite loss at step 3.*last good checkpoint.*step 2"):
-        trainer.train(config, tmp_path / "nan", quiet=True)
+        trainer.train(config, tmp_path / "nan")
     state = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values()
                                       if v.is_floating_point())
@@ -99,10 +99,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(config_file: Path, tm
 
 def test_resume_with_a_different_config_is_refused(config_file: Path, tmp_path: Path) -> None:
     config = load_model_config(config_file, CodecTrainConfig, ["steps=2"])
-    trainer.train(config, tmp_path / "r", quiet=True)
+    trainer.train(config, tmp_path / "r")
     other = load_model_config(config_file, CodecTrainConfig, ["steps=4", "lmbda=0.05"])
     with pytest.raises(TrainingError, match="different training config"):
-        trainer.train(other, tmp_path / "r", quiet=True)
+        trainer.train(other, tmp_path / "r")
 
 
 def test_unknown_key_is_named(config_file: Path) -> None:
@@ -114,7 +114,7 @@ def test_unknown_key_is_named(config_file: Path) -> None:
 def test_missing_training_data_is_named(config_file: Path, tmp_path: Path) -> None:
     config = load_model_config(config_file, CodecTrainConfig, [f"data.train=[{tmp_path}/nothing/*.png]"])
     with pytest.raises(TrainingError, match="nothing"):
-        trainer.train(config, tmp_path / "x", quiet=True)
+        trainer.train(config, tmp_path / "x")
 
 
 def test_excluded_and_overlapping_images_never_train(shared: Path, tmp_path: Path) -> None:

@@ -189,8 +189,8 @@ def test_jpeg_version_holds_the_library_version() -> None:
     ("webp", {}, r"libwebp \S+"),
 ])
 def test_ffmpeg_codec_version_holds_build_and_library_versions(codec: str, params: dict, library: str) -> None:
-    from vcm_plugin.codecs.ffmpeg import ffmpeg_build
     from vcm_plugin.codecs.registry import get_codec
+    from vcm_plugin.ffmpeg import ffmpeg_build
 
     instance = get_codec(codec, **params)
     if not instance.is_available():

@@ -19,9 +19,10 @@ import pytest
 import vcm_plugin
 from vcm_plugin import CodecUnavailableError, DecodeError, EncodeError
 from vcm_plugin.codecs import vtm as vtm_module
-from vcm_plugin.codecs.ffmpeg import ColourConversion, find_ffmpeg, pack_size, pad_edge
+from vcm_plugin.codecs.ffmpeg import ColourConversion, pack_size
 from vcm_plugin.codecs.vtm import VTMCodec
 from vcm_plugin.codecs.yuv import read_yuv_file, write_yuv_file, yuv420_frame_bytes
+from vcm_plugin.ffmpeg import find_ffmpeg, pad_edge
 
 FAKE = Path(__file__).resolve().parent / "fake_vtm"
 FAKE_ENCODER, FAKE_DECODER, FAKE_CFG = FAKE / "EncoderApp", FAKE / "DecoderApp", FAKE / "encoder_intra_fake.cfg"

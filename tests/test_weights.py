@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vcm_plugin.tasks import TaskModelError, WeightsNotFoundError
-from vcm_plugin.tasks.weights import (
+from vcm_plugin.errors import TaskModelError, WeightsNotFoundError
+from vcm_plugin.weights import (
     ENV_VAR,
     KNOWN_SHA256,
     NotWeightsOnlyError,

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from vcm_plugin import read_image
-from vcm_plugin.errors import InvalidImageError
-from vcm_plugin.tasks import Detections, TaskModelError, WeightsNotFoundError, get_task_model, predictions_from_json
+from vcm_plugin.errors import InvalidImageError, TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks import get_task_model
 from vcm_plugin.tasks.coco_names import COCO80, COCO_CATEGORIES, coco_ids_for_names, contiguous_to_coco
+from vcm_plugin.tasks.predictions import Detections, predictions_from_json
 from vcm_plugin.tasks.split import CutValue
 from vcm_plugin.tasks.yolov5.checkpoint import load_yolov5_checkpoint, unpickle_restricted
 from vcm_plugin.tasks.yolov5.detector import Letterbox, YOLOv5Detector

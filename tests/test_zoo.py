@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vcm_plugin.cli import main
-from vcm_plugin.tasks.weights import file_sha256
+from vcm_plugin.hashing import file_sha256
 from vcm_plugin.zoo import ZooError, zoo_entries, zoo_entry, zoo_file, zoo_group
 
 

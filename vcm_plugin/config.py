@@ -9,35 +9,27 @@ parameters, the anchors and the output folder::
     anchors: [vvc, jpeg]
 
 Every codec/task entry is keyed by a label; ``codec:`` / ``model:`` default to the
-label, other keys are the codec's or model's parameters and are checked against its
-dataclass fields. Unknown or misspelled keys fail before any work, naming the key and
-the nearest valid one. ``${oc.env:VAR,default}`` interpolation comes from OmegaConf;
-YAML tags such as ``!!python/object`` are refused (a ``yaml.SafeLoader`` with YAML 1.2
-numbers, so ``4:2:0`` stays a string); documents over 10 MB or expanding to more than
-100,000 nodes (alias bombs) are refused before they are built.
-
-Overrides: ``a.b.c=value`` sets a key; ``codecs.<label>=null`` / ``tasks.<label>=null``
-removes that entry (removing a codec that ``anchors`` still lists is an error naming
-both; override ``anchors`` too). Errors caused by an override name the override, not the
-file.
-
-Relative paths written in a config file are relative to the folder of that file (after
-``${...}`` interpolation): the dataset's file and folder parameters (those typed as paths),
-``weights.search_path`` and ``published_anchors``. Paths given as overrides on the command
-line are relative to the working directory, and so is ``output`` (as ``--output``).
-``include:`` files are looked up in the working directory, the config's folder and its
-parent (see :func:`vcm_plugin.anchors.resolve_anchor_path`). Weights file names are looked
-up in the weights search path.
+label, other keys are the codec's or model's parameters, checked against its dataclass
+fields and their types. Unknown or misspelled keys fail before any work, naming the key
+and the nearest valid one; an error caused by a ``key=value`` override names the
+override, not the file. ``${oc.env:VAR,default}`` interpolation comes from OmegaConf; the
+YAML is :mod:`vcm_plugin.safe_yaml`'s (no tags, YAML 1.2 numbers, size limits).
+``codecs.<label>=null`` / ``tasks.<label>=null`` removes an entry (see
+:func:`_apply_overrides`); relative paths written in a config file are relative to its
+folder (:func:`_resolve_paths`); ``output`` and paths given on the command line are relative
+to the working directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import inspect
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -54,7 +46,9 @@ class ConfigError(VcmError, ValueError):
     """A configuration file or override is invalid (names the file and the key)."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A pydantic schema whose unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -89,7 +83,7 @@ class CodecConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     codec: str | None = None
     qualities: list[float | int] = Field(min_length=1)
-    scales: list[float] = Field(default_factory=lambda: [1.0])
+    scales: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1.0])  # pre-scaling factors
 
     @field_validator("qualities", mode="before")
     @classmethod
@@ -100,20 +94,12 @@ class CodecConfig(BaseModel):
                 raise ValueError(f"quality {str(q).lower()} is a boolean, not a number")
         return value
 
-    @field_validator("scales")
-    @classmethod
-    def _scales_in_range(cls, value: list[float]) -> list[float]:
-        for s in value:
-            if not 0 < s <= 1:
-                raise ValueError(f"scale {s} must be in (0, 1]")
-        return value
 
-
-class WeightsConfig(_Strict):
+class WeightsConfig(StrictModel):
     search_path: list[str] = Field(default_factory=list)
 
 
-class ExecutorConfig(_Strict):
+class ExecutorConfig(StrictModel):
     """Where the units run: ``local`` (a process pool, default) or ``dask`` (a Dask cluster).
 
     For ``dask``: ``address`` of an existing scheduler (``tcp://host:8786``), or ``cluster``
@@ -153,7 +139,7 @@ class ExecutorConfig(_Strict):
         return self
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """The whole run."""
 
     name: str = "run"
@@ -201,10 +187,6 @@ def _nearest(key: str, valid: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
 
 
-def _valid_keys(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
 @dataclasses.dataclass
 class _Provenance:
     """Where each key came from: the config file (``source``) or a command-line override."""
@@ -228,61 +210,48 @@ class _Provenance:
         return f"override {item!r} (on {self.source})" if item is not None else self.source
 
 
-def _key_parts(key: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in key.split("."))
-
-
-def _reraise_for_override(exc: VcmError, prov: _Provenance, loc: tuple[str, ...]) -> NoReturn:
+@contextlib.contextmanager
+def _blaming(prov: _Provenance, loc: tuple[str, ...]) -> Iterator[None]:
     """Re-raise a plugin error (unknown codec, quality out of range) naming the override that caused it."""
-    if isinstance(exc, ConfigError) or prov.override_for(loc) is None:
-        raise exc
     try:
-        new = type(exc)(f"{prov.blame(loc)}: {exc}")
-    except Exception:  # an exception class with another constructor
-        raise exc from None
-    raise new from exc
+        yield
+    except VcmError as exc:
+        if isinstance(exc, ConfigError) or prov.override_for(loc) is None:
+            raise
+        try:
+            new = type(exc)(f"{prov.blame(loc)}: {exc}")
+        except Exception:  # an exception class with another constructor
+            raise exc from None
+        raise new from exc
 
 
-def _check_plugin_params(config: RunConfig, source: str | _Provenance) -> None:
+def _check_plugin_params(config: RunConfig, prov: _Provenance) -> None:
     """Codec / task / dataset parameters must be fields of the registered class, of their annotated types.
 
     Each codec is built (cheap: nothing is loaded) to check its qualities against the range
     of that configuration (e.g. a learned model trained at fewer qualities than its class).
     """
     from vcm_plugin.codecs.registry import get_codec, get_codec_class
-
-    prov = source if isinstance(source, _Provenance) else _Provenance(source)
-    for label, entry in config.codecs.items():
-        name, params = config.codec_params(label)
-        try:
-            cls = get_codec_class(name)
-        except VcmError as exc:
-            _reraise_for_override(exc, prov, ("codecs", label, "codec"))
-        _check_fields(cls, params, prov, ("codecs", label), extra=["codec", "qualities", "scales"])
-        try:
-            codec = get_codec(name, **params)
-        except VcmError as exc:
-            _reraise_for_override(exc, prov, ("codecs", label))
-        for q in entry.qualities:
-            try:
-                codec.quality_range.validate(q, name)
-            except VcmError as exc:
-                _reraise_for_override(exc, prov, ("codecs", label, "qualities"))
+    from vcm_plugin.datasets.registry import get_dataset_class
     from vcm_plugin.tasks.registry import get_task_model_class
 
+    for label, entry in config.codecs.items():
+        name, params = config.codec_params(label)
+        with _blaming(prov, ("codecs", label, "codec")):
+            cls = get_codec_class(name)
+        _check_fields(cls, params, prov, ("codecs", label), extra=["codec", "qualities", "scales"])
+        with _blaming(prov, ("codecs", label)):
+            codec = get_codec(name, **params)
+        with _blaming(prov, ("codecs", label, "qualities")):
+            for q in entry.qualities:
+                codec.quality_range.validate(q, name)
     for label in config.tasks:
         name, params = config.task_params(label)
-        try:
+        with _blaming(prov, ("tasks", label, "model")):
             task_cls = get_task_model_class(name)
-        except VcmError as exc:
-            _reraise_for_override(exc, prov, ("tasks", label, "model"))
         _check_fields(task_cls, params, prov, ("tasks", label), extra=["model", "task"])
-    from vcm_plugin.datasets.registry import get_dataset_class
-
-    try:
+    with _blaming(prov, ("dataset", "name")):
         dataset_cls = get_dataset_class(config.dataset.name)
-    except VcmError as exc:
-        _reraise_for_override(exc, prov, ("dataset", "name"))
     _check_fields(dataset_cls, dict(config.dataset.model_extra or {}), prov, ("dataset",),
                   extra=["name", "max_images"])
 
@@ -308,36 +277,34 @@ def _check_fields(cls: type, params: dict[str, Any], prov: _Provenance, section:
         raise ConfigError(f"{prov.blame((*section, key))}: {'.'.join(section)}: parameter {key!r}: {message}")
 
 
-def _format_validation_error(exc: ValidationError, source: str | _Provenance,
-                             root: type[BaseModel] | None = None) -> str:
+def _validate(model: type[ModelT], data: dict[str, Any], prov: _Provenance) -> ModelT:
+    """``data`` validated by ``model``; a :class:`ConfigError` naming each error's file or override."""
     from vcm_plugin.params import describe_error  # the one wording of pydantic errors (plugin parameters too)
 
-    prov = source if isinstance(source, _Provenance) else _Provenance(source)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
     parts: list[tuple[str, str]] = []  # (file or override, message)
-    for err in exc.errors():
+    for err in errors:
         where = prov.blame(err["loc"])
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            parent: type[BaseModel] = root or RunConfig
+            parent: type[BaseModel] = model
             for p in err["loc"][:-1]:
                 field = parent.model_fields.get(str(p))
                 ann = getattr(field, "annotation", None)
                 if isinstance(ann, type) and issubclass(ann, BaseModel):
                     parent = ann
             key = str(err["loc"][-1])
-            parts.append((where, f"unknown key {loc!r}{_nearest(key, _valid_keys(parent))}"))
+            parts.append((where, f"unknown key {loc!r}{_nearest(key, list(parent.model_fields))}"))
         elif err["type"] == "missing":
             parts.append((where, f"missing key {loc!r}"))
         else:
             parts.append((where, f"{loc or 'config'}: {describe_error(err)}"))
     if len({where for where, _ in parts}) == 1:
-        return f"{parts[0][0]}: " + "; ".join(message for _, message in parts)
-    return "; ".join(f"{where}: {message}" for where, message in parts)
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``a.b.c=value`` -> (``a.b.c``, YAML-safe-parsed value; None when blank)."""
-    return parse_key_value(item, "override", ConfigError, empty=None)
+        raise ConfigError(f"{parts[0][0]}: " + "; ".join(message for _, message in parts))
+    raise ConfigError("; ".join(f"{where}: {message}" for where, message in parts))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, check_plugins: bool = True) -> RunConfig:
@@ -371,22 +338,15 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str) -> dict[str, Any]:
-    """``key.path=value`` overrides merged in, then ``${...}`` interpolation resolved."""
-    return _apply_overrides(data, overrides, _Provenance(source))
-
-
 def _apply_overrides(data: dict[str, Any], overrides: list[str] | None, prov: _Provenance,
                      removable: tuple[str, ...] = ()) -> dict[str, Any]:
-    """:func:`apply_overrides`, recording in ``prov`` which keys each override set.
-
-    ``section.label=null`` with ``section`` in ``removable`` removes that entry.
-    """
+    """``key.path=value`` overrides merged in (``prov`` records which keys each set; ``section.label=null``
+    with ``section`` in ``removable`` removes that entry), then ``${...}`` interpolation resolved."""
     try:
         conf = OmegaConf.create(data)
         for item in overrides or []:
-            key, value = parse_override(item)
-            parts = _key_parts(key)
+            key, value = parse_key_value(item, "override", ConfigError, empty=None)  # blank -> None
+            parts = tuple(part.strip() for part in key.split("."))
             prov.overrides.append((parts, item))
             if value is None and len(parts) == 2 and parts[0] in removable:
                 entries = conf.get(parts[0])
@@ -421,10 +381,7 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, s
     _expand_includes(resolved, prov, config_dir)
     if config_dir is not None:
         _resolve_paths(resolved, prov, config_dir)
-    try:
-        config = RunConfig.model_validate(resolved)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, prov)) from None
+    config = _validate(RunConfig, resolved, prov)
     if check_plugins:
         _check_plugin_params(config, prov)
     return config
@@ -474,20 +431,17 @@ def _resolve_paths(data: dict[str, Any], prov: _Provenance, config_dir: Path) ->
         for key, value in list(dataset.items()) if cls is not None else []:
             if key not in ("name", "max_images") and _is_path_parameter(cls, key):
                 dataset[key] = absolute(value, ("dataset", key))
-    weights = data.get("weights")
-    if isinstance(weights, dict) and isinstance(weights.get("search_path"), list):
-        weights["search_path"] = [absolute(v, ("weights", "search_path", i))
-                                  for i, v in enumerate(weights["search_path"])]
-    if isinstance(data.get("published_anchors"), list):
-        data["published_anchors"] = [absolute(v, ("published_anchors", i))
-                                     for i, v in enumerate(data["published_anchors"])]
+    for section, key in (("weights", "search_path"), (None, "published_anchors")):  # lists of paths
+        parent = data.get(section) if section else data
+        if isinstance(parent, dict) and isinstance(parent.get(key), list):
+            loc = (section, key) if section else (key,)
+            parent[key] = [absolute(v, (*loc, i)) for i, v in enumerate(parent[key])]
 
 
-def _expand_includes(data: Any, source: str | _Provenance, config_dir: Path | None) -> None:
+def _expand_includes(data: Any, prov: _Provenance, config_dir: Path | None) -> None:
     """Replace ``include: anchors/X.yaml`` in codec entries by that anchor definition."""
     from vcm_plugin.anchors import AnchorError, load_anchor_definition, resolve_anchor_path
 
-    prov = source if isinstance(source, _Provenance) else _Provenance(source)
     codecs = data.get("codecs") if isinstance(data, dict) else None
     if not isinstance(codecs, dict):
         return
@@ -509,10 +463,7 @@ def load_model_config(path: str | Path, model: type[ModelT], overrides: list[str
     """
     prov = _Provenance(str(path))
     resolved = _apply_overrides(read_yaml_mapping(path), overrides, prov)
-    try:
-        return model.model_validate(resolved)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, prov, model)) from None
+    return _validate(model, resolved, prov)
 
 
 def dump_config(config: RunConfig) -> str:

@@ -3,9 +3,9 @@
 :func:`run_ffmpeg` runs a command with the picture on stdin and the result on a private
 pipe (no temporary files). The executable (:func:`find_ffmpeg`) is, in order: an explicit
 name or path, the ``VCM_FFMPEG`` environment variable, the ffmpeg bundled with
-``imageio-ffmpeg``. The ffmpeg codecs (:mod:`vcm_plugin.codecs.ffmpeg`, which re-exports
-these names), the image resizer and the feature-frame packing all use them, so they sit
-at the bottom of the layers and import nothing from vcm_plugin.
+``imageio-ffmpeg``. The ffmpeg codecs (:mod:`vcm_plugin.codecs.ffmpeg`), the image resizer
+and the feature-frame packing all use them, so they sit at the bottom of the layers and
+import nothing from vcm_plugin.
 """
 
 from __future__ import annotations
@@ -115,6 +115,19 @@ def library_version(executable: str, component: str) -> str:
     soname = _SHARED_LIBRARY.get(component, component) + ".so"
     linked = [resolved for name, resolved in _linked_libraries(executable).items() if name.startswith(soname)]
     return ",".join(sorted(linked)) or "static"
+
+
+def raw_input_command(executable: str, pix_fmt: str, height: int, width: int) -> list[str]:
+    """The start of a quiet ffmpeg command reading one raw ``pix_fmt`` picture of ``width`` x ``height`` on stdin."""
+    return [executable, "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", pix_fmt,
+            "-s", f"{width}x{height}", "-r", "1", "-i", "pipe:0"]
+
+
+def convert_command(executable: str, pix_fmt: str, height: int, width: int, vf: str, out_pix_fmt: str) -> list[str]:
+    """The ffmpeg command putting one raw picture on stdin through the filter chain ``vf`` to raw ``out_pix_fmt``
+    on ``pipe:1`` (for :func:`run_ffmpeg`)."""
+    return [*raw_input_command(executable, pix_fmt, height, width), "-vf", vf, "-frames:v", "1",
+            "-f", "rawvideo", "-pix_fmt", out_pix_fmt, "pipe:1"]
 
 
 class FFmpegError(RuntimeError):

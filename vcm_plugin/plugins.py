@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
@@ -94,3 +95,9 @@ class PluginRegistry(Generic[T]):
             raise
         except (TypeError, ValueError) as exc:
             raise self.params_error(f"{self.kind} {name!r}: bad parameters {params}: {exc}") from exc
+
+    def functions(self) -> tuple[Callable[[type[T]], type[T]], Callable[[str], type[T]], Callable[[], list[str]],
+                                 Callable[..., T]]:
+        """:meth:`register`, :meth:`get_class`, :meth:`names`, :meth:`create`: what a registry module exports
+        under its own names (``register_codec``, ``get_codec_class``, ``codec_names``, ``get_codec``)."""
+        return self.register, self.get_class, self.names, self.create

@@ -1,8 +1,7 @@
 """LEB128 varints and a bounds-checked byte reader for the small headers codec adapters write.
 
 Hand-written because the headers are a few bytes and no dependency is worth it. Codec
-adapters and the learned-model packing share it, so it sits at the bottom of the layers
-(:mod:`vcm_plugin.codecs.varint` re-exports it for compatibility).
+adapters and the learned-model packing share it, so it sits at the bottom of the layers.
 """
 
 from __future__ import annotations

@@ -46,11 +46,14 @@ def weights_search_path(search_path: Sequence[str | os.PathLike[str]] | None = N
     folders: list[Path] = [Path(p).expanduser() for p in (search_path or [])]
     folders += [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
     folders.append(DEFAULT_CACHE.expanduser())
-    unique: list[Path] = []
-    for folder in folders:
-        if folder not in unique:
-            unique.append(folder)
-    return unique
+    return list(dict.fromkeys(folders))
+
+
+def with_search_path(cls: type, params: dict[str, Any], search_path: Sequence[str] | None) -> dict[str, Any]:
+    """``params`` plus ``search_path`` (a config's weights folders) when ``cls`` takes one and ``params`` sets none."""
+    if search_path and "search_path" in getattr(cls, "__dataclass_fields__", {}) and "search_path" not in params:
+        return {**params, "search_path": list(search_path)}
+    return params
 
 
 def hub_checkpoint_dir() -> Path:

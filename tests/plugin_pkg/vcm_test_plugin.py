@@ -33,7 +33,8 @@ class PosterizeZlibCodec(Codec):
 
 # -- a third-party task model, and cut points for it, through entry points ------------------
 from vcm_plugin.splitting.adapter import SplitAdapter  # noqa: E402
-from vcm_plugin.tasks.base import ClassScores, TaskModel  # noqa: E402
+from vcm_plugin.tasks.base import TaskModel  # noqa: E402
+from vcm_plugin.tasks.predictions import ClassScores  # noqa: E402
 
 
 @dataclass
@@ -94,7 +95,7 @@ class TinyConvNetSplit(SplitAdapter):
 
 def tiny_convnet_cut_points(model, cut):
     if cut not in ("conv1", "conv2"):
-        from vcm_plugin.tasks.base import TaskModelError
+        from vcm_plugin.errors import TaskModelError
 
         raise TaskModelError(f"tiny-convnet has no cut point {cut!r}; valid: conv1, conv2")
     return TinyConvNetSplit(model, cut)

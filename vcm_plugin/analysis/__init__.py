@@ -3,18 +3,3 @@
 See :mod:`vcm_plugin.analysis.rho` for the definition (the project's, not the paper's)
 and ``vcm appropriateness`` (:mod:`vcm_plugin.cli.appropriateness`) for the command.
 """
-
-from vcm_plugin.analysis.rho import (
-    DEFAULT_ESTIMATOR,
-    AnalysisError,
-    RhoEstimate,
-    RhoEstimator,
-    UnknownEstimatorError,
-    bootstrap_rho,
-    estimator_names,
-    get_estimator,
-    register_estimator,
-)
-
-__all__ = ["DEFAULT_ESTIMATOR", "AnalysisError", "RhoEstimate", "RhoEstimator", "UnknownEstimatorError",
-           "bootstrap_rho", "estimator_names", "get_estimator", "register_estimator"]

@@ -10,6 +10,7 @@ Writes ``rho.csv`` (:mod:`vcm_plugin.analysis.report`), ``rho.png`` and ``rho.js
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from vcm_plugin.analysis.rho import CI_METHODS, DEFAULT_ESTIMATOR, AnalysisError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,7 +33,6 @@ class AppropriatenessResult:
     files: dict[str, str]
     config: dict[str, Any]
     wall_s: float
-    class_names: list[str]
 
 
 def parse_ks(text: str | Sequence[int]) -> list[int]:
@@ -79,14 +81,15 @@ def run_appropriateness(model: str, dataset: str, layers: Sequence[str] | None =
     for a given seed) refits the quantiser; each row also has ρ with the labels permuted once
     (the chance level). With ``output`` the CSV, figure (t-SNE on at
     most ``tsne_samples`` samples; 0 skips it) and JSON are written there. ``ci_method``:
-    see :func:`~vcm_plugin.analysis.rho.bootstrap_rho`.
+    see :func:`~vcm_plugin.analysis.rho.bootstrap_rho`. Progress lines go to ``log`` (default: this module's
+    logger, at INFO).
     """
-    from vcm_plugin.analysis.features import depth_index, layer_features, load_labelled_images, resolve_layers
+    from vcm_plugin.analysis.features import layer_features, load_labelled_images, resolve_layers
     from vcm_plugin.analysis.report import RhoRow, machine_description, plot_rho, tsne_embedding, write_rho_csv
     from vcm_plugin.analysis.rho import bootstrap_rho, get_estimator, pca_reduce
     from vcm_plugin.tasks.registry import get_task_model
 
-    log = log or (lambda _msg: None)
+    log = log or logger.info
     start = time.perf_counter()
     ks = parse_ks(ks)
     est = get_estimator(estimator)
@@ -101,6 +104,7 @@ def run_appropriateness(model: str, dataset: str, layers: Sequence[str] | None =
         params["search_path"] = [params["search_path"]]
     task_model = get_task_model(model, **params)
     layers = resolve_layers(task_model, layers)
+    depth = {name: i for i, name in enumerate(task_model.cut_points())}  # input = 0
     data = load_labelled_images(dataset, root, split, max_images)
     n = len(data.labels)
     present = np.unique(data.labels)
@@ -128,7 +132,7 @@ def run_appropriateness(model: str, dataset: str, layers: Sequence[str] | None =
             res = bootstrap_rho(x, data.labels, k, est, n_boot, seed, method=ci_method)
             replicates[(layer, k)] = res.replicates
             chance = float(est(x, shuffled, k, seed=seed))
-            rows.append(RhoRow(layer, depth_index(task_model, layer), k, res.rho, res.ci_low, res.ci_high, n,
+            rows.append(RhoRow(layer, depth[layer], k, res.rho, res.ci_low, res.ci_high, n,
                                x.shape[1], seed, raw.shape[1], n_boot, est.name, ci_method, chance))
         if output is not None and tsne_samples > 0:
             tsne[layer] = tsne_embedding(x, data.labels, tsne_samples, seed)
@@ -151,15 +155,11 @@ def run_appropriateness(model: str, dataset: str, layers: Sequence[str] | None =
         title = f"Task appropriateness ρ of {model} on {dataset} ({n} images, 95 % bootstrap CI, B = {n_boot})"
         files["figure"] = str(plot_rho(rows, out / "rho.png", tsne, data.class_names, title))
     wall = time.perf_counter() - start
-    result = AppropriatenessResult(rows, replicates, files, config, wall, data.class_names)
     if output is not None:
         info = {"config": config, "wall_s": round(wall, 2), "machine": machine_description(),
                 "definition": "project's rho_k(L) = I(Q_k(Y_L); T) / min(H(T), log2 k), not the paper's formula",
                 "rows": [asdict(r) for r in rows]}
-        json_path = Path(output) / "rho.json"
-        json_path.write_text(json.dumps(info, indent=2, default=float) + "\n")
-        files["json"] = str(json_path)
-    return result
+        (out / "rho.json").write_text(json.dumps(info, indent=2, default=float) + "\n")
+        files["json"] = str(out / "rho.json")
+    return AppropriatenessResult(rows, replicates, files, config, wall)
 
-
-__all__ = ["AppropriatenessResult", "limit_threads", "parse_ks", "run_appropriateness"]

@@ -7,7 +7,7 @@ values (0..255, unnormalised, in the dataset's resolution).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,6 @@ class LabelledImages:
     images: list[np.ndarray]
     labels: np.ndarray
     class_names: list[str]
-    image_ids: list[str]
-    dataset: dict[str, Any]
 
 
 def load_labelled_images(dataset: str, root: str | Path | None = None, split: str | None = "test",
@@ -41,7 +39,7 @@ def load_labelled_images(dataset: str, root: str | Path | None = None, split: st
     kwargs = {key: value for key, value in (("root", root), ("split", split), ("max_images", max_images))
               if value is not None}
     ds = get_dataset(dataset, **kwargs, **params)
-    images, labels, ids = [], [], []
+    images, labels = [], []
     for sample in ds:
         classes = [a["class_index"] for a in sample.annotations if "class_index" in a]
         if len(classes) != 1:
@@ -49,9 +47,8 @@ def load_labelled_images(dataset: str, root: str | Path | None = None, split: st
                                 "ρ needs a single-label classification dataset")
         images.append(sample.load())
         labels.append(int(classes[0]))
-        ids.append(str(sample.image_id))
     names = getattr(ds, "class_names", None) or [str(i) for i in range(max(labels) + 1)]
-    return LabelledImages(images, np.asarray(labels, dtype=np.int64), list(names), ids, ds.identity())
+    return LabelledImages(images, np.asarray(labels, dtype=np.int64), list(names))
 
 
 def resolve_layers(model: Any, layers: Sequence[str] | None) -> list[str]:
@@ -83,18 +80,15 @@ def _flatten(value: Any, layer: str) -> np.ndarray:
     return np.asarray(value, dtype=np.float32).reshape(-1)
 
 
-def layer_features(model: Any, images: Sequence[np.ndarray], layers: Sequence[str],
-                   progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """{layer: (n_images, dims) float32} from ``model.front(layer, image)``; ``progress(done, total)`` per image."""
+def layer_features(model: Any, images: Sequence[np.ndarray], layers: Sequence[str]) -> dict[str, np.ndarray]:
+    """{layer: (n_images, dims) float32} from ``model.front(layer, image)``."""
     import torch
 
     rows: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     with torch.inference_mode():
-        for i, image in enumerate(images):
+        for image in images:
             for layer in layers:
                 rows[layer].append(_flatten(model.front(layer, image), layer))
-            if progress is not None:
-                progress(i + 1, len(images))
     out: dict[str, np.ndarray] = {}
     for layer, vectors in rows.items():
         sizes = {len(v) for v in vectors}
@@ -104,10 +98,3 @@ def layer_features(model: Any, images: Sequence[np.ndarray], layers: Sequence[st
         out[layer] = np.stack(vectors)
     return out
 
-
-def depth_index(model: Any, layer: str) -> int:
-    """Position of ``layer`` among the model's cut points (``input`` = 0)."""
-    return list(model.cut_points()).index(layer)
-
-
-__all__ = ["LabelledImages", "depth_index", "layer_features", "load_labelled_images", "resolve_layers"]

@@ -74,16 +74,10 @@ def balanced_subset(labels: np.ndarray, max_samples: int, seed: int = 0) -> np.n
     if len(labels) <= max_samples:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
-    picked: list[int] = []
-    depth = 0
-    while len(picked) < max_samples:
-        for members in per_class:
-            if depth < len(members) and len(picked) < max_samples:
-                picked.append(int(members[depth]))
-        depth += 1
-    return np.sort(np.asarray(picked))
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    # round robin over the classes: each class's first sample, then each one's second, ...
+    picks = sorted((rank, c, int(m)) for c, members in enumerate(per_class) for rank, m in enumerate(members))
+    return np.sort(np.asarray([m for _, _, m in picks[:max_samples]]))
 
 
 def tsne_embedding(features: np.ndarray, labels: np.ndarray, max_samples: int = 300,
@@ -178,16 +172,9 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    try:
-        import torch
-
-        threads = f", torch {torch.__version__} with {torch.get_num_threads()} thread(s)"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        threads = ""
     import sklearn
+    import torch
 
-    return f"{cpu}, {os.cpu_count()} cpus{threads}, scikit-learn {sklearn.__version__}, {platform.platform()}"
+    return (f"{cpu}, {os.cpu_count()} cpus, torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
+            f"scikit-learn {sklearn.__version__}, {platform.platform()}")
 
-
-__all__ = ["CSV_COLUMNS", "RhoRow", "balanced_subset", "machine_description", "plot_rho", "read_rho_csv",
-           "tsne_embedding", "write_rho_csv"]

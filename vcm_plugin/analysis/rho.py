@@ -229,8 +229,3 @@ def bootstrap_rho(features: np.ndarray, labels: np.ndarray, k: int,
         low = high = float("nan")
     return RhoEstimate(point, low, high, reps)
 
-
-__all__ = ["CI_METHODS", "DEFAULT_ESTIMATOR", "AnalysisError", "KMeansMIRho", "RhoEstimate", "RhoEstimator",
-           "UnknownEstimatorError", "bootstrap_indices", "bootstrap_rho", "check_inputs", "entropy_bits",
-           "estimator_names", "get_estimator", "kmeans_cells", "mutual_information_bits", "pca_reduce",
-           "register_estimator", "rho_from_cells"]

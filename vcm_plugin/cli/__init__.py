@@ -4,7 +4,6 @@ The top layer of the package: nothing but :mod:`vcm_plugin.__main__` imports it 
 checks this), and it holds every ``argparse`` use.
 """
 
-from vcm_plugin.cli.common import EXIT_INPUT_ERROR, CLIError, parse_params, parse_quality
-from vcm_plugin.cli.main import build_parser, main
+from vcm_plugin.cli.main import main
 
-__all__ = ["EXIT_INPUT_ERROR", "CLIError", "build_parser", "main", "parse_params", "parse_quality"]
+__all__ = ["main"]

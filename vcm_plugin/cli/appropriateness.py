@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vcm_plugin.cli.common import parse_params
 
@@ -31,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="task-model parameter (repeatable)")
     p.add_argument("--tsne-samples", type=int, default=300, help="samples per t-SNE panel (0: no t-SNE; default 300)")
     p.add_argument("--threads", type=int, help="cap torch / BLAS / OpenMP threads (default: their own)")
-    p.add_argument("--quiet", action="store_true", help="no progress or table")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or table (log level WARNING)")
     p.set_defaults(func=cmd)
 
 
@@ -41,10 +40,9 @@ def cmd(args: argparse.Namespace) -> int:
 
     limit_threads(args.threads)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = run_appropriateness(args.model, args.dataset, layers, args.root, args.split, args.max_images,
                                  parse_ks(args.k), args.pca, args.bootstrap, args.seed, args.estimator,
-                                 args.output, parse_params(args.param), args.tsne_samples, args.ci, log)
+                                 args.output, parse_params(args.param), args.tsne_samples, args.ci)
     if not args.quiet:
         print(f"{'layer':<10}{'depth':>6}{'k':>6}{'rho':>9}{'95% CI':>20}{'chance':>10}")
         for r in result.rows:

@@ -31,12 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd)
 
 
-def check_min_overlap(value: float) -> None:
-    """Refuse a ``--min-overlap`` outside [0, 1]."""
-    if not 0.0 <= value <= 1.0:
-        raise CLIError(f"--min-overlap {value:g}: must be within 0..1 (a fraction of the narrower curve's range)")
-
-
 def _format_points(points: Sequence[Any]) -> str:
     return "; ".join(str(p) for p in points) if points else "none"
 
@@ -45,7 +39,9 @@ def cmd(args: argparse.Namespace) -> int:
     """Print BD-rate and BD-metric of ``args.test`` against ``args.anchor``."""
     from vcm_plugin.evaluation.bd import BDOverlapError, bd_metric_report, bd_rate_report, load_curve_csv
 
-    check_min_overlap(args.min_overlap)
+    if not 0.0 <= args.min_overlap <= 1.0:
+        raise CLIError(f"--min-overlap {args.min_overlap:g}: must be within 0..1 (a fraction of the narrower curve's "
+                       "range)")
     anchor = load_curve_csv(args.anchor)
     test = load_curve_csv(args.test)
     kwargs: dict[str, Any] = dict(method=args.method, non_monotonic=args.non_monotonic, min_overlap=args.min_overlap,
@@ -61,14 +57,11 @@ def cmd(args: argparse.Namespace) -> int:
     if not results:
         raise CLIError(f"neither BD-rate nor BD-metric can be computed: {reasons['rate']}; {reasons['metric']}; "
                        "--min-overlap lowers the threshold")
-    if "rate" in results:
-        print(f"BD-rate ({args.method}): {results['rate'].value:+.3f} %  (negative = {args.test} saves bits)")
-    else:
-        print(f"BD-rate ({args.method}): n/a: {reasons['rate']}")
-    if "metric" in results:
-        print(f"BD-metric ({args.method}): {results['metric'].value:+.5f}  (positive = {args.test} is better)")
-    else:
-        print(f"BD-metric ({args.method}): n/a: {reasons['metric']}")
+    shown = {"rate": lambda v: f"{v:+.3f} %  (negative = {args.test} saves bits)",
+             "metric": lambda v: f"{v:+.5f}  (positive = {args.test} is better)"}
+    for kind, show in shown.items():
+        value = show(results[kind].value) if kind in results else f"n/a: {reasons[kind]}"
+        print(f"BD-{kind} ({args.method}): {value}")
     first = next(iter(results.values()))
     if first.envelope_used:
         print(f"monotone envelope dropped: anchor {args.anchor}: {_format_points(first.anchor_dropped)}; "

@@ -10,9 +10,6 @@ from typing import Any
 from vcm_plugin.errors import InputError
 from vcm_plugin.safe_yaml import parse_key_value
 
-#: Exit status of a command refused for a bad input (one ``vcm: error: ...`` line on stderr).
-EXIT_INPUT_ERROR = 2
-
 #: How the command line spells the option that enables the monotone envelope (in error hints).
 ENVELOPE_FLAG = "--non-monotonic envelope"
 
@@ -61,7 +58,7 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def check_output(output: str, inputs: dict[str, str | None], force: bool) -> None:
+def check_output_file(output: str, inputs: dict[str, str | None], force: bool) -> None:
     """Refuse an ``output`` path that is one of ``inputs`` (what -> path), or an existing file unless ``force``.
 
     Checked before any work, so that a mistyped command never replaces a source image

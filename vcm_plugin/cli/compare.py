@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vcm_plugin.cli.common import ENVELOPE_FLAG, CLIError, check_jobs, parse_params, parse_quality
+from vcm_plugin import sample
+from vcm_plugin.cli.common import ENVELOPE_FLAG, CLIError, check_jobs, parse_params, parse_quality, write_file
 from vcm_plugin.errors import VcmError
-
-if TYPE_CHECKING:
-    from vcm_plugin.pipeline.compare import CodecSpec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,26 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd)
 
 
-def _parse_codec_arg(text: str, params: dict[str, dict[str, Any]]) -> CodecSpec:
-    from vcm_plugin.pipeline.compare import CodecSpec
-
-    name, sep, qualities = text.partition(":")
-    if not sep or not qualities:
-        raise CLIError(f"--codec {text!r}: expected NAME:Q1,Q2,... (e.g. vvc:42,37,32,27)")
-    return CodecSpec(name, tuple(parse_quality(q) for q in qualities.split(",")), params.get(name, {}))
-
-
 def cmd(args: argparse.Namespace) -> int:
     """Measure the codecs' points, print them (and BD-rates against ``--anchor``)."""
     from vcm_plugin.evaluation.bd import bd_rate_report
     from vcm_plugin.pipeline import compare
 
-    if args.sample:
-        from vcm_plugin import sample
-
-        images = [str(p) for p in sample.kodak_images()]
-    else:
-        images = list(args.images)
+    images = [str(p) for p in sample.kodak_images()] if args.sample else list(args.images)
     if not images:
         raise CLIError("no images: give image files or --sample kodak")
     for path in images:
@@ -67,7 +52,12 @@ def cmd(args: argparse.Namespace) -> int:
         if not dot:
             raise CLIError(f"--codec-param {name}: expected CODEC.KEY=VALUE")
         params.setdefault(codec, {})[key] = value
-    specs = [_parse_codec_arg(text, params) for text in args.codec]
+    specs = []
+    for text in args.codec:
+        name, sep, qualities = text.partition(":")
+        if not sep or not qualities:
+            raise CLIError(f"--codec {text!r}: expected NAME:Q1,Q2,... (e.g. vvc:42,37,32,27)")
+        specs.append(compare.CodecSpec(name, tuple(map(parse_quality, qualities.split(","))), params.get(name, {})))
     check_jobs(args.jobs)
     anchor = [s for s in specs if s.name == args.anchor or s.label == args.anchor] if args.anchor else []
     if args.anchor and not anchor:  # checked before any coding
@@ -82,13 +72,11 @@ def cmd(args: argparse.Namespace) -> int:
         print(f"{r['codec']:<14}{r['quality']!s:>8}{r['bpp']:>10.4f}{r['psnr_y']:>9.2f}{r['psnr_rgb']:>10.2f}"
               f"{r['encode_ms_per_mp']:>11.0f}{r['decode_ms_per_mp']:>11.0f}")
     if args.csv:
-        try:
-            with open(args.csv, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-        except OSError as exc:
-            raise CLIError(f"cannot write {args.csv}: {exc.strerror or exc}") from exc
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_file(args.csv, text.getvalue().encode())
     if anchor:
         a_pts = [p for p in points if p.codec == anchor[0].label]
         print(f"\nBD-rate (PSNR-Y, pchip) against {anchor[0].label}; negative = fewer bits than the anchor")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vcm_plugin.cli.common import CLIError, check_output, parse_params, read_file
+from vcm_plugin.cli.common import CLIError, check_output_file, parse_params, read_file
 from vcm_plugin.errors import VcmError
 
 
@@ -29,7 +29,7 @@ def cmd(args: argparse.Namespace) -> int:
     from vcm_plugin.errors import UnknownCodecError
     from vcm_plugin.images.io import write_image
 
-    check_output(args.output, {"input bitstream": args.input, "--reference image": args.reference}, args.force)
+    check_output_file(args.output, {"input bitstream": args.input, "--reference image": args.reference}, args.force)
     given = parse_params(args.param)
     bitstream = Bitstream.from_bytes(read_file(args.input), source=args.input)
     try:

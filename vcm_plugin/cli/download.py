@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``vcm download openimages --subset S --output DIR [--lists ROOT] [--jobs N]``."""
     from vcm_plugin.datasets import download
 
@@ -22,7 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, default=4, help="download threads (default 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd)
-    return parser
 
 
 def cmd(args: argparse.Namespace) -> int:

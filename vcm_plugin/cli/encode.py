@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vcm_plugin.cli.common import check_output, parse_params, parse_quality, write_file
+from vcm_plugin.cli.common import check_output_file, parse_params, parse_quality, write_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +25,9 @@ def cmd(args: argparse.Namespace) -> int:
     from vcm_plugin.codecs.registry import get_codec
     from vcm_plugin.images.io import read_image
 
-    check_output(args.output, {"input image": args.input}, args.force)
+    check_output_file(args.output, {"input image": args.input}, args.force)
     codec = get_codec(args.codec, **parse_params(args.param))
-    image = read_image(args.input)
-    bitstream = codec.encode(image, parse_quality(args.quality))
+    bitstream = codec.encode(read_image(args.input), parse_quality(args.quality))
     write_file(args.output, bitstream.to_bytes())
     print(f"{args.input} -> {args.output}: codec {bitstream.codec}, {codec.quality_range.name} {bitstream.quality}, "
           f"{bitstream.width}x{bitstream.height}, {len(bitstream.data)} bytes = {bitstream.num_bits} bits, "

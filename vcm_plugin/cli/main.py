@@ -29,8 +29,10 @@ from vcm_plugin.cli import (
     train,
     zoo,
 )
-from vcm_plugin.cli.common import EXIT_INPUT_ERROR
 from vcm_plugin.errors import VcmError
+
+#: Exit status of a command refused for a bad input (one ``vcm: error: ...`` line on stderr).
+EXIT_INPUT_ERROR = 2
 
 #: The subcommand modules, in the order ``vcm --help`` lists them; each has ``add_parser(sub)`` and ``cmd(args)``.
 COMMANDS = (codecs, zoo, encode, decode, bd_rate, compare, oid_eval, download, train, layers, appropriateness, run)
@@ -78,20 +80,16 @@ def _stop_on_sigterm() -> Any:
 class _StderrHandler(logging.StreamHandler):
     """Log records as one line, ``vcm: warning: ...``, on the CURRENT ``sys.stderr``."""
 
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # under the handler's lock
+        super().emit(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return f"vcm: {record.levelname.lower()}: {record.getMessage()}"
 
 
-def configure_logging(level: int = logging.WARNING) -> None:
-    """Show the library's log records (e.g. datasets' skipped images) as ``vcm: warning: ...`` lines."""
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show the library's log records (info lines, datasets' skipped images) as ``vcm: info: ...`` lines."""
     logger = logging.getLogger("vcm_plugin")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler())
@@ -99,9 +97,9 @@ def configure_logging(level: int = logging.WARNING) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    configure_logging(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)  # --quiet: no info lines
     if extra:  # `vcm run CONFIG --output D key=value`: overrides may follow options
         takes_overrides = getattr(args, "command", None) in ("run", "train")
         if not takes_overrides or any(e.startswith("-") or "=" not in e for e in extra):

@@ -6,7 +6,7 @@ import argparse
 import json
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``vcm oid-eval``."""
     from vcm_plugin.evaluation.oid import IOU_THRESHOLD
 
@@ -22,7 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--masks", default=None, help="ground-truth instance masks CSV: instance-segmentation metric")
     p.add_argument("--iou", type=float, default=IOU_THRESHOLD, help="IoU threshold (default 0.5)")
     p.set_defaults(func=cmd)
-    return p
 
 
 def cmd(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from vcm_plugin.cli.common import CLIError
 
@@ -32,7 +31,6 @@ def cmd(args: argparse.Namespace) -> int:
     from vcm_plugin.training import TRAINERS, kind_of_config, run_trainer
     from vcm_plugin.training.grid import grid_point, train_grid
 
-    logging.getLogger("vcm_plugin").setLevel(logging.WARNING if args.quiet else logging.INFO)
     grid = [g for g in args.grid or () if "=" not in g]
     words = [*args.words, *(g for g in args.grid or () if "=" in g), *args.overrides]  # overrides after --grid
     if words[0] in TRAINERS:
@@ -42,7 +40,7 @@ def cmd(args: argparse.Namespace) -> int:
     else:
         kind = kind_of_config(words[0])
     if args.grid is not None:
-        train_grid(kind, words[0], [grid_point(g) for g in grid], words[1:], args.output, args.quiet)
+        train_grid(kind, words[0], [grid_point(g) for g in grid], words[1:], args.output)
     else:
-        run_trainer(kind, words[0], words[1:], args.output, args.quiet)
+        run_trainer(kind, words[0], words[1:], args.output)
     return 0

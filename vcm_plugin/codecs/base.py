@@ -78,14 +78,7 @@ class Bitstream:
 
     @property
     def num_bits(self) -> int:
-        """Size of ``data`` in bits: the rate.
-
-        ``data`` holds every byte the codec's decoder reads (the adapter's own header
-        included), so this is the honest rate of the coded picture. Neither ``params``
-        (the decoder's configuration, agreed out of band like a system's codec
-        settings) nor the ``.vcmb`` storage wrapper of :meth:`to_bytes` (codec name,
-        quality, size, parameters, CRC-32) is counted.
-        """
+        """Size of ``data`` in bits: the rate (neither ``params`` nor the ``.vcmb`` wrapper of :meth:`to_bytes`)."""
         return 8 * len(self.data)
 
     @property

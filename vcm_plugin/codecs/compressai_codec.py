@@ -37,6 +37,7 @@ from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, Qual
 from vcm_plugin.codecs.registry import modules_installed, register_codec
 from vcm_plugin.errors import BitstreamFormatError, QualityError
 from vcm_plugin.learned.packing import LearnedPayload, model_tag
+from vcm_plugin.weights import file_sha256, find_weights, hub_checkpoint_dir
 
 DEFAULT_MODEL = "vcm-hyperprior"
 
@@ -103,35 +104,38 @@ class CompressAICodec(Codec):
             return "checkpoint"
         return "project-zoo" if self.model in zoo_groups() else "compressai-zoo"
 
+    def _checkpoint_name(self, quality: Quality) -> str:
+        return str(self.checkpoint).replace("{quality}", str(int(quality)))
+
+    def _zoo_entry(self, quality: Quality) -> Any:
+        """The project-zoo entry of ``quality``; :class:`QualityError` when the family has no such quality."""
+        from vcm_plugin.zoo import zoo_group
+
+        members = zoo_group(self.model)
+        if int(quality) not in members:
+            raise QualityError(f"codec 'compressai': project-zoo model {self.model!r} has qualities "
+                               f"{sorted(members)}, not {quality}")
+        return members[int(quality)]
+
     def check_ready(self, quality: Quality) -> None:
         """Find (not load) the weights file of ``quality``; raise naming it and the folders if missing."""
         super().check_ready(quality)
         source = self._source()
         if source == "checkpoint":
-            from vcm_plugin.weights import find_weights
-
-            find_weights(str(self.checkpoint).replace("{quality}", str(int(quality))), self.search_path)
+            find_weights(self._checkpoint_name(quality), self.search_path)
         elif source == "project-zoo":
-            from vcm_plugin.zoo import zoo_group
-
-            if int(quality) not in zoo_group(self.model):
-                raise QualityError(f"codec 'compressai': project-zoo model {self.model!r} has qualities "
-                                   f"{sorted(zoo_group(self.model))}, not {quality}")
+            self._zoo_entry(quality)
         elif not self.download:
             from vcm_plugin.learned.models import zoo_checkpoint_url
-            from vcm_plugin.weights import find_weights, hub_checkpoint_dir
 
             name = zoo_checkpoint_url(self.model, self.metric, int(quality)).rsplit("/", 1)[-1]
             find_weights(name, [*(self.search_path or []), str(hub_checkpoint_dir())])
 
     def weights_identity(self, quality: Quality) -> str | None:
         """SHA-256 of the weights file used at ``quality`` (hashed, not loaded)."""
-        from vcm_plugin.weights import file_sha256, find_weights
-
         source = self._source()
         if source == "checkpoint":
-            return file_sha256(find_weights(str(self.checkpoint).replace("{quality}", str(int(quality))),
-                                            self.search_path))
+            return file_sha256(find_weights(self._checkpoint_name(quality), self.search_path))
         if source == "project-zoo":
             from vcm_plugin.zoo import zoo_group
 
@@ -151,16 +155,11 @@ class CompressAICodec(Codec):
 
         source = self._source()
         if source == "checkpoint":
-            path = str(self.checkpoint).replace("{quality}", str(quality))
-            model, sha = models.load_checkpoint_model(path, self.model, self.search_path)
+            model, sha = models.load_checkpoint_model(self._checkpoint_name(quality), self.model, self.search_path)
         elif source == "project-zoo":
-            from vcm_plugin.zoo import zoo_file, zoo_group
+            from vcm_plugin.zoo import zoo_file
 
-            members = zoo_group(self.model)
-            if quality not in members:
-                raise QualityError(f"codec 'compressai': project-zoo model {self.model!r} has qualities "
-                                   f"{sorted(members)}, not {quality}")
-            entry = members[quality]
+            entry = self._zoo_entry(quality)
             model, sha = models.load_checkpoint_model(zoo_file(entry), entry.architecture)
         else:
             model, sha = models.load_compressai_zoo(self.model, self.metric, quality, self.search_path, self.download)

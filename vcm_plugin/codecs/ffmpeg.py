@@ -3,16 +3,16 @@
 Command building is kept apart from running: :meth:`FFmpegCodec.encode_command` and
 :meth:`FFmpegCodec.decode_command` return argument lists that tests inspect, and
 :func:`~vcm_plugin.ffmpeg.run_ffmpeg` runs one with the picture on stdin and the result on
-a pipe (no temporary files; it and the other ffmpeg helpers live in :mod:`vcm_plugin.ffmpeg`,
-re-exported here). The executable is, in order: the codec's ``ffmpeg`` parameter, the
-``VCM_FFMPEG`` environment variable, the ffmpeg bundled with ``imageio-ffmpeg``.
+a pipe (no temporary files; it and the other ffmpeg helpers live in :mod:`vcm_plugin.ffmpeg`).
+The executable is, in order: the codec's ``ffmpeg`` parameter, the ``VCM_FFMPEG``
+environment variable, the ffmpeg bundled with ``imageio-ffmpeg``.
 
 Every ffmpeg codec that pads stores the ORIGINAL picture size in a small header in
 front of the coded stream (two LEB128 varints, usually 4 bytes), because pictures are
 padded by edge replication to what the encoder accepts and cropped after decoding.
 The header is part of ``Bitstream.data`` and therefore of the rate. Codecs whose
 format codes any size exactly and carries it (JPEG XL, WebP) set
-``size_header = False`` and no padding: their ``Bitstream.data`` is the plain file.
+``size_header = False``, which also means no padding: their ``Bitstream.data`` is the plain file.
 A codec whose decoder conceals truncation or hangs on trailing bytes sets
 ``payload_length = True``: the coded stream's length follows (one more varint), and
 the adapter rejects a stream of another length before the decoder sees it.
@@ -28,7 +28,6 @@ import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality
 from vcm_plugin.errors import DecodeError, EncodeError
-from vcm_plugin.ffmpeg import ENCODER_BANNERS as ENCODER_BANNERS  # re-exported, as before
 from vcm_plugin.ffmpeg import (
     FFMPEG_ENV,
     FFmpegError,
@@ -39,9 +38,9 @@ from vcm_plugin.ffmpeg import (
     library_version,
     pad_edge,
     padded_size,
+    raw_input_command,
     run_ffmpeg,
 )
-from vcm_plugin.ffmpeg import summarise_log as summarise_log
 from vcm_plugin.varint import ByteReader, encode_varint
 
 
@@ -56,6 +55,13 @@ def unpack_size(data: bytes) -> tuple[int, int, int]:
     reader = ByteReader(data, "size header")
     width, height = reader.varint("width"), reader.varint("height")
     return height, width, reader.pos
+
+
+def check_size(codec: str, height: int, width: int, bitstream: Bitstream) -> None:
+    """Raise :class:`DecodeError` naming ``codec`` when a size header disagrees with the bitstream's size."""
+    if (height, width) != (bitstream.height, bitstream.width):
+        raise DecodeError(f"codec {codec!r}: size header says {width}x{height}, "
+                          f"bitstream says {bitstream.width}x{bitstream.height}")
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,8 @@ class FFmpegCodec(Codec):
     container: ClassVar[str]
     pad_multiple: ClassVar[int] = 2
     pad_minimum: ClassVar[int] = 64
-    # False: no padding (pad_multiple = pad_minimum = 1) and no size header; the coded
-    # stream itself carries the exact size (checked against the decoded picture)
+    # False: no size header and no padding (pad_multiple and pad_minimum are ignored); the
+    # coded stream itself carries the exact size (checked against the decoded picture)
     size_header: ClassVar[bool] = True
     # True: the header also holds the coded stream's length (one more varint, 1-3 bytes),
     # for decoders that conceal truncation or hang on trailing bytes: the adapter rejects them
@@ -145,8 +151,7 @@ class FFmpegCodec(Codec):
 
     def encode_command(self, height: int, width: int, quality: Quality, executable: str = "ffmpeg") -> list[str]:
         """The ffmpeg command line that encodes one rgb24 picture of the padded size."""
-        cmd = [executable, "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{width}x{height}", "-r", "1", "-i", "pipe:0"]
+        cmd = raw_input_command(executable, "rgb24", height, width)
         vf = self.encode_filter()
         if vf:
             cmd += ["-vf", vf]
@@ -180,17 +185,15 @@ class FFmpegCodec(Codec):
                            *(f"{c} {library_version(exe, c)}" for c in libraries)])
 
     def canvases(self, height: int, width: int) -> list[tuple[int, int]]:
-        """The coded picture sizes tried, in order: the padded size, then doublings."""
-        ph, pw = padded_size(height, width, self.pad_multiple, self.pad_minimum)
+        """The coded picture sizes tried, in order: the padded size (unpadded without a size header), then doublings."""
+        pad = (self.pad_multiple, self.pad_minimum) if self.size_header else (1, 1)
+        ph, pw = padded_size(height, width, *pad)
         return [(ph << i, pw << i) for i in range(self.canvas_retries + 1)]
 
     def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
         height, width = image.shape[:2]
-        canvases = self.canvases(height, width)
-        if not self.size_header and canvases[0] != (height, width):
-            raise TypeError(f"codec {self.name!r} pads pictures but has size_header=False")
-        first_error: FFmpegError | None = None
-        for ph, pw in canvases:
+        coded, first_error = b"", None
+        for ph, pw in self.canvases(height, width):
             padded = np.ascontiguousarray(pad_edge(image, ph, pw))
             try:
                 coded = run_ffmpeg(self.encode_command(ph, pw, quality, self.executable()), padded.tobytes(),
@@ -200,8 +203,6 @@ class FFmpegCodec(Codec):
                 first_error = first_error or exc
                 if self.canvas_retry_error not in str(exc):
                     break
-        else:
-            coded = b""
         if first_error is not None and not coded:
             raise EncodeError(f"codec {self.name!r}: {self.encoder} failed on a {width}x{height} image "
                               f"at {self.quality_range.name} {quality}: {first_error}") from first_error
@@ -223,13 +224,10 @@ class FFmpegCodec(Codec):
                 length, offset = reader.varint("payload length"), reader.pos
         except DecodeError as exc:
             raise DecodeError(f"codec {self.name!r}: {exc}") from exc
-        if (height, width) != (bitstream.height, bitstream.width):
-            raise DecodeError(f"codec {self.name!r}: size header says {width}x{height}, "
-                              f"bitstream says {bitstream.width}x{bitstream.height}")
-        if self.payload_length:
-            if len(bitstream.data) - offset != length:
-                raise DecodeError(f"codec {self.name!r}: coded picture is {len(bitstream.data) - offset} bytes, "
-                                  f"the header says {length}: truncated or padded bitstream")
+        check_size(self.name, height, width, bitstream)
+        if self.payload_length and len(bitstream.data) - offset != length:
+            raise DecodeError(f"codec {self.name!r}: coded picture is {len(bitstream.data) - offset} bytes, "
+                              f"the header says {length}: truncated or padded bitstream")
         payload = bitstream.data[offset:]
         if not payload:
             raise DecodeError(f"codec {self.name!r}: bitstream has a header but no coded picture")

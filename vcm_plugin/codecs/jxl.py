@@ -39,9 +39,7 @@ class JXLCodec(FFmpegCodec):
     encoder: ClassVar[str] = "libjxl"
     decoder: ClassVar[str] = "libjxl"
     container: ClassVar[str] = "image2pipe"
-    pad_multiple: ClassVar[int] = 1
-    pad_minimum: ClassVar[int] = 1
-    size_header: ClassVar[bool] = False
+    size_header: ClassVar[bool] = False  # no padding either
     payload_length: ClassVar[bool] = True  # ffmpeg's libjxl wrapper hangs on one trailing byte
 
     effort: int = 7

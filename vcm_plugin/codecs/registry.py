@@ -1,21 +1,11 @@
-"""The codec registry: built-in codecs plus the ``vcm_plugin.codecs`` entry-point group.
-
-Shaped like torchvision's ``register_model`` / ``get_model`` / ``list_models``: a
-decorator registers a :class:`~vcm_plugin.codecs.base.Codec` subclass under its
-``name``; third-party packages add codecs by declaring an entry point
-
-    [project.entry-points."vcm_plugin.codecs"]
-    mycodec = "my_package.module:MyCodec"
-
-without editing this package. Entry points are loaded lazily, on the first lookup.
-"""
+"""The codec registry (a :class:`~vcm_plugin.plugins.PluginRegistry`): built-in codecs plus the
+``vcm_plugin.codecs`` entry-point group, e.g. ``mycodec = "my_package.module:MyCodec"``."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 from vcm_plugin.codecs.base import Availability, Codec
 from vcm_plugin.errors import CodecUnavailableError, UnknownCodecError
@@ -23,20 +13,16 @@ from vcm_plugin.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "vcm_plugin.codecs"
 
-# built-in codecs: the image codecs, and the task-aware codecs of vcm_plugin.splitting (a layer above:
-# found by name here, like a plug-in, so that codecs never import task models)
+# built-in codecs (imported on the first lookup): the image codecs, and the task-aware codecs of
+# vcm_plugin.splitting (a layer above: found by name here, like a plug-in, so that codecs never import task models)
+BUILTIN_MODULES = ("vcm_plugin.codecs.av1", "vcm_plugin.codecs.compressai_codec", "vcm_plugin.codecs.hevc",
+                   "vcm_plugin.codecs.jpeg", "vcm_plugin.codecs.jxl", "vcm_plugin.codecs.vtm", "vcm_plugin.codecs.vvc",
+                   "vcm_plugin.codecs.webp", "vcm_plugin.splitting.codecs")
 CODECS: PluginRegistry[Codec] = PluginRegistry(
-    "codec", Codec, ENTRY_POINT_GROUP, ("vcm_plugin.codecs.builtin", "vcm_plugin.splitting.codecs"),
-    UnknownCodecError, CodecUnavailableError)
+    "codec", Codec, ENTRY_POINT_GROUP, BUILTIN_MODULES, UnknownCodecError, CodecUnavailableError)
 
-register_codec = CODECS.register
-get_codec_class = CODECS.get_class
-codec_names = CODECS.names
-
-
-def get_codec(name: str, **params: Any) -> Codec:
-    """Build the codec registered as ``name`` with its parameters (dataclass fields)."""
-    return CODECS.create(name, **params)
+#: ``get_codec(name, **params)`` builds the codec registered as ``name`` with its parameters (dataclass fields)
+register_codec, get_codec_class, codec_names, get_codec = CODECS.functions()
 
 
 def modules_installed(*modules: str, hint: str = "") -> Availability:

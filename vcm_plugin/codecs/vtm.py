@@ -37,7 +37,7 @@ from typing import ClassVar
 import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, QualityRange
-from vcm_plugin.codecs.ffmpeg import ColourConversion, pack_size, unpack_size
+from vcm_plugin.codecs.ffmpeg import ColourConversion, check_size, pack_size, unpack_size
 from vcm_plugin.codecs.registry import register_codec
 from vcm_plugin.codecs.yuv import YUV_PIX_FMT, read_yuv_file, write_yuv_file, yuv420_frame_bytes
 from vcm_plugin.errors import CodecUnavailableError, DecodeError, EncodeError
@@ -46,6 +46,9 @@ from vcm_plugin.ffmpeg import FFMPEG_ENV, FFmpegError, find_ffmpeg, pad_edge, pa
 ENCODER_ENV = "VTM_ENCODER"
 DECODER_ENV = "VTM_DECODER"
 CONFIG_ENV = "VTM_CONFIG"
+#: codec parameter -> (environment variable it falls back to, what it names)
+_SETTINGS = {"encoder": (ENCODER_ENV, "VTM EncoderApp"), "decoder": (DECODER_ENV, "VTM DecoderApp"),
+             "config": (CONFIG_ENV, "VTM encoder config")}
 
 BIT_DEPTH = 10
 CHROMA_FORMAT = "420"
@@ -121,28 +124,38 @@ class VTMCodec(Codec):
         self.extra_args = [str(a) for a in self.extra_args]
 
     # -- configuration ----------------------------------------------------------------
-    def _setting(self, param: str, env: str) -> str | None:
-        value = getattr(self, param) or os.environ.get(env) or None
-        return value
+    def _setting(self, param: str) -> str | None:
+        return getattr(self, param) or os.environ.get(_SETTINGS[param][0]) or None
 
-    def _configured(self, param: str, env: str, what: str) -> str:
-        value = self._setting(param, env)
+    def _problem(self, param: str) -> str | None:
+        """Why the setting ``param`` cannot be used (not configured, no such program or file), or None."""
+        env, what = _SETTINGS[param]
+        value = self._setting(param)
+        source = f"parameter {param}=" if getattr(self, param) else f"${env}"
         if value is None:
-            raise CodecUnavailableError(f"codec {self.name!r}: {what} not configured: set {env} "
-                                        f"or the codec parameter {param}=")
+            example = " (e.g. VTM's cfg/encoder_intra_vtm.cfg)" if param == "config" else ""
+            return f"{what} not configured: set {env} or the codec parameter {param}={example}"
+        if param == "config":
+            return None if os.path.isfile(value) else f"{what} {value!r} (from {source}) is not a file"
+        return None if shutil.which(value) else f"{what} {value!r} (from {source}) not found or not executable"
+
+    def _configured(self, param: str) -> str:
+        value = self._setting(param)
+        if value is None:
+            raise CodecUnavailableError(f"codec {self.name!r}: {self._problem(param)}")
         return value
 
     def encoder_path(self) -> str:
         """The EncoderApp as configured (parameter, else ``$VTM_ENCODER``)."""
-        return self._configured("encoder", ENCODER_ENV, "VTM EncoderApp")
+        return self._configured("encoder")
 
     def decoder_path(self) -> str:
         """The DecoderApp as configured (parameter, else ``$VTM_DECODER``)."""
-        return self._configured("decoder", DECODER_ENV, "VTM DecoderApp")
+        return self._configured("decoder")
 
     def config_path(self) -> str:
         """The encoder cfg file as configured (parameter, else ``$VTM_CONFIG``)."""
-        return self._configured("config", CONFIG_ENV, "VTM encoder config")
+        return self._configured("config")
 
     # -- commands (pure, testable) ----------------------------------------------------
     def encoder_command(self, yuv_in: str | os.PathLike[str], bitstream_out: str | os.PathLike[str],
@@ -173,10 +186,10 @@ class VTMCodec(Codec):
         named here to keep results of different VTM builds or cfgs apart. Runs nothing.
         """
         parts = [super().version()]
-        for param, env in (("encoder", ENCODER_ENV), ("decoder", DECODER_ENV)):
-            value = self._setting(param, env)
+        for param in ("encoder", "decoder"):
+            value = self._setting(param)
             parts.append(f"{param}={(shutil.which(value) or value) if value else '-'}")
-        cfg = self._setting("config", CONFIG_ENV)
+        cfg = self._setting("config")
         try:
             digest = hashlib.sha256(Path(cfg).read_bytes()).hexdigest()[:16] if cfg else "-"
         except OSError:
@@ -186,22 +199,7 @@ class VTMCodec(Codec):
 
     # -- availability -----------------------------------------------------------------
     def is_available(self) -> Availability:
-        problems = []
-        for param, env, what in (("encoder", ENCODER_ENV, "VTM EncoderApp"),
-                                 ("decoder", DECODER_ENV, "VTM DecoderApp")):
-            value = self._setting(param, env)
-            source = f"parameter {param}=" if getattr(self, param) else f"${env}"
-            if value is None:
-                problems.append(f"{what} not configured: set {env} or the codec parameter {param}=")
-            elif shutil.which(value) is None:
-                problems.append(f"{what} {value!r} (from {source}) not found or not executable")
-        cfg = self._setting("config", CONFIG_ENV)
-        if cfg is None:
-            problems.append(f"VTM encoder config not configured: set {CONFIG_ENV} or the codec parameter config= "
-                            "(e.g. VTM's cfg/encoder_intra_vtm.cfg)")
-        elif not os.path.isfile(cfg):
-            source = "parameter config=" if self.config else f"${CONFIG_ENV}"
-            problems.append(f"VTM encoder config {cfg!r} (from {source}) is not a file")
+        problems = [problem for problem in map(self._problem, _SETTINGS) if problem]
         if find_ffmpeg(self.ffmpeg) is None:
             problems.append(f"no ffmpeg for the colour conversion (set {FFMPEG_ENV} or install imageio-ffmpeg)")
         return Availability(not problems, "; ".join(problems))
@@ -231,9 +229,7 @@ class VTMCodec(Codec):
 
     def _decode(self, bitstream: Bitstream) -> np.ndarray:
         height, width, offset = unpack_size(bitstream.data)
-        if (height, width) != (bitstream.height, bitstream.width):
-            raise DecodeError(f"codec {self.name!r}: size header says {width}x{height}, "
-                              f"bitstream says {bitstream.width}x{bitstream.height}")
+        check_size(self.name, height, width, bitstream)
         payload = bitstream.data[offset:]
         if not payload:
             raise DecodeError(f"codec {self.name!r}: bitstream has a size header but no coded picture")

@@ -34,9 +34,7 @@ class WebPCodec(FFmpegCodec):
     encoder: ClassVar[str] = "libwebp"
     decoder: ClassVar[str] = "webp"
     container: ClassVar[str] = "webp"
-    pad_multiple: ClassVar[int] = 1
-    pad_minimum: ClassVar[int] = 1
-    size_header: ClassVar[bool] = False
+    size_header: ClassVar[bool] = False  # no padding either
 
     compression_level: int = 4
 

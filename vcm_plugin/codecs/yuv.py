@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vcm_plugin.codecs.ffmpeg import ColourConversion
-from vcm_plugin.ffmpeg import run_ffmpeg
+from vcm_plugin.ffmpeg import convert_command, run_ffmpeg
 
 YUV_PIX_FMT = "yuv420p10le"
 
@@ -37,17 +37,13 @@ def _check_colour(colour: ColourConversion) -> None:
 def rgb_to_yuv_command(height: int, width: int, colour: ColourConversion, executable: str = "ffmpeg") -> list[str]:
     """The ffmpeg command converting one rgb24 picture on stdin to raw yuv420p10le on ``pipe:1``."""
     _check_colour(colour)
-    return [executable, "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-            "-s", f"{width}x{height}", "-r", "1", "-i", "pipe:0", "-vf", colour.to_yuv(), "-frames:v", "1",
-            "-f", "rawvideo", "-pix_fmt", YUV_PIX_FMT, "pipe:1"]
+    return convert_command(executable, "rgb24", height, width, colour.to_yuv(), YUV_PIX_FMT)
 
 
 def yuv_to_rgb_command(height: int, width: int, colour: ColourConversion, executable: str = "ffmpeg") -> list[str]:
     """The ffmpeg command converting one raw yuv420p10le picture on stdin to rgb24 on ``pipe:1``."""
     _check_colour(colour)
-    return [executable, "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", YUV_PIX_FMT,
-            "-s", f"{width}x{height}", "-r", "1", "-i", "pipe:0", "-vf", colour.to_rgb(), "-frames:v", "1",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    return convert_command(executable, YUV_PIX_FMT, height, width, colour.to_rgb(), "rgb24")
 
 
 def write_yuv_file(image: np.ndarray, path: str | os.PathLike[str], colour: ColourConversion,

@@ -6,9 +6,11 @@ Sample order is deterministic (sorted by image id unless a list fixes the order)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,9 @@ class DatasetError(VcmError, ValueError):
     """A dataset's files are missing or inconsistent (names the file and image id)."""
 
 
-_EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+_MAX_LISTED = 5  # image ids or files named in one message
+logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 
 
 def file_sha256(path: Path, what: str) -> str:
@@ -35,14 +38,6 @@ def file_sha256(path: Path, what: str) -> str:
         raise DatasetError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise DatasetError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
-
-
-def image_sha256(path: Path) -> str | None:
-    """Hex SHA-256 of an image file, cached per process and file state; None when it cannot be read."""
-    try:
-        return hashing.cached_file_sha256(path)
-    except OSError:
-        return None
 
 
 def _plain(value: Any) -> Any:
@@ -62,12 +57,12 @@ def json_sha256(value: Any) -> str:
 
 def image_size(path: Path, image_id: str) -> tuple[int, int]:
     """(height, width) in pixels from the image header, after the EXIF orientation (no decoding)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import ExifTags, Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION) if image.format in ("JPEG", "TIFF", "WEBP") \
+            orientation = image.getexif().get(ExifTags.Base.Orientation) if image.format in ("JPEG", "TIFF", "WEBP") \
                 else None
     except FileNotFoundError:
         raise DatasetError(f"image id {image_id}: image file {path} does not exist") from None
@@ -130,8 +125,11 @@ class Dataset(ABC):
         when unreadable: the unit fails, and is recomputed once the file is back) and of the
         sample's annotations. Subclasses add per-image ground truth kept outside ``annotations``.
         """
+        image_sha256 = None
+        with contextlib.suppress(OSError):
+            image_sha256 = hashing.cached_file_sha256(sample.path)  # per process and file state
         return {**self.label_identity(), "image": str(sample.image_id), "size": [sample.height, sample.width],
-                "image_sha256": image_sha256(sample.path), "annotations_sha256": json_sha256(sample.annotations)}
+                "image_sha256": image_sha256, "annotations_sha256": json_sha256(sample.annotations)}
 
 
 class IndexedDataset(Dataset):
@@ -146,5 +144,52 @@ class IndexedDataset(Dataset):
         return len(self.image_ids)
 
     def __iter__(self) -> Iterator[Sample]:
-        for index in range(len(self.image_ids)):
-            yield self[index]
+        return map(self.__getitem__, range(len(self.image_ids)))
+
+    def _check_selection(self, missing: str, max_images: int | None) -> None:
+        """DatasetError unless ``missing`` is ``"error"`` or ``"skip"``, ``max_images`` None or a positive integer."""
+        if missing not in ("error", "skip"):
+            raise DatasetError(f"{self.name} dataset: missing must be 'error' or 'skip', got {missing!r}")
+        if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
+                                       or max_images < 1):
+            raise DatasetError(f"{self.name} dataset: max_images must be a positive integer, got {max_images!r}")
+
+    @staticmethod
+    def _check_listed(where: str, ids: list, unknown: list, source: Any) -> list:
+        """``ids``; DatasetError naming ``where`` when some are ``unknown`` (not in ``source``) or listed twice."""
+        if unknown:
+            raise DatasetError(f"{where}: image id(s) {unknown[:_MAX_LISTED]} ({len(unknown)} in all) are not in "
+                               f"{source}")
+        seen: set = set()
+        twice = list(dict.fromkeys(i for i in ids if i in seen or seen.add(i)))  # type: ignore[func-returns-value]
+        if twice:
+            raise DatasetError(f"{where}: image id(s) {twice[:_MAX_LISTED]} listed more than once")
+        return ids
+
+    def _limit(self, order: list, max_images: int | None) -> list:
+        """The first ``max_images`` of ``order`` (subclasses may choose differently)."""
+        return order[:max_images]
+
+    def _keep_present(self, order: list, path: Callable[[Any], Path], where: str, missing: str,
+                      max_images: int | None, hint: str = "", count_listed: bool = False) -> None:
+        """Set :attr:`image_ids` to the :meth:`_limit` of ``order`` without the ids whose file ``path(id)`` is absent.
+
+        ``missing="error"``: absent files among the ids :meth:`_limit` keeps raise a DatasetError naming
+        them (``where``: the list they come from; ``hint`` ends the message); ``"skip"``: they are dropped
+        (:attr:`skipped_ids`) with one warning (``count_listed``: it says "N of <listed>").
+        """
+        if missing == "error":
+            order = self._limit(order, max_images)
+        absent = [i for i in order if not path(i).is_file()]
+        if absent and missing == "error":
+            listed = ", ".join(f"{path(i)} (image id {i})" for i in absent[:_MAX_LISTED])
+            raise DatasetError(f"{len(absent)} image file(s) listed in {where} are missing: {listed}"
+                               + (" ..." if len(absent) > _MAX_LISTED else "") + f" (missing='skip' drops them{hint})")
+        if absent:
+            count = f"{len(absent)} of {len(order)}" if count_listed else len(absent)
+            logger.warning(f"{self.name} dataset: skipped {count} image(s) listed in {where} but missing "
+                           f"(first: {[str(path(i)) for i in absent[:_MAX_LISTED]]})")
+        gone = set(absent)
+        self.image_ids, self.skipped_ids = self._limit([i for i in order if i not in gone], max_images), absent
+        if not self.image_ids:
+            raise DatasetError(f"{self.name} dataset from {where}: no image selected")

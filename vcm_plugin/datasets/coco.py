@@ -8,28 +8,23 @@ samples (their detections count as false positives).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import io
 import json
-import logging
 import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pycocotools.coco import COCO
-
 from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, json_sha256
+from vcm_plugin.datasets.folder import read_id_lines
 from vcm_plugin.datasets.registry import register_dataset
+from vcm_plugin.evaluation.coco_eval import CocoEvaluator, coco_from_dict
 
 REQUIRED_KEYS = {"images": ("id", "file_name", "height", "width"),
                  "annotations": ("id", "image_id", "category_id", "bbox"),
                  "categories": ("id", "name")}
 TASK_IOU_TYPES = {"detection": ("bbox",), "segmentation": ("bbox", "segm")}
-_MAX_LISTED = 5
-logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 
 
 def _read_instances(path: Path) -> tuple[dict[str, Any], str]:
@@ -80,17 +75,7 @@ def _parse_id(value: Any, origin: str) -> int:
 
 def read_image_ids(path: str | Path) -> list[int]:
     """Image ids from a text file: the first field of each line; blank lines and ``#`` comments skipped."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DatasetError(f"image id list {path} cannot be read: {exc}") from exc
-    ids = []
-    for number, line in enumerate(lines, 1):
-        line = line.split("#", 1)[0].strip()
-        if line:
-            ids.append(_parse_id(line.split()[0], f"{path} line {number}"))
-    return ids
+    return [_parse_id(text.split()[0], f"{path} line {number}") for number, text in read_id_lines(path)]
 
 
 @register_dataset
@@ -110,57 +95,23 @@ class CocoDataset(IndexedDataset):
                  missing: str = "error") -> None:
         self.images_dir = Path(images_dir)
         self.annotations = Path(annotations)
-        if missing not in ("error", "skip"):
-            raise DatasetError(f"{self.name} dataset: missing must be 'error' or 'skip', got {missing!r}")
-        if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
-                                       or max_images < 1):
-            raise DatasetError(f"{self.name} dataset: max_images must be a positive integer, got {max_images!r}")
+        self._check_selection(missing, max_images)
         if not self.images_dir.is_dir():
             raise DatasetError(f"COCO images folder {self.images_dir} does not exist")
         data, self.annotations_sha256 = _read_instances(self.annotations)
-        self.coco = COCO()
-        self.coco.dataset = data
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco.createIndex()
-
-        order = self._select(image_ids)
-        if missing == "error":
-            order = order[:max_images]
-        absent = [i for i in order if not (self.images_dir / self.coco.imgs[i]["file_name"]).is_file()]
-        if absent and missing == "error":
-            listed = ", ".join(f"{self.images_dir / self.coco.imgs[i]['file_name']} (image id {i})"
-                               for i in absent[:_MAX_LISTED])
-            raise DatasetError(f"{len(absent)} image file(s) listed in {self.annotations} are missing: {listed}"
-                               + (" ..." if len(absent) > _MAX_LISTED else "")
-                               + " (missing='skip' drops them)")
-        self.skipped_ids: list[int] = absent
-        if absent:
-            logger.warning(f"{self.name} dataset: skipped {len(absent)} image(s) listed in {self.annotations} "
-                           f"but missing from {self.images_dir} (first ids {absent[:_MAX_LISTED]})")
-            gone = set(absent)
-            order = [i for i in order if i not in gone]
-        self.image_ids: list[int] = order[:max_images]
-        if not self.image_ids:
-            raise DatasetError(f"{self.name} dataset from {self.annotations}: no image selected")
+        self.coco = coco_from_dict(data)
+        self._keep_present(self._select(image_ids), lambda i: self.images_dir / self.coco.imgs[i]["file_name"],
+                           str(self.annotations), missing, max_images)
 
     def _select(self, image_ids: Sequence[int] | str | Path | None) -> list[int]:
         if image_ids is None:
             return sorted(self.coco.imgs)
         if isinstance(image_ids, (str, Path)):
-            ids = read_image_ids(image_ids)
-            origin = str(image_ids)
+            ids, origin = read_image_ids(image_ids), str(image_ids)
         else:
             origin = f"{self.name} dataset image_ids"
             ids = [_parse_id(i, origin) for i in image_ids]
-        seen: set[int] = set()
-        duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
-        if duplicates:
-            raise DatasetError(f"{origin}: image id(s) {duplicates[:_MAX_LISTED]} listed more than once")
-        unknown = [i for i in ids if i not in self.coco.imgs]
-        if unknown:
-            raise DatasetError(f"{origin}: image id(s) {unknown[:_MAX_LISTED]} ({len(unknown)} in all) are not in "
-                               f"{self.annotations}")
-        return ids
+        return self._check_listed(origin, ids, [i for i in ids if i not in self.coco.imgs], self.annotations)
 
     def __getitem__(self, index: int) -> Sample:
         """The sample at position ``index`` (annotations are copies: callers may modify them)."""
@@ -176,8 +127,6 @@ class CocoDataset(IndexedDataset):
 
     def evaluator(self, task: str):
         """A fresh :class:`CocoEvaluator`: ``"detection"`` (bbox AP) or ``"segmentation"`` (segm and bbox AP)."""
-        from vcm_plugin.evaluation.coco_eval import CocoEvaluator
-
         if task not in TASK_IOU_TYPES:
             raise DatasetError(f"{self.name} dataset has no evaluator for task {task!r}; "
                                f"valid: {sorted(TASK_IOU_TYPES)}")

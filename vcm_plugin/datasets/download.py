@@ -249,27 +249,24 @@ def download_openimages(subset: str, output: str | Path, lists_root: str | Path 
         bar.update(1)
 
         # 3. the rest
-        failures: dict[str, str] = {}
-        done: set[str] = set()
+        outcome: dict[str, str | None] = {}  # image id -> why it failed, None: downloaded
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(_download_one, opener, i, output, sizes.get(i), timeout_s, retries, backoff_s): i
                        for i in pending[1:]}
             try:
                 for future in as_completed(futures):
-                    image_id = futures[future]
                     try:
-                        future.result()
-                        done.add(image_id)
+                        outcome[futures[future]] = future.result()
                     except _FetchError as exc:
-                        failures[image_id] = exc.reason
+                        outcome[futures[future]] = exc.reason
                     except OSError as exc:  # local disk trouble (rename, full disk)
-                        failures[image_id] = f"local file error: {exc}"
+                        outcome[futures[future]] = f"local file error: {exc}"
                     bar.update(1)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-        report.downloaded += [i for i in pending[1:] if i in done]
-        report.failed += [(i, failures[i]) for i in pending[1:] if i in failures]
+        report.downloaded += [i for i in pending[1:] if i in outcome and outcome[i] is None]
+        report.failed += [(i, reason) for i in pending[1:] if (reason := outcome.get(i)) is not None]
         return report
     finally:
         bar.close()

@@ -1,8 +1,10 @@
-"""Image files named by files, folders (searched recursively) and globs: how ``vcm train`` finds its images."""
+"""Image files named by files, folders (searched recursively) and globs (how ``vcm train`` finds its images);
+text files of image ids."""
 
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,3 +36,14 @@ def list_image_files(entries: Sequence[str], where: str, exclude: Sequence[str] 
             files += [m for m in matches if m.suffix.lower() in IMAGE_SUFFIXES]
     excluded = [Path(e).expanduser().resolve() for e in exclude]
     return [p for p in files if not any(p.resolve().is_relative_to(r) for r in excluded)] if excluded else files
+
+
+def read_id_lines(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
+    """(line number, text) of each line of an image id list; blank lines and ``#`` comments skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"image id list {path} cannot be read: {exc}") from exc
+    return [(number, text) for number, text in enumerate((line.split("#", 1)[0].strip() for line in lines), 1)
+            if text]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -35,11 +34,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from vcm_plugin.datasets.base import DatasetError, IndexedDataset, Sample, file_sha256, image_size, json_sha256
+from vcm_plugin.datasets.folder import read_id_lines
 from vcm_plugin.datasets.registry import register_dataset
 from vcm_plugin.images.io import DATASET_IMAGE_SUFFIXES
 
 IMAGENET_CLASSES = 1000
-logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 TASK = "classification"
 _MAX_LISTED = 5
 
@@ -152,16 +151,6 @@ def read_labels(path: Path, root: Path, num_classes: int, wnids: Sequence[str] |
     return entries, sha
 
 
-def read_id_list(path: str | os.PathLike[str]) -> list[str]:
-    """Image ids (file names) from a text file: one a line; blank lines and ``#`` comments skipped."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"image id list {path} cannot be read: {exc}") from exc
-    return [s for s in (line.split("#", 1)[0].strip() for line in lines) if s]
-
-
 def scan_class_folders(folder: Path) -> dict[str, list[str]]:
     """Class folder name -> sorted image file names in it (suffixes :data:`DATASET_IMAGE_SUFFIXES`)."""
     out: dict[str, list[str]] = {}
@@ -188,35 +177,15 @@ class SingleLabelDataset(IndexedDataset):
     def _choose(self, image_ids: Sequence[str] | str | os.PathLike[str] | None, max_images: int | None,
                 missing: str, origin: str) -> None:
         """Set :attr:`image_ids` from the selection parameters (``origin`` names the label source)."""
-        if missing not in ("error", "skip"):
-            raise DatasetError(f"{self.name} dataset: missing must be 'error' or 'skip', got {missing!r}")
-        if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
-                                       or max_images < 1):
-            raise DatasetError(f"{self.name} dataset: max_images must be a positive integer, got {max_images!r}")
-        order = self._select(image_ids, origin)
-        if missing == "error":
-            order = self._limit(order, max_images)
-        absent = [i for i in order if not self.entries[i].path.is_file()]
-        if absent and missing == "error":
-            listed = ", ".join(f"{self.entries[i].path} (image id {i})" for i in absent[:_MAX_LISTED])
-            raise DatasetError(f"{len(absent)} image file(s) listed in {origin} are missing: {listed}"
-                               + (" ..." if len(absent) > _MAX_LISTED else "") + " (missing='skip' drops them)")
-        self.skipped_ids: list[str] = absent
-        if absent:
-            logger.warning(f"{self.name} dataset: skipped {len(absent)} image(s) listed in {origin} but missing "
-                           f"(first: {[str(self.entries[i].path) for i in absent[:_MAX_LISTED]]})")
-            gone = set(absent)
-            order = [i for i in order if i not in gone]
-        self.image_ids: list[str] = self._limit(order, max_images)
-        if not self.image_ids:
-            raise DatasetError(f"{self.name} dataset from {origin}: no image selected")
+        self._check_selection(missing, max_images)
+        self._keep_present(self._select(image_ids, origin), lambda i: self.entries[i].path, origin, missing, max_images)
         self._sizes: dict[str, tuple[int, int]] = {}
 
     def _select(self, image_ids: Sequence[str] | str | os.PathLike[str] | None, origin: str) -> list[str]:
         if image_ids is None:
             return sorted(self.entries)
         if isinstance(image_ids, (str, os.PathLike)):
-            wanted, where = read_id_list(image_ids), f"image id list {image_ids}"
+            wanted, where = [text for _, text in read_id_lines(image_ids)], f"image id list {image_ids}"
         else:
             wanted, where = [str(i) for i in image_ids], f"{self.name} dataset image_ids"
         by_name: dict[str, list[str]] = {}
@@ -236,18 +205,7 @@ class SingleLabelDataset(IndexedDataset):
                     continue
                 key = matches[0]
             out.append(key)
-        if unknown:
-            raise DatasetError(f"{where}: image id(s) {unknown[:_MAX_LISTED]} ({len(unknown)} in all) are not in "
-                               f"{origin}")
-        seen: set[str] = set()
-        twice = [i for i in out if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
-        if twice:
-            raise DatasetError(f"{where}: image id(s) {twice[:_MAX_LISTED]} listed more than once")
-        return out
-
-    def _limit(self, order: list[str], max_images: int | None) -> list[str]:
-        """The first ``max_images`` of ``order`` (subclasses may choose differently)."""
-        return order[:max_images]
+        return self._check_listed(where, out, unknown, origin)
 
     def __getitem__(self, index: int) -> Sample:
         """The sample at ``index``: annotations ``[{"class_index": int}]``, size from the file header."""
@@ -258,10 +216,6 @@ class SingleLabelDataset(IndexedDataset):
         height, width = self._sizes[image_id]
         return Sample(image_id=image_id, path=entry.path, height=height, width=width,
                       annotations=[{"class_index": entry.class_index}])
-
-    def class_index(self, image_id: str) -> int:
-        """The class index of ``image_id``."""
-        return self.entries[image_id].class_index
 
     def evaluator(self, task: str):
         """A fresh :class:`~vcm_plugin.evaluation.classification.ClassificationEvaluator` for ``"classification"``."""

@@ -24,7 +24,6 @@ MPEG VCM naming), and drops classes outside the label map.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 
 TASKS = ("detection", "segmentation")
 _MAX_LISTED = 5
-logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm: warning: ..."
 MASKS_UNAVAILABLE = ("the MPEG VCM 5k masks (segmentation_validation_masks_5k.csv) are not available offline; "
                      "see shared/data/openimages/mpeg-vcm/DATA.md")
 
@@ -117,18 +115,11 @@ class OpenImagesDataset(IndexedDataset):
             read_masks_csv,
         )
 
-        if missing not in ("error", "skip"):
-            raise DatasetError(f"{self.name} dataset: missing must be 'error' or 'skip', got {missing!r}")
-        if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)
-                                       or max_images < 1):
-            raise DatasetError(f"{self.name} dataset: max_images must be a positive integer, got {max_images!r}")
+        self._check_selection(missing, max_images)
         self.images_dir = Path(images_dir)
-        self.files: dict[str, Path] = {"image_list": Path(image_list), "boxes": Path(boxes), "labels": Path(labels),
-                                       "labelmap": Path(labelmap)}
-        if masks is not None:
-            self.files["masks"] = Path(masks)
-        if class_descriptions is not None:
-            self.files["class_descriptions"] = Path(class_descriptions)
+        given = {"image_list": image_list, "boxes": boxes, "labels": labels, "labelmap": labelmap, "masks": masks,
+                 "class_descriptions": class_descriptions}
+        self.files = {key: Path(value) for key, value in given.items() if value is not None}
         if not self.images_dir.is_dir():
             raise DatasetError(f"Open Images images folder {self.images_dir} does not exist")
         self.sha256 = {key: file_sha256(path, key.replace("_", " ") + " file") for key, path in self.files.items()}
@@ -148,37 +139,20 @@ class OpenImagesDataset(IndexedDataset):
             raise DatasetError(f"{self.files['image_list']}: {len(unannotated)} listed image id(s) have no row in "
                                f"{self.files['boxes']} nor in {self.files['labels']}: {unannotated[:_MAX_LISTED]}")
 
-        selected = entries[:max_images] if missing == "error" else entries
-        paths = {image_id: self._image_path(image_id, listed) for image_id, listed in selected}
-        absent = [i for i, _ in selected if paths[i] is None]
-        if absent and missing == "error":
-            listed = ", ".join(str(self.images_dir / f"{i}.jpg") for i in absent[:_MAX_LISTED])
-            raise DatasetError(f"{len(absent)} image file(s) listed in {self.files['image_list']} are missing from "
-                               f"{self.images_dir}: {listed}" + (" ..." if len(absent) > _MAX_LISTED else "")
-                               + " (missing='skip' drops them; `vcm download openimages` fetches them)")
-        self.skipped_ids: list[str] = absent
-        if absent:
-            logger.warning(f"{self.name} dataset: skipped {len(absent)} of {len(selected)} image(s) listed in "
-                           f"{self.files['image_list']} but missing from {self.images_dir} "
-                           f"(first ids {absent[:_MAX_LISTED]})")
-        gone = set(absent)
-        self.image_ids: list[str] = [i for i, _ in selected if i not in gone][:max_images]
-        if not self.image_ids:
-            raise DatasetError(f"{self.name} dataset from {self.files['image_list']}: no image selected")
-        self.paths: dict[str, Path] = {i: paths[i] for i in self.image_ids}  # type: ignore[misc]
+        listed = dict(entries)
+        self._keep_present(list(listed), lambda i: self._image_path(i, listed[i]), str(self.files["image_list"]),
+                           missing, max_images, hint="; `vcm download openimages` fetches them", count_listed=True)
+        self.paths = {i: self._image_path(i, listed[i]) for i in self.image_ids}
         self.sizes: dict[str, tuple[int, int]] = {i: image_size(self.paths[i], i) for i in self.image_ids}
         keep = set(self.image_ids)
         self.gt_boxes = {i: v for i, v in gt_boxes.items() if i in keep}
         self.verified = {i: v for i, v in verified.items() if i in keep}
         self.gt_masks = None if gt_masks is None else {i: v for i, v in gt_masks.items() if i in keep}
 
-    def _image_path(self, image_id: str, listed: str) -> Path | None:
-        """``<ImageID>.jpg`` in images_dir, else the listed name; None when neither exists."""
-        for name in dict.fromkeys((f"{image_id}.jpg", listed)):
-            path = self.images_dir / name
-            if path.is_file():
-                return path
-        return None
+    def _image_path(self, image_id: str, listed: str) -> Path:
+        """``<ImageID>.jpg`` in images_dir, else the listed name when only that file exists."""
+        jpg, other = self.images_dir / f"{image_id}.jpg", self.images_dir / listed
+        return other if not jpg.is_file() and other.is_file() else jpg
 
     def __getitem__(self, index: int) -> Sample:
         """The sample at ``index``: annotations are its ground-truth boxes in PIXELS of the original image.

@@ -8,6 +8,7 @@ the metrics over every image processed since the last :meth:`Evaluator.reset`.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -16,6 +17,17 @@ from vcm_plugin.errors import VcmError
 
 class EvaluationError(VcmError, ValueError):
     """Predictions cannot be scored (wrong kind, unknown label or image id); names the image."""
+
+
+def finite_float(text: str, what: str, error: type[Exception]) -> float:
+    """``float(text)``; ``error("<what> '<text>' is not a number")`` (or ``is not finite``) otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise error(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise error(f"{what} {text!r} is not finite")
+    return value
 
 
 class Evaluator(ABC):
@@ -38,6 +50,15 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self) -> dict[str, float]:
         """Metrics over every image processed since :meth:`reset`, as ``{"group/metric": value}``."""
+
+    @staticmethod
+    def _check_new(image_id: Any, processed: Any, predictions: Any, kind: type, what: str) -> None:
+        """EvaluationError naming the image when it is in ``processed`` or ``predictions`` is not a ``kind``."""
+        if image_id in processed:
+            raise EvaluationError(f"image id {image_id} was already processed (call reset() to start over)")
+        if not isinstance(predictions, kind):
+            raise EvaluationError(f"image id {image_id}: {what} needs {kind.__name__}, "
+                                  f"got {type(predictions).__name__}")
 
     def per_image(self) -> dict[Any, dict[str, float]]:
         """Image id -> per-image scores whose mean over images is the metric of that name (e.g. top-1);

@@ -69,6 +69,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from vcm_plugin.errors import BDRateError
+from vcm_plugin.evaluation.base import finite_float
 
 __all__ = [
     "DEFAULT_MIN_OVERLAP", "ENVELOPE_OPTION", "METHODS", "MIN_POINTS", "BDOverlapError", "BDResult", "CurvePoint",
@@ -86,7 +87,6 @@ DEFAULT_MIN_OVERLAP = 0.5
 #: the command line passes its own spelling (``--non-monotonic envelope``) as ``envelope_option``.
 ENVELOPE_OPTION = "non_monotonic='envelope'"
 
-_METHOD_TO_BJONTEGAARD = {"pchip": "pchip", "akima": "akima", "cubic": "cubic"}
 _NON_MONOTONIC = ("error", "envelope")
 
 
@@ -189,7 +189,7 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 def _bd_report(kind: Literal["rate", "metric"], anchor_rate: ArrayLike, anchor_metric: ArrayLike,
                test_rate: ArrayLike, test_metric: ArrayLike, method: str, non_monotonic: str, min_overlap: float,
                anchor_name: str, test_name: str, envelope_option: str) -> BDResult:
-    if method not in _METHOD_TO_BJONTEGAARD:
+    if method not in METHODS:
         raise BDRateError(f"unknown BD interpolation method '{method}'; choose one of {', '.join(METHODS)}")
     if non_monotonic not in _NON_MONOTONIC:
         raise BDRateError(f"unknown non_monotonic option '{non_monotonic}'; choose 'error' or 'envelope'")
@@ -218,7 +218,7 @@ def _bd_report(kind: Literal["rate", "metric"], anchor_rate: ArrayLike, anchor_m
     import bjontegaard  # imported here: it pulls in matplotlib.pyplot (about 1 s)
 
     func = bjontegaard.bd_rate if kind == "rate" else bjontegaard.bd_psnr
-    value = float(func(ar, am, tr, tm, method=_METHOD_TO_BJONTEGAARD[method],
+    value = float(func(ar, am, tr, tm, method=method,
                        require_matching_points=False, min_overlap=0.0))
     if not math.isfinite(value):
         raise BDRateError(f"BD-{kind} of '{test_name}' against '{anchor_name}' ({method}) is not finite: {value!r}")
@@ -287,37 +287,23 @@ def load_curve_csv(path: str | Path) -> tuple[list[float], list[float]]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise BDRateError(f"cannot read curve file {path}: {exc}") from exc
-
-    columns: dict[str, int] | None = None
-    rates: list[float] = []
-    metrics: list[float] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = [f.strip() for f in next(csv.reader([line]))]
-        if columns is None:
-            header = [f.lower() for f in fields]
-            missing = [c for c in ("rate", "metric") if c not in header]
-            if missing:
-                raise BDRateError(f"{path}:{lineno}: header {fields} lacks column(s) {', '.join(missing)}; "
-                                  "expected a header with 'rate' and 'metric'")
-            columns = {c: header.index(c) for c in ("rate", "metric")}
-            continue
-        values = {}
-        for col, idx in columns.items():
+    lines = [(n, [f.strip() for f in next(csv.reader([line]))]) for n, line in enumerate(text.splitlines(), start=1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise BDRateError(f"{path}: no header line with 'rate' and 'metric' columns (file is empty or all comments)")
+    (lineno, fields), rows = lines[0], lines[1:]
+    header = [f.lower() for f in fields]
+    missing = [c for c in ("rate", "metric") if c not in header]
+    if missing:
+        raise BDRateError(f"{path}:{lineno}: header {fields} lacks column(s) {', '.join(missing)}; "
+                          "expected a header with 'rate' and 'metric'")
+    if not rows:
+        raise BDRateError(f"{path}: header found but no data rows")
+    curve: dict[str, list[float]] = {"rate": [], "metric": []}
+    for lineno, fields in rows:
+        for col, values in curve.items():
+            idx = header.index(col)
             if idx >= len(fields) or not fields[idx]:
                 raise BDRateError(f"{path}:{lineno}: missing value in column '{col}'")
-            try:
-                value = float(fields[idx])
-            except ValueError:
-                raise BDRateError(f"{path}:{lineno}: column '{col}' value {fields[idx]!r} is not a number") from None
-            if not math.isfinite(value):
-                raise BDRateError(f"{path}:{lineno}: column '{col}' value {fields[idx]!r} is not finite")
-            values[col] = value
-        rates.append(values["rate"])
-        metrics.append(values["metric"])
-    if columns is None:
-        raise BDRateError(f"{path}: no header line with 'rate' and 'metric' columns (file is empty or all comments)")
-    if not rates:
-        raise BDRateError(f"{path}: header found but no data rows")
-    return rates, metrics
+            values.append(finite_float(fields[idx], f"{path}:{lineno}: column '{col}' value", BDRateError))
+    return curve["rate"], curve["metric"]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vcm_plugin.evaluation.base import EvaluationError, Evaluator
-from vcm_plugin.tasks.base import ClassScores
+from vcm_plugin.tasks.predictions import ClassScores
 
 
 def true_class_rank(probs: np.ndarray, true_class: int) -> int:
@@ -79,11 +79,7 @@ class ClassificationEvaluator(Evaluator):
         is outside ``0..num_classes-1``, or the image was already processed.
         """
         image_id = getattr(sample, "image_id", None)
-        if image_id in self._ranks:
-            raise EvaluationError(f"image id {image_id} was already processed (call reset() to start over)")
-        if not isinstance(predictions, ClassScores):
-            raise EvaluationError(f"image id {image_id}: classification needs ClassScores, "
-                                  f"got {type(predictions).__name__}")
+        self._check_new(image_id, self._ranks, predictions, ClassScores, "classification")
         probs = predictions.probs
         if len(probs) != self.num_classes:
             raise EvaluationError(f"image id {image_id}: the model gives {len(probs)} class scores, the dataset has "

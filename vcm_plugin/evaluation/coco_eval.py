@@ -25,7 +25,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vcm_plugin.evaluation.base import EvaluationError, Evaluator
-from vcm_plugin.tasks.base import Detections
+from vcm_plugin.tasks.predictions import Detections
 
 IOU_TYPES = ("bbox", "segm")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval.stats
@@ -133,11 +133,7 @@ class CocoEvaluator(Evaluator):
         image_id = _image_id(sample)
         if image_id not in self.image_ids:
             raise EvaluationError(f"image id {image_id} is not in this evaluator's dataset")
-        if image_id in self._processed:
-            raise EvaluationError(f"image id {image_id} was already processed (call reset() to start over)")
-        if not isinstance(predictions, Detections):
-            raise EvaluationError(f"image id {image_id}: COCO evaluation needs Detections, "
-                                  f"got {type(predictions).__name__}")
+        self._check_new(image_id, self._processed, predictions, Detections, "COCO evaluation")
         unknown = sorted({int(label) for label in predictions.labels} - self.category_ids)
         if unknown:
             raise EvaluationError(f"image id {image_id}: label(s) {unknown} are not category ids of the ground "
@@ -177,15 +173,11 @@ class CocoEvaluator(Evaluator):
 
     def _processed_ground_truth(self) -> COCO:
         """A COCO holding only the processed images and (deep copies of) their annotations."""
-        ids = self._processed
-        dataset = self.coco_gt.dataset
-        sub = {
-            "info": copy.deepcopy(dataset.get("info", {})),
-            "images": [img for img in dataset["images"] if img["id"] in ids],
-            "annotations": [copy.deepcopy(ann) for ann in dataset["annotations"] if ann["image_id"] in ids],
-            "categories": copy.deepcopy(dataset["categories"]),
-        }
-        return _coco_from_dict(sub)
+        ids, dataset = self._processed, self.coco_gt.dataset
+        return coco_from_dict(copy.deepcopy({
+            "info": dataset.get("info", {}), "images": [img for img in dataset["images"] if img["id"] in ids],
+            "annotations": [ann for ann in dataset["annotations"] if ann["image_id"] in ids],
+            "categories": dataset["categories"]}))
 
     def _run_cocoeval(self, gt: COCO, iou_type: str) -> np.ndarray:
         results = [dict(r) for r in self._results]  # loadRes adds keys: keep ours clean
@@ -197,8 +189,8 @@ class CocoEvaluator(Evaluator):
             if results:
                 dt = gt.loadRes(results)
             else:  # loadRes fails on an empty list; an empty result set scores 0 where GT exists
-                dt = _coco_from_dict({"images": list(gt.dataset["images"]), "annotations": [],
-                                      "categories": copy.deepcopy(gt.dataset["categories"])})
+                dt = coco_from_dict({"images": list(gt.dataset["images"]), "annotations": [],
+                                     "categories": copy.deepcopy(gt.dataset["categories"])})
             cocoeval = COCOeval(gt, dt, iouType=iou_type)
             cocoeval.params.imgIds = sorted(self._processed)
             cocoeval.evaluate()
@@ -207,7 +199,7 @@ class CocoEvaluator(Evaluator):
         return np.asarray(cocoeval.stats[: len(METRICS)], dtype=np.float64)
 
 
-def _coco_from_dict(dataset: dict[str, Any]) -> COCO:
+def coco_from_dict(dataset: dict[str, Any]) -> COCO:
     """A pycocotools COCO indexed from an in-memory dataset dict, quietly."""
     coco = COCO()
     coco.dataset = dataset

@@ -57,7 +57,7 @@ from pycocotools import mask as mask_utils
 
 from vcm_plugin.evaluation.base import EvaluationError, Evaluator
 from vcm_plugin.evaluation.oid_annotations import DetBox, DetMask, GTBox, GTMask, VerifiedLabels
-from vcm_plugin.tasks.base import Detections
+from vcm_plugin.tasks.predictions import Detections
 
 IOU_THRESHOLD = 0.5
 GROUP_OF_WEIGHT = 1.0  # the challenge detection metric (OpenImagesChallengeEvaluator default)
@@ -251,30 +251,29 @@ class _Accumulator:
         by_box = np.zeros(n, dtype=bool)  # segm: matched to a box without a mask
         group_scores = np.zeros(0)
         t = self.iou
-        if self.segm:
-            sel = np.flatnonzero(has_mask & ~group)
-            if sel.size:
-                _match_free(mask_overlaps(rles, [gt_rles[j] for j in sel]), t, tp, absorbed)
-            sel = np.flatnonzero(has_mask & group)
-            if sel.size:
-                hit, top = _match_group(mask_overlaps(rles, [gt_rles[j] for j in sel], True), scores, t, tp, absorbed)
-                absorbed |= hit
-                group_scores = top[top > 0] if self.weight > 0 else group_scores
-            sel = ~has_mask & ~group
-            if sel.any():
-                by_box |= _match_free(box_overlaps(boxes, gt_boxes[sel]), t, tp, absorbed)
-            sel = ~has_mask & group
-            if sel.any():
-                hit, _ = _match_group(box_overlaps(boxes, gt_boxes[sel], True), scores, t, tp, absorbed)
-                absorbed |= hit
-                by_box |= hit
-        else:
-            if (~group).any():
-                _match_free(box_overlaps(boxes, gt_boxes[~group]), t, tp, absorbed)
-            if group.any():
-                hit, top = _match_group(box_overlaps(boxes, gt_boxes[group], True), scores, t, tp, absorbed)
-                absorbed |= hit
-                group_scores = top[top > 0] if self.weight > 0 else group_scores
+
+        def overlaps(sel: np.ndarray, over_detection: bool) -> np.ndarray:
+            """segm: mask overlaps with the selected ground truth; bbox (``has_mask`` all True): box overlaps."""
+            if self.segm:
+                return mask_overlaps(rles, [gt_rles[j] for j in np.flatnonzero(sel)], over_detection)
+            return box_overlaps(boxes, gt_boxes[sel], over_detection)
+
+        sel = has_mask & ~group
+        if sel.any():
+            _match_free(overlaps(sel, False), t, tp, absorbed)
+        sel = has_mask & group
+        if sel.any():
+            hit, top = _match_group(overlaps(sel, True), scores, t, tp, absorbed)
+            absorbed |= hit
+            group_scores = top[top > 0] if self.weight > 0 else group_scores
+        sel = ~has_mask & ~group  # segm only: ground truth without a mask, matched by box
+        if sel.any():
+            by_box |= _match_free(box_overlaps(boxes, gt_boxes[sel]), t, tp, absorbed)
+        sel = ~has_mask & group
+        if sel.any():
+            hit, _ = _match_group(box_overlaps(boxes, gt_boxes[sel], True), scores, t, tp, absorbed)
+            absorbed |= hit
+            by_box |= hit
         self.ignored["box_only"] += int(np.count_nonzero(by_box & ~absorbed))
         self.ignored["group_of"] += int(np.count_nonzero(absorbed))
         valid = ~absorbed & ~by_box
@@ -482,11 +481,6 @@ class OpenImagesEvaluator(Evaluator):
     def reset(self) -> None:
         self._acc = _Accumulator(self.class_names, self.iou, GROUP_OF_WEIGHT, segm=self.iou_type == "segm")
 
-    @property
-    def processed_image_ids(self) -> list[str]:
-        """Image ids processed since :meth:`reset`."""
-        return list(self._acc.entries)
-
     def process(self, sample: Any, predictions: Detections) -> None:
         """Match one image's detections (``sample``: a Sample with ``image_id``, ``width``, ``height``).
 
@@ -497,11 +491,7 @@ class OpenImagesEvaluator(Evaluator):
         image_id = str(getattr(sample, "image_id", sample))
         if image_id not in self.image_ids:
             raise EvaluationError(f"image id {image_id} is not in the Open Images annotations of this evaluator")
-        if image_id in self._acc.entries:
-            raise EvaluationError(f"image id {image_id} was already processed (call reset() to start over)")
-        if not isinstance(predictions, Detections):
-            raise EvaluationError(f"image id {image_id}: Open Images evaluation needs Detections, "
-                                  f"got {type(predictions).__name__}")
+        self._check_new(image_id, self._acc.entries, predictions, Detections, "Open Images evaluation")
         try:
             width, height = int(sample.width), int(sample.height)
         except AttributeError:

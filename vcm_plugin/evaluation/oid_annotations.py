@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import math
 import re
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vcm_plugin.evaluation.base import EvaluationError
+from vcm_plugin.evaluation.base import EvaluationError, finite_float
 
 COORD_TOLERANCE = 1e-6  # normalised ground-truth coordinates may exceed [0, 1] by this much (then clipped)
 
@@ -152,8 +151,8 @@ def encode_mask_string(counts: str | bytes) -> str:
 
 
 # -- CSV plumbing -------------------------------------------------------------------------
-def _rows(path: str | Path, required: Iterable[str], optional: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
-    """(line number, {column: cell}) for each non-blank data row; checks the header first."""
+def _rows(path: str | Path, required: Iterable[str], optional: Iterable[str] = ()) -> Iterator[tuple[str, dict]]:
+    """(``file:line``, {column: cell}) for each non-blank data row; checks the header first."""
     path = Path(path)
     required = tuple(required)
     try:
@@ -177,70 +176,74 @@ def _rows(path: str | Path, required: Iterable[str], optional: Iterable[str] = (
                 if len(row) < len(header):
                     raise AnnotationError(f"{path}:{reader.line_num}: {len(row)} fields, the header has "
                                           f"{len(header)}")
-                yield reader.line_num, {c: row[i].strip() for c, i in index.items()}
+                yield f"{path}:{reader.line_num}", {c: row[i].strip() for c, i in index.items()}
         except csv.Error as exc:
             raise AnnotationError(f"{path}:{reader.line_num}: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise AnnotationError(f"{path}: not UTF-8 text ({exc})") from exc
 
 
-def _where(path: str | Path, line: int) -> str:
-    return f"{Path(path)}:{line}"
+def _records(path: str | Path, required: Iterable[str], class_names: Collection[str] | None,
+             mid_to_name: Mapping[str, str] | None,
+             optional: Iterable[str] = ()) -> Iterator[tuple[str, dict, str, str]]:
+    """(``file:line``, row, ImageID, class name) of each row of an annotation or prediction CSV."""
+    for where, row in _rows(path, required, optional):
+        if not row["ImageID"]:
+            raise AnnotationError(f"{where}: empty ImageID")
+        yield where, row, row["ImageID"], _label(row, where, class_names, mid_to_name)
 
 
-def _number(row: dict, column: str, path: str | Path, line: int) -> float:
-    try:
-        value = float(row[column])
-    except ValueError:
-        raise AnnotationError(f"{_where(path, line)}: {column} {row[column]!r} is not a number") from None
-    if not math.isfinite(value):
-        raise AnnotationError(f"{_where(path, line)}: {column} {row[column]!r} is not finite")
-    return value
+def _number(row: dict, column: str, where: str) -> float:
+    return finite_float(row[column], f"{where}: {column}", AnnotationError)
 
 
-def _integer(row: dict, column: str, path: str | Path, line: int) -> int:
-    value = _number(row, column, path, line)
+def _integer(row: dict, column: str, where: str) -> int:
+    value = _number(row, column, where)
     if not value.is_integer():
-        raise AnnotationError(f"{_where(path, line)}: {column} {row[column]!r} is not an integer")
+        raise AnnotationError(f"{where}: {column} {row[column]!r} is not an integer")
     return int(value)
 
 
-def _label(row: dict, path: str | Path, line: int, class_names: Collection[str] | None,
-           mid_to_name: Mapping[str, str] | None) -> str:
-    raw = row["LabelName"]
+def _label(row: dict, where: str, class_names: Collection[str] | None, mid_to_name: Mapping[str, str] | None) -> str:
+    name = raw = row["LabelName"]
     if not raw:
-        raise AnnotationError(f"{_where(path, line)}: empty LabelName")
-    name = raw
+        raise AnnotationError(f"{where}: empty LabelName")
     if mid_to_name is not None:
         if raw not in mid_to_name:
-            raise AnnotationError(f"{_where(path, line)}: LabelName {raw!r} is not in the class descriptions "
+            raise AnnotationError(f"{where}: LabelName {raw!r} is not in the class descriptions "
                                   f"({len(mid_to_name)} MIDs)")
         name = mid_to_name[raw]
     if class_names is not None and name not in class_names:
-        raise AnnotationError(f"{_where(path, line)}: class {name!r} is not in the label map "
-                              f"({len(class_names)} classes)")
+        raise AnnotationError(f"{where}: class {name!r} is not in the label map ({len(class_names)} classes)")
     return name
 
 
-def _box(row: dict, path: str | Path, line: int, clip: bool) -> tuple[float, float, float, float]:
+def _box(row: dict, where: str, clip: bool) -> tuple[float, float, float, float]:
     """(xmin, ymin, xmax, ymax) of a row; ``clip``: ground truth, checked against [0, 1] and clipped."""
-    xmin, ymin, xmax, ymax = (_number(row, c, path, line) for c in ("XMin", "YMin", "XMax", "YMax"))
+    xmin, ymin, xmax, ymax = (_number(row, c, where) for c in ("XMin", "YMin", "XMax", "YMax"))
     if clip:
         for column, value in zip(("XMin", "YMin", "XMax", "YMax"), (xmin, ymin, xmax, ymax)):
             if not -COORD_TOLERANCE <= value <= 1.0 + COORD_TOLERANCE:
-                raise AnnotationError(f"{_where(path, line)}: {column} {row[column]} is outside [0, 1] "
+                raise AnnotationError(f"{where}: {column} {row[column]} is outside [0, 1] "
                                       "(coordinates are normalised to the image size)")
         xmin, ymin, xmax, ymax = (min(max(v, 0.0), 1.0) for v in (xmin, ymin, xmax, ymax))
     if xmin > xmax or ymin > ymax:
-        raise AnnotationError(f"{_where(path, line)}: inverted box (XMin {row['XMin']}, XMax {row['XMax']}, "
+        raise AnnotationError(f"{where}: inverted box (XMin {row['XMin']}, XMax {row['XMax']}, "
                               f"YMin {row['YMin']}, YMax {row['YMax']})")
     return xmin, ymin, xmax, ymax
 
 
-def _image_id(row: dict, path: str | Path, line: int) -> str:
-    if not row["ImageID"]:
-        raise AnnotationError(f"{_where(path, line)}: empty ImageID")
-    return row["ImageID"]
+def _mask(row: dict, where: str, required: bool) -> tuple[int, int, str | None]:
+    """(ImageWidth, ImageHeight, the ``Mask`` cell's RLE counts); None for an empty cell unless ``required``."""
+    width, height = _integer(row, "ImageWidth", where), _integer(row, "ImageHeight", where)
+    if width <= 0 or height <= 0:
+        raise AnnotationError(f"{where}: image size {width}x{height} is not positive")
+    if not row["Mask"] and not required:
+        return width, height, None
+    try:
+        return width, height, decode_mask_string(row["Mask"])
+    except ValueError as exc:
+        raise AnnotationError(f"{where}: Mask: {exc}") from None
 
 
 # -- ground truth ---------------------------------------------------------------------------
@@ -252,12 +255,9 @@ def read_boxes_csv(path: str | Path, class_names: Collection[str] | None = None,
     translate Open Images MIDs in ``LabelName`` to names (unknown MID: error). Boxes keep file order.
     """
     boxes: dict[str, list[GTBox]] = {}
-    for line, row in _rows(path, BOX_COLUMNS):
-        image_id = _image_id(row, path, line)
-        label = _label(row, path, line, class_names, mid_to_name)
-        xmin, ymin, xmax, ymax = _box(row, path, line, clip=True)
-        group = _integer(row, "IsGroupOf", path, line) != 0
-        boxes.setdefault(image_id, []).append(GTBox(label, xmin, ymin, xmax, ymax, group))
+    for where, row, image_id, label in _records(path, BOX_COLUMNS, class_names, mid_to_name):
+        box = _box(row, where, clip=True)
+        boxes.setdefault(image_id, []).append(GTBox(label, *box, _integer(row, "IsGroupOf", where) != 0))
     return boxes
 
 
@@ -266,12 +266,10 @@ def read_labels_csv(path: str | Path, class_names: Collection[str] | None = None
     """Verified image-level labels per image id from ``ImageID,LabelName,Confidence`` (1 present, 0 absent)."""
     positive: dict[str, set[str]] = {}
     negative: dict[str, set[str]] = {}
-    for line, row in _rows(path, LABEL_COLUMNS):
-        image_id = _image_id(row, path, line)
-        label = _label(row, path, line, class_names, mid_to_name)
-        confidence = _number(row, "Confidence", path, line)
+    for where, row, image_id, label in _records(path, LABEL_COLUMNS, class_names, mid_to_name):
+        confidence = _number(row, "Confidence", where)
         if confidence not in (0.0, 1.0):
-            raise AnnotationError(f"{_where(path, line)}: Confidence {row['Confidence']!r} is neither 1 (verified "
+            raise AnnotationError(f"{where}: Confidence {row['Confidence']!r} is neither 1 (verified "
                                   "present) nor 0 (verified absent)")
         positive.setdefault(image_id, set())
         negative.setdefault(image_id, set())
@@ -290,25 +288,14 @@ def read_masks_csv(path: str | Path, class_names: Collection[str] | None = None,
     from pycocotools import mask as mask_utils
 
     masks: dict[str, list[GTMask]] = {}
-    for line, row in _rows(path, MASK_COLUMNS, optional=("MaskPath",)):
-        image_id = _image_id(row, path, line)
-        label = _label(row, path, line, class_names, mid_to_name)
-        xmin, ymin, xmax, ymax = _box(row, path, line, clip=True)
-        group = _integer(row, "IsGroupOf", path, line) != 0
-        width, height = _integer(row, "ImageWidth", path, line), _integer(row, "ImageHeight", path, line)
-        if width <= 0 or height <= 0:
-            raise AnnotationError(f"{_where(path, line)}: image size {width}x{height} is not positive")
-        counts = None
-        if row["Mask"]:
-            try:
-                counts = decode_mask_string(row["Mask"])
-            except ValueError as exc:
-                raise AnnotationError(f"{_where(path, line)}: Mask: {exc}") from None
-            if int(mask_utils.area({"size": [height, width], "counts": counts})) > width * height:
-                raise AnnotationError(f"{_where(path, line)}: Mask covers more than the stated "
-                                      f"{width}x{height} image")
-        masks.setdefault(image_id, []).append(
-            GTMask(label, xmin, ymin, xmax, ymax, group, width, height, counts, row.get("MaskPath", "")))
+    for where, row, image_id, label in _records(path, MASK_COLUMNS, class_names, mid_to_name, ("MaskPath",)):
+        box = _box(row, where, clip=True)
+        group = _integer(row, "IsGroupOf", where) != 0
+        width, height, counts = _mask(row, where, required=False)
+        if counts is not None and int(mask_utils.area({"size": [height, width], "counts": counts})) > width * height:
+            raise AnnotationError(f"{where}: Mask covers more than the stated {width}x{height} image")
+        masks.setdefault(image_id, []).append(GTMask(label, *box, group, width, height, counts,
+                                                     row.get("MaskPath", "")))
     return masks
 
 
@@ -318,15 +305,18 @@ _PBTXT_NAME = re.compile(r"(?<![A-Za-z_])name\s*:\s*[\"']([^\"']*)[\"']")
 _PBTXT_ID = re.compile(r"(?<![A-Za-z_])id\s*:\s*(-?\d+)")
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
 def read_class_descriptions(path: str | Path) -> dict[str, str]:
     """MID -> display name from an Open Images ``class-descriptions*.csv`` (``MID,DisplayName``, header optional)."""
     mapping: dict[str, str] = {}
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
-    reader = csv.reader(text.splitlines())
+    reader = csv.reader(_read_text(path).splitlines())
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
@@ -352,24 +342,18 @@ def read_label_map(path: str | Path) -> list[str]:
     (blank lines skipped, no trailing newline needed). Duplicate or missing names are errors.
     """
     path = Path(path)
-    if path.suffix.lower() == ".csv":
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
         names = list(read_class_descriptions(path).values())
+    elif suffix == ".pbtxt":
+        names = _pbtxt_names(path, _read_text(path))
     else:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AnnotationError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
-        if path.suffix.lower() == ".pbtxt":
-            names = _pbtxt_names(path, text)
-        else:
-            names = [line.strip() for line in text.splitlines() if line.strip()]
+        names = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
     if not names:
         raise AnnotationError(f"{path}: no class names")
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise AnnotationError(f"{path}: class {name!r} appears twice")
-        seen.add(name)
+    twice = [name for i, name in enumerate(names) if name in names[:i]]
+    if twice:
+        raise AnnotationError(f"{path}: class {twice[0]!r} appears twice")
     return names
 
 
@@ -399,12 +383,9 @@ def read_detections_csv(path: str | Path, class_names: Collection[str] | None = 
     inverted boxes are errors. ``class_names`` / ``mid_to_name`` as in :func:`read_boxes_csv`.
     """
     detections: dict[str, list[DetBox]] = {}
-    for line, row in _rows(path, DETECTION_COLUMNS):
-        image_id = _image_id(row, path, line)
-        label = _label(row, path, line, class_names, mid_to_name)
-        score = _number(row, "Score", path, line)
-        xmin, ymin, xmax, ymax = _box(row, path, line, clip=False)
-        detections.setdefault(image_id, []).append(DetBox(label, score, xmin, ymin, xmax, ymax))
+    for where, row, image_id, label in _records(path, DETECTION_COLUMNS, class_names, mid_to_name):
+        score = _number(row, "Score", where)
+        detections.setdefault(image_id, []).append(DetBox(label, score, *_box(row, where, clip=False)))
     return detections
 
 
@@ -426,18 +407,9 @@ def read_mask_detections_csv(path: str | Path, class_names: Collection[str] | No
                              mid_to_name: Mapping[str, str] | None = None) -> dict[str, list[DetMask]]:
     """Mask predictions per image id from ``ImageID,ImageWidth,ImageHeight,LabelName,Score,Mask``."""
     detections: dict[str, list[DetMask]] = {}
-    for line, row in _rows(path, MASK_DETECTION_COLUMNS):
-        image_id = _image_id(row, path, line)
-        label = _label(row, path, line, class_names, mid_to_name)
-        score = _number(row, "Score", path, line)
-        width, height = _integer(row, "ImageWidth", path, line), _integer(row, "ImageHeight", path, line)
-        if width <= 0 or height <= 0:
-            raise AnnotationError(f"{_where(path, line)}: image size {width}x{height} is not positive")
-        try:
-            counts = decode_mask_string(row["Mask"])
-        except ValueError as exc:
-            raise AnnotationError(f"{_where(path, line)}: Mask: {exc}") from None
-        detections.setdefault(image_id, []).append(DetMask(label, score, width, height, counts))
+    for where, row, image_id, label in _records(path, MASK_DETECTION_COLUMNS, class_names, mid_to_name):
+        score = _number(row, "Score", where)
+        detections.setdefault(image_id, []).append(DetMask(label, score, *_mask(row, where, required=True)))
     return detections
 
 

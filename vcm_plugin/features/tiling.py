@@ -57,11 +57,9 @@ def tile(samples: np.ndarray, fill: int) -> np.ndarray:
     """(C, h, w) -> one (rows*h, cols*w) frame, channel k at row k // cols, column k % cols."""
     channels, h, w = samples.shape
     rows, cols = grid(channels)
-    frame = np.full((rows * h, cols * w), fill, samples.dtype)
-    for k in range(channels):
-        r, c = divmod(k, cols)
-        frame[r * h:(r + 1) * h, c * w:(c + 1) * w] = samples[k]
-    return frame
+    tiles = np.full((rows * cols, h, w), fill, samples.dtype)
+    tiles[:channels] = samples
+    return tiles.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
 
 
 def untile(frame: np.ndarray, channels: int, h: int, w: int) -> np.ndarray:
@@ -69,8 +67,5 @@ def untile(frame: np.ndarray, channels: int, h: int, w: int) -> np.ndarray:
     rows, cols = grid(channels)
     if frame.shape[0] < rows * h or frame.shape[1] < cols * w:
         raise ValueError(f"frame {frame.shape} is smaller than {channels} tiles of {h}x{w} ({rows}x{cols} grid)")
-    out = np.empty((channels, h, w), frame.dtype)
-    for k in range(channels):
-        r, c = divmod(k, cols)
-        out[k] = frame[r * h:(r + 1) * h, c * w:(c + 1) * w]
-    return out
+    tiles = frame[:rows * h, :cols * w].reshape(rows, h, cols, w).transpose(0, 2, 1, 3)
+    return tiles.reshape(rows * cols, h, w)[:channels].copy()

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from vcm_plugin.errors import VcmError
-from vcm_plugin.ffmpeg import find_ffmpeg, run_ffmpeg
+from vcm_plugin.ffmpeg import convert_command, find_ffmpeg, run_ffmpeg
 
 SCALE_FLAGS = "bicubic"
 
@@ -35,9 +35,7 @@ def resize_rgb(image: np.ndarray, height: int, width: int, flags: str = SCALE_FL
     exe = find_ffmpeg()
     if exe is None:
         raise VcmError("pre-scaling needs ffmpeg (set VCM_FFMPEG or install imageio-ffmpeg)")
-    cmd = [exe, "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-           "-i", "pipe:0", "-vf", f"scale={width}:{height}:flags={flags}", "-frames:v", "1", "-f", "rawvideo",
-           "-pix_fmt", "rgb24", "pipe:1"]
+    cmd = convert_command(exe, "rgb24", h, w, f"scale={width}:{height}:flags={flags}", "rgb24")
     raw = run_ffmpeg(cmd, np.ascontiguousarray(image).tobytes(), timeout)
     if len(raw) != height * width * 3:
         raise VcmError(f"resizing {w}x{h} to {width}x{height} returned {len(raw)} bytes")

@@ -1,19 +1,10 @@
-"""Build and safely load CompressAI image-compression models.
+"""Build and safely load CompressAI image-compression models (weights-only loads).
 
-Three sources, one result (a CompressAI ``CompressionModel`` in eval mode, with its
-entropy coders' tables rebuilt by ``update(force=True)``):
-
-- :func:`load_compressai_zoo` -- a ``compressai.zoo`` model by architecture, metric and
-  quality. Its official file is looked up by name in the weights search path and in
-  torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), its SHA-256 checked against the
-  hash prefix in the name (torch.hub does not check a cached file), and loaded with
-  ``weights_only=True``. Downloading happens only when asked (``download=True``).
-- :func:`load_checkpoint_model` -- any CompressAI checkpoint file (a state_dict, or a
-  dict with ``state_dict``, as CompressAI's training example saves) of a named
-  architecture; sizes (N, M) are read from the tensors.
-- the project zoo (:mod:`vcm_plugin.zoo`) through :func:`load_checkpoint_model`.
-
-A checkpoint of another architecture is refused with the mismatched keys listed.
+Two sources, one result (a CompressAI ``CompressionModel`` in eval mode, its entropy coders'
+tables rebuilt by ``update(force=True)``): :func:`load_compressai_zoo` (an official
+``compressai.zoo`` file, hash-checked, downloaded only when asked) and
+:func:`load_checkpoint_model` (any CompressAI checkpoint of a named architecture, e.g. the
+project zoo's). A checkpoint of another architecture is refused with the mismatched keys listed.
 """
 
 from __future__ import annotations
@@ -24,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from vcm_plugin.errors import TaskModelError
-from vcm_plugin.hashing import name_hash_prefix
-from vcm_plugin.weights import file_sha256, find_weights, hub_checkpoint_dir, load_state_dict_safely
+from vcm_plugin.hashing import file_sha256, name_hash_prefix
+from vcm_plugin.weights import find_weights, hub_checkpoint_dir, load_state_dict_safely
 
 #: entropy-coder tables whose shapes depend on the trained model (not architecture keys)
 _TABLE_SUFFIXES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -35,30 +26,23 @@ class LearnedModelError(TaskModelError):
     """A learned codec model cannot be built or loaded (names the model and the file)."""
 
 
-def import_compressai() -> Any:
+def import_compressai() -> None:
     """Import compressai (quietly: its import triggers a torch.jit deprecation warning)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        import compressai
-        import compressai.models
+        import compressai.models  # noqa: F401
         import compressai.zoo  # noqa: F401
-    return compressai
-
-
-def architectures() -> dict[str, type]:
-    """CompressAI architecture name (zoo spelling, e.g. ``bmshj2018-hyperprior``) -> class."""
-    import_compressai()
-    from compressai.zoo.image import model_architectures
-
-    return dict(model_architectures)
 
 
 def architecture_class(name: str) -> type:
-    """The class of architecture ``name``; the error lists every valid name."""
-    archs = architectures()
-    if name not in archs:
-        raise LearnedModelError(f"unknown CompressAI architecture {name!r}; valid: {sorted(archs)}")
-    return archs[name]
+    """The class of CompressAI architecture ``name`` (zoo spelling, e.g. ``bmshj2018-hyperprior``); the error lists
+    every valid name."""
+    import_compressai()
+    from compressai.zoo.image import model_architectures
+
+    if name not in model_architectures:
+        raise LearnedModelError(f"unknown CompressAI architecture {name!r}; valid: {sorted(model_architectures)}")
+    return model_architectures[name]
 
 
 def build_model(architecture: str, **arch_params: Any) -> Any:
@@ -70,17 +54,13 @@ def build_model(architecture: str, **arch_params: Any) -> Any:
         raise LearnedModelError(f"architecture {architecture!r}: bad parameters {arch_params}: {exc}") from exc
 
 
-def _architecture_keys(cls: type) -> set[str]:
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    probe = cls(**{k: 8 for k in ("N", "M") if k in params})
-    return {k for k in probe.state_dict() if not k.endswith(_TABLE_SUFFIXES)}
-
-
 def check_architecture(state: dict[str, Any], architecture: str, source: str) -> None:
     """Raise :class:`LearnedModelError` listing missing/unexpected keys if ``state`` is not ``architecture``."""
-    expected = _architecture_keys(architecture_class(architecture))
+    import inspect
+
+    cls = architecture_class(architecture)
+    probe = cls(**{k: 8 for k in ("N", "M") if k in inspect.signature(cls.__init__).parameters})  # small sizes
+    expected = {k for k in probe.state_dict() if not k.endswith(_TABLE_SUFFIXES)}
     got = {k for k in state if not k.endswith(_TABLE_SUFFIXES)}
     # CompressAI renamed some entropy-bottleneck keys over versions; compare after the zoo's own renaming
     missing, unexpected = sorted(expected - got), sorted(got - expected)
@@ -124,10 +104,10 @@ def model_from_state(state: dict[str, Any], architecture: str, source: str) -> A
 
 def load_checkpoint_model(path: str | os.PathLike[str], architecture: str,
                           search_path: Sequence[str] | None = None) -> tuple[Any, str]:
-    """Load a CompressAI checkpoint file (weights-only); returns (model, the file's SHA-256)."""
+    """Load a CompressAI checkpoint file (weights-only; a state_dict, or a dict with ``state_dict`` as CompressAI's
+    training example saves; sizes such as N, M read from the tensors); returns (model, the file's SHA-256)."""
     found = find_weights(path, search_path)
-    state = load_state_dict_safely(found)
-    return model_from_state(state, architecture, repr(str(found))), file_sha256(found)
+    return model_from_state(load_state_dict_safely(found), architecture, repr(str(found))), file_sha256(found)
 
 
 def zoo_checkpoint_url(architecture: str, metric: str, quality: int) -> str:
@@ -149,7 +129,8 @@ def load_compressai_zoo(architecture: str, metric: str, quality: int, search_pat
 
     The file is found by its official name in ``search_path``, ``$VCM_WEIGHTS``, the
     user cache and torch.hub's cache; with ``download=True`` a missing file is fetched
-    by torch.hub (which checks the hash prefix). Offline, a missing file raises
+    by torch.hub (which checks the hash prefix); the SHA-256 prefix in the name is checked here too (torch.hub
+    does not check a cached file). Offline, a missing file raises
     :class:`~vcm_plugin.tasks.base.WeightsNotFoundError` naming it and every folder.
     """
     url = zoo_checkpoint_url(architecture, metric, quality)
@@ -169,5 +150,4 @@ def load_compressai_zoo(architecture: str, metric: str, quality: int, search_pat
     if prefix and not sha.startswith(prefix):
         raise LearnedModelError(f"compressai checkpoint {str(path)!r} has SHA-256 {sha[:12]}..., but its name says "
                                 f"{prefix}: the file is corrupt or not the official one")
-    state = load_state_dict_safely(path)
-    return model_from_state(state, architecture, repr(str(path))), sha
+    return model_from_state(load_state_dict_safely(path), architecture, repr(str(path))), sha

@@ -10,11 +10,12 @@ containers. A file bound to another task model, weights file or cut point is ref
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from vcm_plugin.errors import TaskModelError
+from vcm_plugin.hashing import file_sha256
+from vcm_plugin.learned.models import with_default_bounds
 from vcm_plugin.learned.task_nets import TaskNetConfig, build_task_net
 
 FORMAT = "vcm-task-codec/1"
@@ -26,9 +27,6 @@ class TaskCodecCheckpointError(TaskModelError):
 
 def read_task_codec(path: str | Path) -> dict[str, Any]:
     """The export dict of ``path`` (weights-only load); errors name the file."""
-    import pickle
-    import zipfile
-
     import torch
 
     path = Path(path)
@@ -36,7 +34,7 @@ def read_task_codec(path: str | Path) -> dict[str, Any]:
         raise TaskCodecCheckpointError(f"task codec checkpoint {str(path)!r} does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # UnpicklingError, BadZipFile, EOFError, or KeyError/IndexError from garbage bytes
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TaskCodecCheckpointError(f"task codec checkpoint {str(path)!r} is corrupt, truncated or not a "
                                        f"weights-only file: {first}") from exc
@@ -54,9 +52,8 @@ def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None,
     data = read_task_codec(path)
     if binding is not None:
         theirs = data.get("binding", {})
-        diff = [f"{key}: file {theirs.get(key)!r}, codec {binding.get(key)!r}" for key in ("task_model", "cut",
-                                                                                            "weights")
-                if theirs.get(key) != binding.get(key)]
+        diff = [f"{key}: file {theirs.get(key)!r}, codec {binding.get(key)!r}"
+                for key in ("task_model", "cut", "weights") if theirs.get(key) != binding.get(key)]
         if diff:
             raise TaskCodecCheckpointError(f"task codec checkpoint {str(path)!r} was trained for another task "
                                            f"model or cut point ({'; '.join(diff)})")
@@ -64,10 +61,7 @@ def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None,
         config = TaskNetConfig(**data["net"])
         front = adapter.front_module() if config.decoder == "front" and adapter is not None else None
         net = build_task_net(config, front)
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in data["state_dict"].items()}
-        from vcm_plugin.learned.models import with_default_bounds
-
+        state = {k: v.float() if v.is_floating_point() else v for k, v in data["state_dict"].items()}  # fp16 exports
         net.load_state_dict(with_default_bounds(state, net))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise TaskCodecCheckpointError(f"task codec checkpoint {str(path)!r} does not fit its own architecture: "
@@ -79,4 +73,4 @@ def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None,
 
 def file_tag(path: str | Path) -> bytes:
     """4-byte tag of a checkpoint file (SHA-256 prefix): streams from other weights are refused."""
-    return hashlib.sha256(Path(path).read_bytes()).digest()[:4]
+    return bytes.fromhex(file_sha256(path)[:8])

@@ -147,24 +147,19 @@ class TaskCodecNet(CompressionModel):
             self.gaussian_conditional = GaussianConditional(None)
         else:
             self.entropy_bottleneck = EntropyBottleneck(m)
-        self.register_buffer("in_mean", torch.zeros(1, c.in_channels, 1, 1))
-        self.register_buffer("in_std", torch.ones(1, c.in_channels, 1, 1))
-        self.register_buffer("out_mean", torch.zeros(1, c.out_channels, 1, 1))
-        self.register_buffer("out_std", torch.ones(1, c.out_channels, 1, 1))
+        for side, channels in (("in", c.in_channels), ("out", c.out_channels)):  # feature statistics
+            self.register_buffer(f"{side}_mean", torch.zeros(1, channels, 1, 1))
+            self.register_buffer(f"{side}_std", torch.ones(1, channels, 1, 1))
 
     # -- helpers -------------------------------------------------------------------------
     def set_statistics(self, inputs: torch.Tensor | None, outputs: torch.Tensor) -> None:
         """Per-channel mean / std of feature inputs (feature codecs) and of Y1 targets."""
-        def stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            mean = t.mean(dim=(0, 2, 3), keepdim=True)
-            return mean, t.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-
+        pairs = [(outputs, self.out_mean, self.out_std)]
         if inputs is not None and self.config.paradigm == "feature":
-            self.in_mean.copy_(stats(inputs)[0])
-            self.in_std.copy_(stats(inputs)[1])
-        mean, std = stats(outputs)
-        self.out_mean.copy_(mean)
-        self.out_std.copy_(std)
+            pairs.append((inputs, self.in_mean, self.in_std))
+        for t, mean, std in pairs:
+            mean.copy_(t.mean(dim=(0, 2, 3), keepdim=True))
+            std.copy_(t.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3))
 
     def _analysis_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.paradigm == "feature":

@@ -29,6 +29,7 @@ naming the codec, quality and image id) and the run goes on.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import multiprocessing
 import os
@@ -331,24 +332,20 @@ def execute_dask(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfi
     from dask.distributed import as_completed
 
     client, cluster = _client(executor, n_jobs)
+
+    def submit(shard: list[Job]) -> Any:
+        return client.submit(run_jobs, shard, executor.task_timeout, pure=False, retries=executor.retries)
+
     try:
         client.register_plugin(_task_models_plugin(tasks), name="vcm-plugin-task-models")
-        work = shards(jobs, executor.shard_size)
         window = max(2, 2 * max(1, len(client.scheduler_info().get("workers", {})) or n_jobs))
-        queue = iter(work)
-        running = as_completed()
-        for shard in queue:
-            running.add(client.submit(run_jobs, shard, executor.task_timeout, pure=False,
-                                      retries=executor.retries))
-            if running.count() >= window:
-                break
+        queue = iter(shards(jobs, executor.shard_size))
+        running = as_completed([submit(shard) for shard in itertools.islice(queue, window)])
         for future in running:
             yield from future.result()
             future.release()
-            nxt = next(queue, None)
-            if nxt is not None:
-                running.add(client.submit(run_jobs, nxt, executor.task_timeout, pure=False,
-                                          retries=executor.retries))
+            for shard in itertools.islice(queue, 1):  # the next shard, if any, takes the finished one's place
+                running.add(submit(shard))
     finally:
         client.close()
         if cluster is not None:

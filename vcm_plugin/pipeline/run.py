@@ -17,7 +17,7 @@ import struct
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,8 +33,8 @@ from vcm_plugin.pipeline.executors import execute
 from vcm_plugin.pipeline.units import CodecPoint, Job, TaskSpec, freeze_params, thaw_params
 from vcm_plugin.results import REFERENCE, Point, PointLabel, ResultsStore, aggregate
 from vcm_plugin.results.store import unit_key
-from vcm_plugin.results.tables import STORE_NAME as STORE_NAME
-from vcm_plugin.results.tables import task_name
+from vcm_plugin.results.tables import STORE_NAME, task_name
+from vcm_plugin.weights import with_search_path
 
 LOCK_NAME = ".vcm-run.lock"
 
@@ -88,14 +88,10 @@ class OutputLock:
     def __enter__(self) -> OutputLock:
         with OutputLock._guard:
             try:
-                st = os.stat(self.path)
-                if (st.st_dev, st.st_ino) in OutputLock._held:
-                    raise self._refuse(f"pid {os.getpid()}, this process")
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise RunError(f"output folder {self.path.parent} is not writable: {exc.strerror or exc}") from exc
-            try:
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(self.path)
+                    if (st.st_dev, st.st_ino) in OutputLock._held:
+                        raise self._refuse(f"pid {os.getpid()}, this process")
                 self._fh = open(self.path, "a+")
             except OSError as exc:
                 raise RunError(f"output folder {self.path.parent} is not writable: {exc.strerror or exc}") from exc
@@ -140,7 +136,7 @@ class OutputLock:
                 OutputLock._held.discard(self._id)  # type: ignore[arg-type]
 
 
-def check_output(folder: str | Path) -> Path:
+def check_output_folder(folder: str | Path) -> Path:
     """Check, creating nothing, that ``folder`` is or can be made a writable folder; errors name it."""
     path = Path(folder)
     if path.exists() and not path.is_dir():
@@ -155,7 +151,7 @@ def check_output(folder: str | Path) -> Path:
     return path
 
 
-def prepare_output(folder: str | Path) -> Path:
+def create_output_folder(folder: str | Path) -> Path:
     """Create the output folder and check it is writable; errors name it.
 
     :func:`run` calls it only once the preflight has passed: a run that cannot start
@@ -180,9 +176,7 @@ def codec_points(config: RunConfig) -> list[CodecPoint]:
     points = [CodecPoint(REFERENCE, None, (), None, 1.0)]
     for label, entry in config.codecs.items():
         name, params = config.codec_params(label)
-        fields = getattr(get_codec_class(name), "__dataclass_fields__", {})
-        if config.weights.search_path and "search_path" in fields and "search_path" not in params:
-            params["search_path"] = list(config.weights.search_path)  # learned codecs' weight files
+        params = with_search_path(get_codec_class(name), params, config.weights.search_path)  # learned codecs
         for scale in entry.scales:
             for quality in entry.qualities:
                 q = int(quality) if float(quality).is_integer() else float(quality)
@@ -197,11 +191,8 @@ def task_specs(config: RunConfig) -> list[TaskSpec]:
     specs = []
     for label in config.tasks:
         name, params = config.task_params(label)
-        cls = get_task_model_class(name)
-        fields = getattr(cls, "__dataclass_fields__", {})
-        if config.weights.search_path and "search_path" in fields and "search_path" not in params:
-            params["search_path"] = list(config.weights.search_path)
-        specs.append(TaskSpec(label, name, freeze_params(params)))
+        specs.append(TaskSpec(label, name, freeze_params(with_search_path(get_task_model_class(name), params,
+                                                                          config.weights.search_path))))
     return specs
 
 
@@ -265,7 +256,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
     from vcm_plugin.reports.write import write_reports
     from vcm_plugin.tasks.registry import get_task_model
 
-    folder = check_output(output or config.output)
+    folder = check_output_folder(output or config.output)
     summary = RunSummary(output=folder)
     started = time.perf_counter()
     with contextlib.ExitStack() as held:
@@ -286,7 +277,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                 finished = store.finished_keys()
         preflight(_pending(all_jobs, finished)[0], tasks)
 
-        prepare_output(folder)
+        create_output_folder(folder)
         if not locked:
             held.enter_context(OutputLock(folder))
         try:
@@ -299,7 +290,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             todo, cached = _pending(all_jobs, store.finished_keys())  # again, now under the lock
             summary.units_total = sum(len(job.task_keys) for job in all_jobs)
             summary.units_cached = cached
-            remaining = _remaining_per_point(todo)
+            remaining = Counter((job.point.label, job.point.quality, job.point.scale) for job in todo)
             known: dict[PointLabel, Point] = {}  # points aggregated for the progress lines, reused by the reports
             bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
             for rows in execute(todo, tasks, config.executor, n_jobs):
@@ -363,13 +354,6 @@ def preflight(jobs: list[Job], tasks: list[TaskSpec]) -> None:
             units.task_model(spec.label).load()
         except VcmError as exc:
             raise type(exc)(f"task {spec.label!r}: {exc}") from exc
-
-
-def _remaining_per_point(jobs: list[Job]) -> dict[tuple, int]:
-    counts: dict[tuple, int] = defaultdict(int)
-    for job in jobs:
-        counts[(job.point.label, job.point.quality, job.point.scale)] += 1
-    return counts
 
 
 def _point_line(store: ResultsStore, keys, point_key: tuple, dataset: Dataset, config: RunConfig,

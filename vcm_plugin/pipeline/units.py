@@ -21,7 +21,6 @@ from typing import Any
 from vcm_plugin.codecs.base import Codec
 from vcm_plugin.datasets.base import Sample
 from vcm_plugin.images.resize import prescale, resize_rgb
-from vcm_plugin.results.store import REFERENCE as REFERENCE  # re-exported, as before
 from vcm_plugin.results.store import UnitRow
 
 
@@ -143,11 +142,15 @@ def describe_unit(job: Job) -> str:
     return f"codec {point.label!r} at quality {point.quality}, image id {sample.image_id} ({sample.path})"
 
 
+def _unit_row(job: Job, task: str, key: str, **fields: Any) -> UnitRow:
+    point = job.point
+    return UnitRow(key=key, task=task, codec=point.label, quality=point.quality, scale=point.scale,
+                   image_id=str(job.sample.image_id), **fields)
+
+
 def failed_rows(job: Job, message: str) -> list[UnitRow]:
     """One ``failed`` row per task unit of ``job``, each with ``message``."""
-    point, sample = job.point, job.sample
-    return [UnitRow(key=k, task=t, status="failed", error=message, codec=point.label, quality=point.quality,
-                    scale=point.scale, image_id=str(sample.image_id)) for t, k in job.task_keys]
+    return [_unit_row(job, t, k, status="failed", error=message) for t, k in job.task_keys]
 
 
 def run_job_limited(job: Job, timeout: float | None = None) -> list[UnitRow]:
@@ -178,16 +181,11 @@ def run_jobs(jobs: list[Job], timeout: float | None = None) -> list[list[UnitRow
 def run_job(job: Job) -> list[UnitRow]:
     """Execute one job; never raises for a bad input (failed rows say why)."""
     point, sample = job.point, job.sample
-    base = dict(codec=point.label, quality=point.quality, scale=point.scale, image_id=str(sample.image_id))
     where = describe_unit(job)
-
-    def failed(task: str, key: str, message: str) -> UnitRow:
-        return UnitRow(key=key, task=task, status="failed", error=message, **base)
-
     try:
         image = sample.load()
     except Exception as exc:  # the file is missing or unreadable: every task fails for this image
-        return [failed(t, k, f"{where}: {_describe(exc)}") for t, k in job.task_keys]
+        return failed_rows(job, f"{where}: {_describe(exc)}")
 
     pixels = sample.height * sample.width
     coded: dict[str, Any] = {"bits": None, "metrics": {}, "encode_s": 0.0, "decode_s": 0.0}
@@ -210,7 +208,7 @@ def run_job(job: Job) -> list[UnitRow]:
                 value = resize_rgb(value, sample.height, sample.width)
                 coded["metrics"] = {k: v for k, v in image_metrics(image, value).items() if v is not None}
         except Exception as exc:
-            return [failed(t, k, f"{where}: {_describe(exc)}") for t, k in job.task_keys]
+            return failed_rows(job, f"{where}: {_describe(exc)}")
 
     rows = []
     for task, key in job.task_keys:
@@ -226,8 +224,8 @@ def run_job(job: Job) -> list[UnitRow]:
             detail = _describe(exc)
             if not type(exc).__module__.startswith("vcm_plugin"):
                 detail += " | " + traceback.format_exc(limit=-1).strip().splitlines()[-2].strip()
-            rows.append(failed(task, key, f"{where}, task {task!r}: {detail}"))
+            rows.append(_unit_row(job, task, key, status="failed", error=f"{where}, task {task!r}: {detail}"))
             continue
-        rows.append(UnitRow(key=key, task=task, status="ok", pixels=pixels, inference_s=inference_s,
-                            predictions=record, **coded, **base))
+        rows.append(_unit_row(job, task, key, status="ok", pixels=pixels, inference_s=inference_s,
+                              predictions=record, **coded))
     return rows

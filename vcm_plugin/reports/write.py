@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,13 @@ def _quality(value: float | int | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+def _write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 def write_results_csv(points: list[Point], path: Path, skipped: int = 0) -> None:
     """One row per point; ``skipped``: images the dataset left out (missing files), in every row."""
     fixed = ["task", "codec", "quality", "scale", "images", "failed", "images_skipped", "bits", "pixels", "bpp",
@@ -62,15 +69,11 @@ def write_results_csv(points: list[Point], path: Path, skipped: int = 0) -> None
     metric_names = sorted({k for p in points for k in p.metrics} - set(fixed))  # e.g. an evaluator's "images"
     header = [*fixed,
               *metric_names, *IMAGE_METRICS, "encode_s_per_image", "decode_s_per_image", "inference_s_per_image"]
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for p in points:
-            writer.writerow([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), p.images, p.failed, skipped,
-                             _fmt(p.bits), p.pixels, _fmt(p.bpp, 6), _fmt(p.mean_bpp, 6),
-                             *[_fmt(p.metrics.get(m)) for m in metric_names],
-                             *[_fmt(p.image_metrics.get(m), d.digits) for m, d in IMAGE_METRICS.items()],
-                             _fmt(p.encode_s), _fmt(p.decode_s), _fmt(p.inference_s)])
+    _write_csv(path, header, ([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), p.images, p.failed, skipped,
+                               _fmt(p.bits), p.pixels, _fmt(p.bpp, 6), _fmt(p.mean_bpp, 6),
+                               *[_fmt(p.metrics.get(m)) for m in metric_names],
+                               *[_fmt(p.image_metrics.get(m), d.digits) for m, d in IMAGE_METRICS.items()],
+                               _fmt(p.encode_s), _fmt(p.decode_s), _fmt(p.inference_s)] for p in points))
 
 
 @dataclass
@@ -165,12 +168,9 @@ _MAX_SKIPPED_LISTED = 10
 
 def write_bd(rows: list[BDRow], csv_path: Path, md_path: Path, points: list[Point],
              skipped: list[str] | None = None) -> None:
-    with open(csv_path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["task", "metric", "codec", "anchor", "scale", "bd_rate_percent", "method", "note"])
-        for r in rows:
-            writer.writerow([r.task, r.metric, r.codec, r.anchor, _fmt(r.scale, 2), _fmt(r.bd_rate, 3), r.method,
-                             r.note])
+    _write_csv(csv_path, ["task", "metric", "codec", "anchor", "scale", "bd_rate_percent", "method", "note"],
+               ([r.task, r.metric, r.codec, r.anchor, _fmt(r.scale, 2), _fmt(r.bd_rate, 3), r.method, r.note]
+                for r in rows))
     lines = ["# BD-rate per task", "",
              "Negative = fewer bits than the anchor for the same task metric. "
              "Rate: total bits / total original pixels.", ""]
@@ -195,12 +195,8 @@ def write_bd(rows: list[BDRow], csv_path: Path, md_path: Path, points: list[Poin
 
 
 def write_failures(points: list[Point], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["task", "codec", "quality", "scale", "error"])
-        for p in points:
-            for e in p.errors:
-                writer.writerow([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), e])
+    _write_csv(path, ["task", "codec", "quality", "scale", "error"],
+               ([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), e] for p in points for e in p.errors))
 
 
 def format_bd_table(rows: list[BDRow]) -> str:

@@ -104,8 +104,8 @@ _COLUMNS = ("key", "codec", "quality", "scale", "task", "image_id", "status", "b
             "decode_s", "inference_s", "predictions", "error")
 
 
-class ResultsStore:
-    """SQLite results of a run folder; open with :meth:`open` (or as a context manager)."""
+class ResultsStore(contextlib.AbstractContextManager):
+    """SQLite results of a run folder; a context manager that closes it."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -125,9 +125,6 @@ class ResultsStore:
                 raise StoreError(f"{self.path}: results store schema {row[0]}, this version reads {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open results store {self.path}: {exc}") from exc
-
-    def __enter__(self) -> ResultsStore:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

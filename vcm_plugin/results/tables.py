@@ -176,6 +176,7 @@ class Results:
     points: list[Point]
     images: list[ImageRow]
 
+
 def task_name(config: Any, task: str) -> str:
     """The task name (``detection``, ``classification``, ...) of the config's task entry ``task``."""
     entry = config.tasks[task]

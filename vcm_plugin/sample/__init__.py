@@ -13,8 +13,6 @@ from pathlib import Path
 
 from vcm_plugin.errors import VcmError
 
-__all__ = ["coco_annotations", "coco_images_dir", "kodak_images", "sample_dir"]
-
 _HERE = Path(__file__).resolve().parent
 
 

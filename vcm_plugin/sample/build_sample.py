@@ -2,29 +2,21 @@
 
     python -m vcm_plugin.sample.build_sample [--shared ../shared]
 
-What it does, reproducibly:
-
-1. Reads the 6 COCO val2017 ids from ``data/coco/sample_ids.txt`` (CC BY 2.0 / CC BY-SA
-   2.0 images, chosen there by a documented rule) and copies their jpgs byte for byte
-   into ``coco/val2017/``.
-2. Writes ``coco/annotations/instances_sample.json`` in official COCO format from
-   ``data/coco/annotations/instances_val2017_subset.json``: the ``info`` and
-   ``licenses`` blocks unchanged, the 6 image entries, ALL their annotations (ids
-   unchanged, sorted by id) and all 80 categories, in the official block order.
-3. Copies ``kodim23.png`` (landscape) and ``kodim04.png`` (portrait) byte for byte
-   into ``kodak/``.
-4. Checks every copied file against the SHA-256 in the source folder's ``SHA256SUMS``
-   and writes ``LICENSE.md`` with the attribution of each file.
+Reproducibly: the 6 COCO val2017 images listed in ``data/coco/sample_ids.txt`` (CC BY / CC BY-SA,
+chosen there by a documented rule) and two Kodak images are copied byte for byte and checked
+against the source folders' ``SHA256SUMS``; their official COCO annotations are subset
+(:func:`subset_annotations`) and ``LICENSE.md`` names the terms of each file.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+
+from vcm_plugin.hashing import file_sha256
 
 SAMPLE_DIR = Path(__file__).resolve().parent
 KODAK_FILES = ("kodim23.png", "kodim04.png")
@@ -59,7 +51,7 @@ def _sha256sums(folder: Path) -> dict[str, str]:
 def _copy_checked(src: Path, dst: Path, expected: str) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
-    actual = hashlib.sha256(dst.read_bytes()).hexdigest()
+    actual = file_sha256(dst)
     if actual != expected:
         raise SystemExit(f"{dst}: SHA-256 {actual} differs from {expected} in SHA256SUMS of {src.parent}")
 

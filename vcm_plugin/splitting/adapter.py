@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from vcm_plugin.tasks.base import INPUT, TaskModel, TaskModelError
-from vcm_plugin.tasks.split import OUTPUT, CutValue, freeze
+from vcm_plugin.errors import TaskModelError
+from vcm_plugin.tasks.base import INPUT, TaskModel
+from vcm_plugin.tasks.split import CutValue
 
 ENTRY_POINT_GROUP = "vcm_plugin.cut_points"
 
@@ -137,6 +138,3 @@ def split_adapter(model: TaskModel, cut: str) -> SplitAdapter:
         raise TaskModelError(f"task model {model.name!r} defines no cut points for learned split / direct codecs "
                              f"(give it an adapter_class or a {ENTRY_POINT_GROUP!r} entry point)")
     return SplitAdapter(model, model.adapter().check_single_cut(cut))
-
-
-__all__ = ["ENTRY_POINT_GROUP", "OUTPUT", "CutValue", "SplitAdapter", "freeze", "split_adapter"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,11 +41,13 @@ import numpy as np
 
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, QualityRange
 from vcm_plugin.codecs.registry import modules_installed, register_codec
+from vcm_plugin.codecs.vvc import VVCCodec
 from vcm_plugin.errors import BitstreamFormatError, DecodeError, EncodeError
 from vcm_plugin.splitting.adapter import split_adapter
 from vcm_plugin.tasks.registry import get_task_model, get_task_model_class
 from vcm_plugin.tasks.split import CutValue
 from vcm_plugin.varint import ByteReader, encode_varint
+from vcm_plugin.weights import file_sha256, find_weights, with_search_path
 
 _FCM_VERSION = 2
 _VERSION = 1
@@ -68,10 +70,7 @@ class FeatureCodec(Codec):
     def model(self) -> Any:
         """The task model whose front computes the coded value (built once)."""
         if getattr(self, "_model", None) is None:
-            params = dict(self.task_params)
-            fields = getattr(get_task_model_class(self.task_model), "__dataclass_fields__", {})
-            if self.search_path and "search_path" in fields and "search_path" not in params:
-                params["search_path"] = list(self.search_path)
+            params = with_search_path(get_task_model_class(self.task_model), self.task_params, self.search_path)
             self._model = get_task_model(self.task_model, **params)
         return self._model
 
@@ -96,20 +95,15 @@ class FcmVvcCodec(FeatureCodec):
     """FCM-style baseline: 10-bit per-tensor quantisation, channel tiling, VVC intra (QP 0..63)."""
 
     name: ClassVar[str] = "fcm-vvc"
-    quality_range: ClassVar[QualityRange] = QualityRange(
-        "qp", 0, 63, higher_is_more_bits=False, description="VVC QP of the feature frame")
+    quality_range: ClassVar[QualityRange] = replace(VVCCodec.quality_range, description="VVC QP of the feature frame")
 
     preset: str = "medium"
     threads: int = 1
     ffmpeg: str | None = None
 
     def is_available(self) -> Availability:
-        from vcm_plugin.ffmpeg import ffmpeg_decoders, ffmpeg_encoders, find_ffmpeg
-
-        exe = find_ffmpeg(self.ffmpeg)
-        if exe is None or "libvvenc" not in ffmpeg_encoders(exe) or "vvc" not in ffmpeg_decoders(exe):
-            return Availability(False, "needs an ffmpeg with libvvenc and the vvc decoder (imageio-ffmpeg's has both)")
-        return Availability(True)
+        """The frames are coded by libvvenc and decoded by ffmpeg's vvc decoder, as by the ``vvc`` codec."""
+        return VVCCodec(ffmpeg=self.ffmpeg).is_available()
 
     def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
         from vcm_plugin.features.tiling import quantise, tile
@@ -196,8 +190,6 @@ class LearnedTaskCodec(FeatureCodec):
 
     # -- weights -------------------------------------------------------------------------
     def checkpoint_path(self, quality: Quality) -> Path:
-        from vcm_plugin.weights import find_weights
-
         name = str(self.checkpoint).replace("{quality}", str(int(quality)))
         if Path(name).expanduser().is_file():  # a path (relative to the working directory) wins
             return Path(name).expanduser()
@@ -225,8 +217,6 @@ class LearnedTaskCodec(FeatureCodec):
                 f"{self.task_model!r} cut {self.cut!r}")
 
     def weights_identity(self, quality: Quality) -> str | None:
-        from vcm_plugin.weights import file_sha256
-
         return file_sha256(self.checkpoint_path(quality))
 
     def adapter(self) -> Any:
@@ -251,8 +241,14 @@ class LearnedTaskCodec(FeatureCodec):
 
     # -- coding --------------------------------------------------------------------------
     def _codec_input(self, image: np.ndarray, net: Any) -> tuple[Any, tuple[int, int]]:
-        """(tensor the codec network encodes, Y1's (h, w))."""
-        raise NotImplementedError
+        """(tensor the codec network encodes, Y1's (h, w)): ``direct``: the image at the model's input geometry,
+        Y1 having ceil(size / stride) cells (padded convolutions); ``feature``: Y1 = front(X) itself."""
+        if self.paradigm == "direct":
+            x = self.adapter().input_tensor(image)
+            stride = net.config.stride
+            return x, (-(-x.shape[-2] // stride), -(-x.shape[-1] // stride))
+        y1 = self.adapter().from_value(self.model().front(self.cut, image))
+        return y1.float(), (int(y1.shape[-2]), int(y1.shape[-1]))
 
     def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
         import torch
@@ -299,29 +295,18 @@ class LearnedTaskCodec(FeatureCodec):
         return self.adapter().to_value(y1_hat, (bitstream.height, bitstream.width))
 
 
+# no fields of their own: the dataclass fields, __init__ and params() are LearnedTaskCodec's
 @register_codec
-@dataclass
 class DirectCodec(LearnedTaskCodec):
     """Direct coding: image encoder -> bitstream -> latent decoder -> Ŷ1 at the cut point."""
 
     name: ClassVar[str] = "direct"
     paradigm: ClassVar[str] = "direct"
 
-    def _codec_input(self, image: np.ndarray, net: Any) -> tuple[Any, tuple[int, int]]:
-        """The image at the model's input geometry; Y1 has ceil(size / stride) cells (padded convolutions)."""
-        x = self.adapter().input_tensor(image)
-        stride = net.config.stride
-        return x, (-(-x.shape[-2] // stride), -(-x.shape[-1] // stride))
-
 
 @register_codec
-@dataclass
 class LearnedFeatureCodec(LearnedTaskCodec):
     """Model splitting with a learned codec: Y1 = front(X) -> analysis -> bitstream -> synthesis -> Ŷ1."""
 
     name: ClassVar[str] = "feature-learned"
     paradigm: ClassVar[str] = "feature"
-
-    def _codec_input(self, image: np.ndarray, net: Any) -> tuple[Any, tuple[int, int]]:
-        y1 = self.adapter().from_value(self.model().front(self.cut, image))
-        return y1.float(), (int(y1.shape[-2]), int(y1.shape[-1]))

@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import threading
 from abc import ABC
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-# the task models' errors live at the bottom layer (learned models and codecs raise them too);
-# importable from here as before
 from vcm_plugin.errors import InvalidImageError, TaskModelError
-from vcm_plugin.errors import WeightsNotFoundError as WeightsNotFoundError
 from vcm_plugin.hashing import file_sha256
-
-# the prediction kinds live in their own module (registered by name); importable from here as before
-from vcm_plugin.tasks.predictions import ClassScores as ClassScores
-from vcm_plugin.tasks.predictions import Detections as Detections
-from vcm_plugin.tasks.predictions import Predictions as Predictions
-from vcm_plugin.tasks.predictions import predictions_from_json as predictions_from_json
+from vcm_plugin.tasks.predictions import Predictions
+from vcm_plugin.tasks.split import CutValue, ModelAdapter
+from vcm_plugin.weights import KNOWN_SHA256, verify_sha256
 
 INPUT = "input"  # the cut point name of the model's input image
 
@@ -42,6 +35,20 @@ def check_image(image: Any, model: str) -> np.ndarray:
     return image
 
 
+def state_dict_mismatch(expected: dict[str, tuple[int, ...]], state: dict[str, Any],
+                        kinds: tuple[str, str, str] = ("missing keys ({n})", "unexpected keys ({n})",
+                                                       "shape mismatches ({n})")) -> str:
+    """Missing / unexpected keys and shape differences of ``state`` against ``expected`` key -> shape ('' if
+    none), each listed (8 at most) after its label from ``kinds`` (``{n}``: how many)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
+              if k in state and tuple(state[k].shape) != expected[k]]
+    return "; ".join(f"{kind.format(n=len(keys))}: {', '.join(keys[:8])}"
+                     + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
+                     for kind, keys in zip(kinds, (missing, unexpected, shapes)) if keys)
+
+
 @dataclass
 class TaskModel(ABC):
     """A task model: image (or cut-point tensor) -> predictions.
@@ -54,23 +61,29 @@ class TaskModel(ABC):
     on first use, so a model can be described and hashed without loading them: a model
     with ``transient`` state implements :meth:`_load`, which :meth:`load` runs once, under
     a lock, while the first ``transient`` attribute is None (so ``_load`` sets it last).
+    A model with a weights file implements :meth:`weights_path`.
     """
 
     name: ClassVar[str]
     task: ClassVar[str]  # "detection", "segmentation" or "classification"
-    #: attributes holding loaded state (networks, interpreters): dropped when pickled, rebuilt lazily
+    #: attributes holding loaded state (networks, interpreters): None until loaded, dropped when pickled
     transient: ClassVar[tuple[str, ...]] = ()
     #: its split adapter (a ModelAdapter subclass, built once per model); None: only the ``input`` point
-    adapter_class: ClassVar[type | None] = None
+    adapter_class: ClassVar[type[ModelAdapter] | None] = None
     categories: dict[int, str] = field(default_factory=dict, init=False, repr=False)
     _sha256: str | None = field(default=None, init=False, repr=False, compare=False)  # of the weights file
     _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _adapter: Any = field(default=None, init=False, repr=False, compare=False)
 
+    def __getattr__(self, name: str) -> Any:
+        """A ``transient`` attribute reads None until :meth:`_load` sets it."""
+        if name in type(self).transient:
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickles as its parameters (for process pools): loaded state and the lock are left out."""
-        state = dict(self.__dict__)
-        state.update({name: None for name in self.transient})
+        state = {k: v for k, v in self.__dict__.items() if k not in self.transient}
         state["_lock"] = state["_adapter"] = None
         return state
 
@@ -89,17 +102,31 @@ class TaskModel(ABC):
                 if getattr(self, self.transient[0]) is None:
                     self._load()
 
+    def network(self) -> Any:
+        """The loaded network: the first ``transient`` attribute (loaded on first use)."""
+        self.load()
+        return getattr(self, self.transient[0])
+
     def _load(self) -> None:
         """Build the ``transient`` state (called by :meth:`load`, once, under the lock)."""
         raise NotImplementedError(f"task model {self.name!r} declares transient state but no _load()")
 
-    def _cached_sha256(self, path: Callable[[], Path]) -> str:
-        """SHA-256 of the weights file ``path()`` returns, hashed once (kept when pickled)."""
+    def weights_path(self) -> Path | None:
+        """The weights file that will be loaded (None: none); raises if it is missing."""
+        return None
+
+    def weights_sha256(self) -> str:
+        """SHA-256 of :meth:`weights_path`, hashed once (kept when pickled); a file whose name has a
+        known hash (:data:`~vcm_plugin.weights.KNOWN_SHA256`) must match it."""
         if self._sha256 is None:
-            self._sha256 = file_sha256(path())
+            path = self.weights_path()
+            sha, expected = file_sha256(path), KNOWN_SHA256.get(path.name)
+            if expected is not None and sha != expected:
+                verify_sha256(path, expected)  # raises, naming the file and both hashes
+            self._sha256 = sha
         return self._sha256
 
-    def adapter(self) -> Any:
+    def adapter(self) -> ModelAdapter | None:
         """Its :class:`~vcm_plugin.tasks.split.ModelAdapter` (built once), or None."""
         if self._adapter is None and self.adapter_class is not None:
             self._adapter = self.adapter_class(self)
@@ -136,8 +163,6 @@ class TaskModel(ABC):
             return image
         import torch
 
-        from vcm_plugin.tasks.split import CutValue
-
         adapter, cut = self._cut(point)
         with torch.inference_mode():
             tensors = adapter.forward_to(adapter.prepare(image), cut)
@@ -145,8 +170,6 @@ class TaskModel(ABC):
 
     def params(self) -> dict[str, Any]:
         """The model's configuration (dataclass fields), JSON-serialisable."""
-        from dataclasses import fields
-
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
     def identity(self) -> dict[str, Any]:

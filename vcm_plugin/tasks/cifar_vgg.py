@@ -15,7 +15,7 @@ resolution), a global average ``pool`` (flattened to a vector) and a linear head
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError, check_image
+from vcm_plugin.errors import TaskModelError
+from vcm_plugin.tasks.base import INPUT, TaskModel, check_image, state_dict_mismatch
+from vcm_plugin.tasks.predictions import ClassScores
 from vcm_plugin.tasks.registry import register_task_model
 from vcm_plugin.tasks.split import OUTPUT, CutValue, ModelAdapter, freeze
 
@@ -119,23 +121,6 @@ def build_cifar_vgg(cfg: VGGConfig | None = None) -> CifarVGG:
     return CifarVGG(cfg or VGGConfig())
 
 
-def check_state_dict(net: Any, state_dict: dict[str, Any], source: str) -> None:
-    """Raise :class:`TaskModelError` listing missing, unexpected and wrong-shape keys of ``state_dict``."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
-              if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        def show(items: list[str]) -> str:
-            return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-
-        parts = [f"{label}: {show(items)}" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
-        raise TaskModelError(f"weights {source!r} are not a cifar10-vgg network of architecture "
-                             f"{net.cfg.to_dict()}; " + "; ".join(parts))
-
-
 def read_export(path: str | Path) -> tuple[dict[str, Any], VGGConfig, list[float], list[float]]:
     """(state_dict, architecture, mean, std) from an exported checkpoint or a plain state_dict.
 
@@ -166,7 +151,11 @@ def load_cifar_vgg(path: str | Path) -> tuple[Any, list[float], list[float]]:
     """(network in eval mode, mean, std) from a checkpoint; a foreign state_dict is refused, keys named."""
     state, cfg, mean, std = read_export(path)
     net = build_cifar_vgg(cfg)
-    check_state_dict(net, state, str(path))
+    mismatch = state_dict_mismatch({k: tuple(v.shape) for k, v in net.state_dict().items()}, state,
+                                   ("missing", "unexpected", "shape mismatch"))
+    if mismatch:
+        raise TaskModelError(f"weights {str(path)!r} are not a cifar10-vgg network of architecture "
+                             f"{cfg.to_dict()}; {mismatch}")
     net.load_state_dict(state)
     return net.eval(), mean, std
 
@@ -176,8 +165,7 @@ class CifarAdapter(ModelAdapter):
 
     @property
     def norm(self) -> tuple[Any, Any]:
-        self.model.load()
-        return self.model._norm
+        return self.model.network().norm
 
     def points(self) -> list[str]:
         return [INPUT, *self.model.network().cfg.cut_points(), OUTPUT]
@@ -228,14 +216,11 @@ class CifarVGGClassifier(TaskModel):
 
     name: ClassVar[str] = "cifar10-vgg"
     task: ClassVar[str] = "classification"
-    transient: ClassVar[tuple[str, ...]] = ("_net", "_norm")
+    transient: ClassVar[tuple[str, ...]] = ("_net",)  # the CifarVGG, with its input (mean, std) as ``norm``
     adapter_class: ClassVar[type] = CifarAdapter
 
     weights: str = "cifar10-vgg"
     search_path: list[str] | None = None
-
-    _net: Any = field(default=None, init=False, repr=False, compare=False)
-    _norm: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.categories = dict(enumerate(CIFAR10_CLASSES))
@@ -251,21 +236,13 @@ class CifarVGGClassifier(TaskModel):
             return zoo_file(entry)
         return find_weights(self.weights, self.search_path)
 
-    def weights_sha256(self) -> str:
-        return self._cached_sha256(self.weights_path)
-
     def identity(self) -> dict[str, Any]:
         """Name, weights and the weights file's SHA-256."""
         return {"name": self.name, "params": {"weights": self.weights}, "weights_sha256": self.weights_sha256()}
 
-    def network(self) -> Any:
-        """The loaded :class:`CifarVGG`, frozen in eval mode (loaded on first use)."""
-        self.load()
-        return self._net
-
     def _load(self) -> None:
         net, mean, std = load_cifar_vgg(self.weights_path())
-        self._norm = (torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
+        net.norm = (torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
         self._net = freeze(net)
 
     # -- inference ---------------------------------------------------------------------------
@@ -276,7 +253,7 @@ class CifarVGGClassifier(TaskModel):
         x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)  # a copy
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
             x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
-        mean, std = self._norm
+        mean, std = self._net.norm
         return (x / 255.0 - mean) / std
 
     def scores(self, logits: Any) -> ClassScores:

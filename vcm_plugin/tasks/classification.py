@@ -7,56 +7,33 @@ resnet18, mobilenet_v3_large, ...) with a member of its weights enum (``"DEFAULT
 ``search_path``, then torch.hub's cache ``torch.hub.get_dir()/checkpoints``, then
 ``$VCM_WEIGHTS`` and the user cache; or an explicit ``checkpoint`` (a state dict of the same
 network). Nothing is downloaded unless ``download`` is true: a missing file raises
-:class:`~vcm_plugin.tasks.base.WeightsNotFoundError` naming the file and every folder.
+:class:`~vcm_plugin.errors.WeightsNotFoundError` naming the file and every folder.
 Files are read with ``weights_only=True``; a file named like torchvision's must have the
 SHA-256 prefix its name carries. The network is built by torchvision's own builder with
 that state dict (so e.g. Inception's ``transform_input`` is as published).
 
 Preprocessing is the weights enum's ``transforms()`` (resize, centre crop, normalise: e.g.
 resize 232 / crop 224 for ResNet-50 V2) applied to the (H, W, 3) uint8 RGB image.
-Output: :class:`~vcm_plugin.tasks.base.ClassScores`, the softmax over the 1000 ImageNet
+Output: :class:`~vcm_plugin.tasks.predictions.ClassScores`, the softmax over the 1000 ImageNet
 classes in torchvision's order (the order of the ``imagenet`` dataset's class indices).
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlparse
 
 import numpy as np
 
-from vcm_plugin.tasks.base import INPUT, ClassScores, TaskModel, TaskModelError, WeightsNotFoundError, check_image
+from vcm_plugin.errors import TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.base import INPUT, TaskModel, check_image, state_dict_mismatch
 from vcm_plugin.tasks.graph import analyse_cuts, check_cut, fx_front, fx_rest
+from vcm_plugin.tasks.predictions import ClassScores
 from vcm_plugin.tasks.registry import register_task_model
 from vcm_plugin.tasks.split import OUTPUT, CutValue, ModelAdapter, freeze
-
-_MAX_KEYS = 8  # keys listed per kind of state-dict mismatch
-
-
-def classification_architectures() -> list[str]:
-    """The torchvision classification builders: ``list_models(module=torchvision.models)``."""
-    import torchvision
-    from torchvision.models import list_models
-
-    return list_models(module=torchvision.models)
-
-
-def state_dict_mismatch(expected: dict[str, tuple[int, ...]], state: dict[str, Any]) -> str:
-    """Missing / unexpected keys and shape differences of ``state`` against ``expected`` key -> shape ('' if none)."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
-              if k in state and tuple(state[k].shape) != expected[k]]
-
-    def listing(kind: str, keys: list[str]) -> str:
-        more = f", ... ({len(keys) - _MAX_KEYS} more)" if len(keys) > _MAX_KEYS else ""
-        return f"{kind} ({len(keys)}): {', '.join(keys[:_MAX_KEYS])}{more}"
-
-    return "; ".join(listing(kind, keys) for kind, keys in
-                     (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if keys)
+from vcm_plugin.tasks.torchvision_backend import build_with_state_dict, url_file_name, weights_member
 
 
 class TorchvisionClassifierAdapter(ModelAdapter):
@@ -73,16 +50,16 @@ class TorchvisionClassifierAdapter(ModelAdapter):
         if self._cuts is None:
             import torch
 
-            self.model.load()
+            net = self.model.network()
             crop = getattr(self.model._transform, "crop_size", [224])
             size = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
-            self._cuts = analyse_cuts(self.model._net, torch.zeros(1, 3, size, size))
+            self._cuts = analyse_cuts(net, torch.zeros(1, 3, size, size))
         return self._cuts
 
     def module(self, cut: str, stop: str | None = "front") -> Any:
         """The frozen fx module X -> Y1 (``stop="front"``) or Y1 -> node ``stop`` (None: the logits)."""
         if (cut, stop) not in self._modules:
-            net = self.model._net
+            net = self.model.network()
             self._modules[cut, stop] = freeze(fx_front(net, cut) if stop == "front" else fx_rest(net, cut, stop))
         return self._modules[cut, stop]
 
@@ -154,11 +131,11 @@ class TorchvisionClassifier(TaskModel):
     download: bool = False
     device: str = "cpu"
 
-    _net: Any = field(default=None, init=False, repr=False, compare=False)
-    _transform: Any = field(default=None, init=False, repr=False, compare=False)
-
     def __post_init__(self) -> None:
-        names = classification_architectures()
+        import torchvision
+        from torchvision.models import list_models
+
+        names = list_models(module=torchvision.models)
         if self.architecture not in names:
             near = difflib.get_close_matches(str(self.architecture), names, n=5, cutoff=0.4)
             raise TaskModelError(f"task model {self.name!r}: {self.architecture!r} is not a torchvision "
@@ -169,18 +146,11 @@ class TorchvisionClassifier(TaskModel):
     # -- weights -----------------------------------------------------------------------------
     def weights_enum(self) -> Any:
         """The torchvision weights enum member named by ``weights``."""
-        from torchvision.models import get_model_weights
-
-        enum_cls = get_model_weights(self.architecture)
-        try:
-            return enum_cls[self.weights]
-        except KeyError:
-            raise TaskModelError(f"task model {self.name!r}: {self.architecture!r} has no weights {self.weights!r}; "
-                                 f"valid: {', '.join(enum_cls.__members__)}") from None
+        return weights_member(self, self.architecture, self.weights, TaskModelError)
 
     def weights_file_name(self) -> str:
         """The file name of the enum's URL (torch.hub's cache name, e.g. ``resnet50-11ad3fa6.pth``)."""
-        return Path(urlparse(self.weights_enum().url).path).name
+        return url_file_name(self.weights_enum().url)
 
     def weights_path(self) -> Path:
         """The file that will be loaded: ``checkpoint``, or the enum's file; raises if it is missing."""
@@ -208,7 +178,7 @@ class TorchvisionClassifier(TaskModel):
         if self.checkpoint is None:
             weights["url"] = member.url
         else:
-            weights["sha256"] = self._cached_sha256(self.weights_path)
+            weights["sha256"] = self.weights_sha256()
         return {"name": self.name, "params": params, "torchvision": torchvision.__version__, "weights": weights}
 
     # -- model -------------------------------------------------------------------------------
@@ -230,17 +200,15 @@ class TorchvisionClassifier(TaskModel):
                 check_hash_in_name(path)
             state = load_state_dict_safely(path)
             if self.checkpoint is not None:
-                self._cached_sha256(lambda: path)
+                self.weights_sha256()
         net = self._build(member, state, path)
         self._transform = member.transforms()
         self._net = freeze(net).to(self.device)
 
     def _build(self, member: Any, state: dict[str, Any], path: Path | None) -> Any:
-        from vcm_plugin.tasks.torchvision_backend import _build_with_state_dict
-
         where = str(path) if path is not None else member.url
         try:
-            return _build_with_state_dict(self.architecture, member, state)
+            return build_with_state_dict(self.architecture, member, state)
         except TaskModelError:
             raise
         except RuntimeError as exc:  # load_state_dict(strict=True) refused the keys or shapes

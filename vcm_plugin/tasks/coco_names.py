@@ -34,7 +34,7 @@ COCO80_IDS: tuple[int, ...] = tuple(cid for cid, _ in COCO80)
 COCO80_NAMES: tuple[str, ...] = tuple(name for _, name in COCO80)
 #: COCO category id -> name (the ``categories`` of a COCO task model).
 COCO_CATEGORIES: dict[int, str] = dict(COCO80)
-_NAME_TO_ID = {name: cid for cid, name in COCO80}
+COCO_ID_BY_NAME: dict[str, int] = {name: cid for cid, name in COCO80}
 
 
 def coco_ids_for_names(names: Sequence[str]) -> np.ndarray:
@@ -42,10 +42,10 @@ def coco_ids_for_names(names: Sequence[str]) -> np.ndarray:
 
     Raises ``KeyError`` naming the first name that is not a COCO category.
     """
-    missing = [n for n in names if n not in _NAME_TO_ID]
+    missing = [n for n in names if n not in COCO_ID_BY_NAME]
     if missing:
         raise KeyError(f"not COCO category names: {missing[:5]}")
-    return np.array([_NAME_TO_ID[n] for n in names], dtype=np.int64)
+    return np.array([COCO_ID_BY_NAME[n] for n in names], dtype=np.int64)
 
 
 def contiguous_to_coco(indices: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 detectron2 is not on PyPI: install it from https://github.com/facebookresearch/detectron2,
 then ``pip install 'vcm-plugin[detectron2]'``. This module imports without it; only
 building a :class:`Detectron2Model` needs it, and then fails with a
-:class:`~vcm_plugin.tasks.base.TaskModelError` that says how to install it.
+:class:`~vcm_plugin.errors.TaskModelError` that says how to install it.
 
 Inference follows detectron2's ``DefaultPredictor``: the config's test-time resize
 (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``), the channel order ``INPUT.FORMAT``
@@ -21,7 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vcm_plugin.tasks.base import Detections, TaskModel, TaskModelError, WeightsNotFoundError, check_image
+from vcm_plugin.errors import TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.base import TaskModel, check_image
+from vcm_plugin.tasks.predictions import Detections
 from vcm_plugin.tasks.registry import register_task_model
 from vcm_plugin.tasks.torchvision_backend import masks_to_rle, to_numpy
 
@@ -101,16 +103,13 @@ class Detectron2Model(TaskModel):
 
     name: ClassVar[str] = "detectron2"
     task: ClassVar[str] = "detection"
+    transient: ClassVar[tuple[str, ...]] = ("_model", "_cfg", "_aug", "_category_ids")
 
     config: str = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
     weights_file: str | None = None
     score_threshold: float = 0.0
     device: str = "cpu"
     config_overrides: list[str] = field(default_factory=list)
-    _model: Any = field(default=None, init=False, repr=False, compare=False)
-    _cfg: Any = field(default=None, init=False, repr=False, compare=False)
-    _aug: Any = field(default=None, init=False, repr=False, compare=False)
-    _category_ids: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _require_detectron2()
@@ -124,53 +123,48 @@ class Detectron2Model(TaskModel):
 
         ident = super().identity()
         ident["detectron2"] = detectron2.__version__
-        if self.weights_file is not None:
-            from vcm_plugin.weights import file_sha256, find_weights
-
-            ident["weights"] = {"sha256": file_sha256(find_weights(self.weights_file))}
-        else:
-            ident["weights"] = {"url": self._zoo_checkpoint_url()}
+        ident["weights"] = {"url": self._weights()} if self.weights_file is None else {"sha256": self.weights_sha256()}
         return ident
 
-    def _config_file(self) -> str:
+    def weights_path(self) -> Path | None:
+        """``weights_file`` found through the weights search path (None: the model zoo's checkpoint)."""
+        from vcm_plugin.weights import find_weights
+
+        return None if self.weights_file is None else find_weights(self.weights_file)
+
+    def _weights(self) -> str:
+        """The weights file (:meth:`weights_path`), else the model zoo's checkpoint URL."""
+        path = self.weights_path()
+        return str(path) if path is not None else \
+            self._zoo("get_checkpoint_url", "has no model-zoo checkpoint: pass weights_file")
+
+    def _zoo(self, getter: str, failure: str) -> str:
+        """``detectron2.model_zoo.<getter>(config)`` (a config file or checkpoint URL); a TaskModelError
+        saying ``failure`` if the config is not in the model zoo."""
         from detectron2 import model_zoo
 
-        if self.config.endswith(".py"):
-            raise TaskModelError(f"detectron2 config {self.config!r}: LazyConfig (.py) configs are not supported; "
-                                 "use a yacs .yaml config")
-        if Path(self.config).expanduser().is_file():
-            return str(Path(self.config).expanduser())
         try:
-            return model_zoo.get_config_file(self.config)
+            return getattr(model_zoo, getter)(self.config)
         except RuntimeError as exc:
-            raise TaskModelError(f"detectron2 config {self.config!r} is neither a file nor in the model zoo: "
-                                 f"{exc}") from exc
+            raise TaskModelError(f"detectron2 config {self.config!r} {failure} ({exc})") from exc
 
-    def _zoo_checkpoint_url(self) -> str:
-        from detectron2 import model_zoo
-
-        try:
-            return model_zoo.get_checkpoint_url(self.config)
-        except RuntimeError as exc:
-            raise TaskModelError(f"detectron2 config {self.config!r} has no model-zoo checkpoint: pass "
-                                 f"weights_file ({exc})") from exc
-
-    def _build(self) -> None:
+    def _load(self) -> None:
+        _require_detectron2()
         import detectron2.data.transforms as T
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model
 
+        if self.config.endswith(".py"):
+            raise TaskModelError(f"detectron2 config {self.config!r}: LazyConfig (.py) configs are not supported; "
+                                 "use a yacs .yaml config")
+        config_file = Path(self.config).expanduser()
         cfg = get_cfg()
-        cfg.merge_from_file(self._config_file())
+        cfg.merge_from_file(str(config_file) if config_file.is_file()
+                            else self._zoo("get_config_file", "is neither a file nor in the model zoo"))
         cfg.merge_from_list(list(self.config_overrides))
         cfg.MODEL.DEVICE = self.device
-        if self.weights_file is not None:
-            from vcm_plugin.weights import find_weights
-
-            cfg.MODEL.WEIGHTS = str(find_weights(self.weights_file))
-        else:
-            cfg.MODEL.WEIGHTS = self._zoo_checkpoint_url()
+        cfg.MODEL.WEIGHTS = self._weights()
         cfg.freeze()
         self._category_ids = _dataset_category_ids(cfg)
         model = build_model(cfg)
@@ -190,19 +184,12 @@ class Detectron2Model(TaskModel):
         self._cfg = cfg
         self._model = model
 
-    def load(self) -> None:
-        _require_detectron2()
-        if self._model is None:
-            self._build()
-
     def _predict(self, image: np.ndarray) -> Detections:
         """Run the model on an (H, W, 3) uint8 RGB image."""
         import torch
 
-        _require_detectron2()
         image = check_image(image, self.name)
-        if self._model is None:
-            self._build()
+        self.load()
         height, width = image.shape[:2]
         pixels = image[:, :, ::-1] if self._cfg.INPUT.FORMAT == "BGR" else image
         pixels = self._aug.get_transform(pixels).apply_image(np.ascontiguousarray(pixels))

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from vcm_plugin.errors import TaskModelError
-from vcm_plugin.tasks.base import INPUT
 
 OUTPUT = "output"  # the distillation point at the task model's output
 Y = "y"  # the name of the tensor of a one-tensor cut value
@@ -159,5 +158,3 @@ class ModelAdapter(ABC):
             p.requires_grad_(True)
         return front
 
-
-__all__ = ["INPUT", "OUTPUT", "Y", "CutValue", "ModelAdapter", "freeze"]

@@ -31,15 +31,17 @@ suit" -> "maillot tank suit".
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from vcm_plugin.tasks.base import ClassScores, TaskModel, TaskModelError, check_image
+from vcm_plugin.errors import TaskModelError
+from vcm_plugin.tasks.base import TaskModel, check_image
+from vcm_plugin.tasks.predictions import ClassScores
 from vcm_plugin.tasks.registry import register_task_model
-from vcm_plugin.weights import KNOWN_SHA256, file_sha256, find_weights
+from vcm_plugin.weights import find_weights
 
 INSTALL_HINT = "pip install ai-edge-litert"
 RUNTIME_PACKAGE = "ai-edge-litert"
@@ -117,9 +119,6 @@ class TFLiteClassifier(TaskModel):
     drop_background: bool = True
     central_fraction: float = 0.875
 
-    _interpreter: Any = field(default=None, init=False, repr=False, compare=False)
-    _io: Any = field(default=None, init=False, repr=False, compare=False)
-
     def __post_init__(self) -> None:
         if self.num_threads < 1:  # its type is checked by the registry (vcm_plugin.params)
             raise ValueError(f"{self.name}: num_threads must be a positive integer, got {self.num_threads!r}")
@@ -127,21 +126,9 @@ class TFLiteClassifier(TaskModel):
             raise ValueError(f"{self.name}: central_fraction must be in (0, 1], got {self.central_fraction}")
 
     # -- model file --------------------------------------------------------------------------
-    def model_path(self) -> Path:
+    def weights_path(self) -> Path:
         """The ``.tflite`` file, found through the weights search path."""
         return find_weights(self.model_file, self.search_path)
-
-    def model_sha256(self) -> str:
-        """SHA-256 of the model file (hashed once), verified against the known hash of its name."""
-        if self._sha256 is None:
-            path = self.model_path()
-            sha = file_sha256(path)
-            expected = KNOWN_SHA256.get(path.name)
-            if expected is not None and sha != expected:
-                raise TaskModelError(f"model file {str(path)!r} has SHA-256 {sha}, expected {expected}: the file "
-                                     "is corrupt, truncated or a different model; download it again")
-            self._sha256 = sha
-        return self._sha256
 
     def identity(self) -> dict[str, Any]:
         """Name, output-determining params, the model file's SHA-256 and the runtime version."""
@@ -152,7 +139,7 @@ class TFLiteClassifier(TaskModel):
         except metadata.PackageNotFoundError:
             runtime = None
         params = {k: v for k, v in self.params().items() if k not in ("search_path", "num_threads")}
-        return {"name": self.name, "params": params, "model_sha256": self.model_sha256(),
+        return {"name": self.name, "params": params, "model_sha256": self.weights_sha256(),
                 "runtime": {RUNTIME_PACKAGE: runtime}}
 
     # -- interpreter -------------------------------------------------------------------------
@@ -162,8 +149,8 @@ class TFLiteClassifier(TaskModel):
         except ImportError as exc:
             raise TaskModelError(f"task model {self.name!r} needs the TFLite runtime ai_edge_litert, which is not "
                                  f"installed: {INSTALL_HINT}") from exc
-        self.model_sha256()
-        path = self.model_path()
+        self.weights_sha256()
+        path = self.weights_path()
         try:
             interpreter = Interpreter(model_path=str(path), num_threads=self.num_threads)
             interpreter.allocate_tensors()

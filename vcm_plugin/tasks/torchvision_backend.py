@@ -5,22 +5,24 @@ where torchvision's standard loader caches them: ``torch.hub.get_dir()/checkpoin
 (``$TORCH_HOME/hub/checkpoints``), under the file name of the enum's URL; or from an
 explicit ``weights_file`` resolved through :func:`vcm_plugin.weights.find_weights`.
 Nothing is ever downloaded here: a missing file raises
-:class:`~vcm_plugin.tasks.base.WeightsNotFoundError` naming the file and the folder
+:class:`~vcm_plugin.errors.WeightsNotFoundError` naming the file and the folder
 before any network access. The file is read with ``weights_only=True`` (torch.hub
 itself unpickles cached files freely), its SHA-256 prefix in the file name is checked,
 and the state dict is handed to torchvision's own builder, so the network is built
 exactly as ``get_model(name, weights=enum)`` builds it (frozen batch norm, eps fixes).
 
-Outputs are :class:`~vcm_plugin.tasks.base.Detections` in COCO category ids: the
+Outputs are :class:`~vcm_plugin.tasks.predictions.Detections` in COCO category ids: the
 torchvision COCO models predict indices into ``weights.meta["categories"]`` (91
-entries with ``__background__`` and ``N/A`` holes), mapped to COCO ids by name.
+entries with ``__background__`` and ``N/A`` holes), mapped to COCO ids by name. Faster / Mask
+R-CNN can be cut inside their backbone body (:class:`TorchvisionDetectorAdapter`).
 """
 
 from __future__ import annotations
 
+import difflib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,10 +30,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from vcm_plugin.tasks.base import Detections, TaskModel, TaskModelError, WeightsNotFoundError, check_image
+from vcm_plugin.errors import TaskModelError, WeightsNotFoundError
+from vcm_plugin.tasks.base import INPUT, TaskModel, check_image
+from vcm_plugin.tasks.predictions import Detections
 from vcm_plugin.tasks.registry import register_task_model
-from vcm_plugin.tasks.split import freeze
-from vcm_plugin.tasks.torchvision_split import TorchvisionDetectorAdapter
+from vcm_plugin.tasks.split import OUTPUT, CutValue, ModelAdapter, freeze
 
 #: torchvision detection builders this backend runs (keypoint R-CNN is not a COCO box/mask task here).
 SUPPORTED_MODELS: tuple[str, ...] = (
@@ -54,24 +57,36 @@ def coco_category_ids(categories: Sequence[str]) -> np.ndarray:
     or 0 for ``__background__`` / ``N/A`` entries (predictions to drop). A name that is
     not a COCO category raises :class:`TaskModelError`.
     """
-    from vcm_plugin.tasks.coco_names import COCO_CATEGORIES
+    from vcm_plugin.tasks.coco_names import COCO_ID_BY_NAME
 
-    name_to_id = {coco_name: cid for cid, coco_name in COCO_CATEGORIES.items()}
-    ids = np.zeros(len(categories), np.int64)
-    for index, name in enumerate(categories):
-        if name in _NOT_A_CLASS:
-            continue
-        if name not in name_to_id:
-            raise TaskModelError(f"class {index} {name!r} of the model is not a COCO category name")
-        ids[index] = name_to_id[name]
-    return ids
+    unknown = [(i, name) for i, name in enumerate(categories) if name not in _NOT_A_CLASS | COCO_ID_BY_NAME.keys()]
+    if unknown:
+        raise TaskModelError(f"class {unknown[0][0]} {unknown[0][1]!r} of the model is not a COCO category name")
+    return np.array([COCO_ID_BY_NAME.get(name, 0) for name in categories], np.int64)
+
+
+def url_file_name(url: str) -> str:
+    """The file name of a weights URL (torch.hub's cache name, e.g. ``resnet50-11ad3fa6.pth``)."""
+    return Path(urlparse(url).path).name
 
 
 def hub_checkpoint_path(url: str) -> Path:
     """Where torch.hub caches ``url``: ``torch.hub.get_dir()/checkpoints/<file name of the URL>``."""
     from vcm_plugin.weights import hub_checkpoint_dir
 
-    return hub_checkpoint_dir() / Path(urlparse(url).path).name
+    return hub_checkpoint_dir() / url_file_name(url)
+
+
+def weights_member(model: TaskModel, architecture: str, weights: str, error: type[Exception]) -> Any:
+    """The member ``weights`` of ``architecture``'s torchvision weights enum, else ``error`` listing the valid ones."""
+    from torchvision.models import get_model_weights
+
+    enum_cls = get_model_weights(architecture)
+    try:
+        return enum_cls[weights]
+    except KeyError:
+        raise error(f"task model {model.name!r}: {architecture!r} has no weights {weights!r}; valid: "
+                    f"{', '.join(enum_cls.__members__)}") from None
 
 
 def check_hash_in_name(path: Path) -> None:
@@ -142,6 +157,128 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+# -- cut points inside the backbone body of the R-CNN detectors (Faster / Mask R-CNN) ------------------
+PREFIX = "body."
+
+
+def _body(net: Any) -> Any:
+    body = getattr(getattr(net, "backbone", None), "body", None)
+    if body is None or not hasattr(body, "return_layers") or not hasattr(net, "rpn"):
+        raise TaskModelError(f"{type(net).__name__}: body cut points need an R-CNN with a backbone body "
+                             "(Faster / Mask R-CNN)")
+    return body
+
+
+def _body_outputs(net: Any, child: str, y1: Any) -> Iterator[tuple[str, Any]]:
+    """(name, output) of the backbone body's children from ``child`` (whose output is ``y1``) to the last."""
+    yield child, y1
+    started = False
+    for name, module in _body(net).named_children():
+        if started:
+            y1 = module(y1)
+            yield name, y1
+        started = started or name == child
+
+
+def _fpn_features(net: Any, child: str, y1: Any) -> OrderedDict:
+    """The FPN features from Y1 at ``child`` (the body's remaining children, then the FPN)."""
+    return_layers = _body(net).return_layers
+    return net.backbone.fpn(OrderedDict((return_layers[name], y) for name, y in _body_outputs(net, child, y1)
+                                        if name in return_layers))
+
+
+class TorchvisionDetectorAdapter(ModelAdapter):
+    """A torchvision R-CNN cut after a child of its backbone body; ``mid`` runs later body children, ``output``
+    is the FPN maps.
+
+    These detectors do not trace with torch.fx (data-dependent control flow in the RPN and ROI heads), so
+    the cut is made where their code is a plain sequence: the children of the backbone's body
+    (``IntermediateLayerGetter``: ``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1`` .. ``layer4`` for
+    ResNet-50), named ``body.<child>``. The FPN reads every ``return_layers`` output, so a cut after
+    ``layer2`` or later also needs ``layer1``'s output: such cuts are refused naming the extra tensors;
+    ``body.layer1`` (256 x H/4 x W/4) and everything before it are clean. The value at a cut is a
+    :class:`~vcm_plugin.tasks.split.CutValue` of one tensor; the transformed batch's size and the resized
+    image inside it (to rebuild the ``ImageList``) are recomputed from the ORIGINAL image size, as the
+    detector's transform computes them.
+    """
+
+    def points(self) -> list[str]:
+        return [INPUT, *(PREFIX + name for name, _ in _body(self.model.network()).named_children()), OUTPUT]
+
+    def cut_points(self) -> list[str]:
+        """``input``, then ``body.<child>`` of an R-CNN's backbone body (clean up to ``body.layer1``)."""
+        try:
+            return self.points()[:-1]
+        except TaskModelError:
+            return [INPUT]
+
+    def check_cut(self, point: str) -> str:
+        """``point`` if it is a clean cut; errors list valid points or the extra tensors needed."""
+        name = self.model.name
+        if not point.startswith(PREFIX):  # refused without building the network
+            raise TaskModelError(f"task model {name!r} has no cut point {point!r}; valid: 'input', or "
+                                 f"'{PREFIX}<child>' of an R-CNN's backbone body (`vcm layers {name}`)")
+        points = self.points()[1:-1]
+        if point not in points:
+            near = difflib.get_close_matches(point, points, n=3, cutoff=0.3)
+            raise TaskModelError(f"task model {name!r} has no cut point {point!r}; nearest: {near or points[:3]}; "
+                                 f"valid: {[INPUT, *points]}")
+        return_layers = _body(self.model.network()).return_layers
+        extra = [p for p in points[:points.index(point)] if p[len(PREFIX):] in return_layers]
+        if extra:
+            raise TaskModelError(f"task model {name!r}: cutting after {point!r} also needs the outputs of "
+                                 f"{extra} (the FPN reads them); cut at or before body.layer1")
+        return point
+
+    @property
+    def norm(self) -> tuple[Any, Any]:
+        import torch
+
+        transform = self.model.network().transform
+        return (torch.tensor(transform.image_mean).view(1, 3, 1, 1),
+                torch.tensor(transform.image_std).view(1, 3, 1, 1))
+
+    def to_unit(self, x: Any) -> Any:
+        """The normalised, resized and padded batch mapped back to [0, 1]: its padding is the mean colour, so
+        :meth:`from_unit` gives exactly the detector's batch."""
+        mean, std = self.norm
+        return x * std + mean
+
+    def prepare(self, image: np.ndarray) -> Any:
+        images, _ = self.model.network().transform([self.model.tensor(image)])
+        return images.tensors
+
+    def forward_to(self, x: Any, cut: str) -> dict[str, Any]:
+        for name, module in _body(self.model.network()).named_children():
+            x = module(x)
+            if PREFIX + name == cut:
+                return {"y": x}
+        raise TaskModelError(f"no body child {cut!r}")
+
+    def rest(self, cut: str, value: CutValue) -> Any:
+        import torch
+        from torchvision.models.detection.image_list import ImageList
+
+        net, y1 = self.model.network(), torch.as_tensor(value.tensor)
+        transform, (height, width) = net.transform, value.image_hw
+        h, w = transform.resize(torch.zeros(3, height, width), None)[0].shape[-2:]
+        k = transform.size_divisible
+        features = _fpn_features(net, cut[len(PREFIX):], y1)
+        images = ImageList(y1.new_zeros((1, 3, -(-h // k) * k, -(-w // k) * k)), [(int(h), int(w))])
+        proposals, _ = net.rpn(images, features)
+        detections, _ = net.roi_heads(features, proposals, images.image_sizes)
+        output = transform.postprocess(detections, images.image_sizes, [(height, width)])[0]
+        return self.model.detections(output, (height, width))
+
+    def mid(self, cut: str, y1: Any, point: str) -> list[Any]:
+        if point == OUTPUT:
+            return list(_fpn_features(self.model.network(), cut[len(PREFIX):], y1).values())
+        for name, y in _body_outputs(self.model.network(), cut[len(PREFIX):], y1):
+            if PREFIX + name == point:
+                return [y]
+        raise TaskModelError(f"no body child {point!r} after {cut!r}")
+
+
 @register_task_model
 @dataclass
 class TorchvisionDetector(TaskModel):
@@ -173,7 +310,6 @@ class TorchvisionDetector(TaskModel):
     min_size: int | None = None
     max_size: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    _net: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.architecture not in SUPPORTED_MODELS:
@@ -193,16 +329,7 @@ class TorchvisionDetector(TaskModel):
     # -- weights -----------------------------------------------------------------------------
     def weights_enum(self) -> Any:
         """The torchvision weights enum member named by ``weights`` (None when ``weights`` is None)."""
-        from torchvision.models import get_model_weights
-
-        if self.weights is None:
-            return None
-        enum_cls = get_model_weights(self.architecture)
-        try:
-            return enum_cls[self.weights]
-        except KeyError:
-            raise ValueError(f"{self.name}: {self.architecture!r} has no weights {self.weights!r}; valid: "
-                             f"{', '.join(enum_cls.__members__)}") from None
+        return None if self.weights is None else weights_member(self, self.architecture, self.weights, ValueError)
 
     def _category_names(self) -> list[str]:
         from torchvision.models import get_model_weights
@@ -225,8 +352,7 @@ class TorchvisionDetector(TaskModel):
         if not path.is_file():
             raise WeightsNotFoundError(
                 f"task model {self.name!r} ({self.architecture}, weights {member}): weights file {path.name!r} is not "
-                f"in "
-                f"torch.hub's cache folder {str(path.parent)!r} and cannot be downloaded offline. With internet, "
+                f"in torch.hub's cache folder {str(path.parent)!r} and cannot be downloaded offline. With internet, "
                 f"torchvision fetches it from {member.url}; otherwise copy {path.name} into that folder "
                 f"($TORCH_HOME/hub/checkpoints), or pass weights_file=<path>.")
         return path
@@ -239,8 +365,7 @@ class TorchvisionDetector(TaskModel):
         ident["torchvision"] = torchvision.__version__
         member = self.weights_enum()
         if self.weights_file is not None:
-            sha = self._cached_sha256(self.weights_path)  # type: ignore[arg-type]  # weights_file: never None
-            ident["weights"] = {"enum": None if member is None else str(member), "sha256": sha}
+            ident["weights"] = {"enum": None if member is None else str(member), "sha256": self.weights_sha256()}
         elif member is not None:
             ident["weights"] = {"enum": str(member), "url": member.url}
         else:
@@ -248,7 +373,7 @@ class TorchvisionDetector(TaskModel):
         return ident
 
     # -- model -------------------------------------------------------------------------------
-    def _build(self) -> Any:
+    def _load(self) -> None:
         import torch
         from torchvision.models import get_model
 
@@ -267,23 +392,20 @@ class TorchvisionDetector(TaskModel):
                     torch.manual_seed(0)
                     net = get_model(self.architecture, weights=None, weights_backbone=None, **kwargs)
             else:
-                if member is not None and path.name == Path(urlparse(member.url).path).name:
+                if member is not None and path.name == url_file_name(member.url):
                     check_hash_in_name(path)  # torchvision's own file (hub cache or copied): name carries its hash
                 state = load_state_dict_safely(path)
                 if member is None:
                     net = get_model(self.architecture, weights=None, weights_backbone=None, **kwargs)
                     net.load_state_dict(state)
                 else:
-                    net = _build_with_state_dict(self.architecture, member, state, **kwargs)
+                    net = build_with_state_dict(self.architecture, member, state, **kwargs)
         except TaskModelError:
             raise
         except (RuntimeError, TypeError, ValueError, KeyError) as exc:
             where = f" from {str(path)!r}" if path is not None else ""
             raise TaskModelError(f"task model {self.name!r}: cannot build {self.architecture!r}{where}: {exc}") from exc
-        return freeze(net).to(self.device)
-
-    def _load(self) -> None:
-        self._net = self._build()
+        self._net = freeze(net).to(self.device)
 
     # -- inference ---------------------------------------------------------------------------
     def tensor(self, image: np.ndarray) -> Any:
@@ -320,28 +442,19 @@ class TorchvisionSegmenter(TorchvisionDetector):
     architecture: str = "maskrcnn_resnet50_fpn"
 
 
-def _build_with_state_dict(model: str, member: Any, state: dict[str, Any], **kwargs: Any) -> Any:
+def build_with_state_dict(model: str, member: Any, state: dict[str, Any], **kwargs: Any) -> Any:
     """``get_model(model, weights=member)`` with ``member``'s state dict taken from ``state``.
 
     torchvision's builders fetch weights through ``member.get_state_dict()`` (a download
     or an unpickling of the hub cache); here that one call returns the already safely
     loaded ``state``, so the network is built exactly as torchvision builds it (including
     what the builders do besides loading, e.g. the BatchNorm eps of the v1 COCO weights).
+    The method is set on the enum class (members are singletons, so the class is the only
+    place a builder looks it up) and the class is restored afterwards: its own attribute put
+    back, or the one set here deleted so that the inherited ``WeightsEnum`` method shows again.
     """
     from torchvision.models import get_model
 
-    with _BUILD_LOCK, _serving_state_dict(member, state, model):
-        return get_model(model, weights=member, **kwargs)
-
-
-@contextmanager
-def _serving_state_dict(member: Any, state: dict[str, Any], model: str) -> Iterator[None]:
-    """While active, ``get_state_dict`` of ``member``'s weights enum class returns ``state``.
-
-    The method is set on the enum class (members are singletons, so the class is the only
-    place a builder looks it up) and the class is restored on exit: its own attribute put
-    back, or the one set here deleted so that the inherited ``WeightsEnum`` method shows again.
-    """
     cls = type(member)
 
     def get_state_dict(self: Any, *args: Any, **kw: Any) -> dict[str, Any]:
@@ -349,12 +462,13 @@ def _serving_state_dict(member: Any, state: dict[str, Any], model: str) -> Itera
             raise TaskModelError(f"unexpected weights request {self} while building {model} with {member}")
         return state
 
-    own = cls.__dict__.get("get_state_dict", _ABSENT)
-    cls.get_state_dict = get_state_dict
-    try:
-        yield
-    finally:
-        if own is _ABSENT:
-            delattr(cls, "get_state_dict")
-        else:
-            cls.get_state_dict = own
+    with _BUILD_LOCK:
+        own = cls.__dict__.get("get_state_dict", _ABSENT)
+        cls.get_state_dict = get_state_dict
+        try:
+            return get_model(model, weights=member, **kwargs)
+        finally:
+            if own is _ABSENT:
+                delattr(cls, "get_state_dict")
+            else:
+                cls.get_state_dict = own

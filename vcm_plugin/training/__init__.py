@@ -7,8 +7,8 @@ pydantic config schema (``Config``; configs in ``eval_configs/train/``, KIND may
 
 from __future__ import annotations
 
-import importlib
 import logging
+import pkgutil
 import shlex
 from pathlib import Path
 from typing import Any
@@ -26,21 +26,19 @@ TRAINERS: dict[str, str] = {
 }
 
 
-def run_trainer(kind: str, config_path: str, overrides: list[str], output: str | None = None,
-                quiet: bool = False) -> dict[str, Any]:
-    """Train ``kind`` as the config file and its ``key=value`` overrides say (``output``: another folder; ``quiet``:
-    no progress bar); the ``result.json`` record."""
+def run_trainer(kind: str, config_path: str, overrides: list[str], output: str | None = None) -> dict[str, Any]:
+    """Train ``kind`` as the config file and its ``key=value`` overrides say (``output``: another folder); the
+    ``result.json`` record. Progress and info lines follow the ``vcm_plugin`` log level."""
     from vcm_plugin.config import load_model_config
     from vcm_plugin.training.loop import TrainingError
 
-    module_name, class_name = TRAINERS[kind].split(":")
-    trainer = getattr(importlib.import_module(module_name), class_name)
+    trainer = pkgutil.resolve_name(TRAINERS[kind])
     config = load_model_config(config_path, trainer.Config, overrides)
     if config.kind not in (None, kind):
         raise TrainingError(f"{config_path}: kind {config.kind!r} in the config, but `vcm train {kind}` was run")
     config = config.model_copy(update={"kind": kind, **({"output": output} if output is not None else {})})
     command = shlex.join(["vcm", "train", kind, str(config_path), *overrides, *(["-o", output] if output else [])])
-    result = trainer(config, command).train(quiet)
+    result = trainer(config, command).train()
     logger.info(f"{kind} training done (best step {result['best_step']}): {Path(config.output) / 'result.json'}")
     return result
 

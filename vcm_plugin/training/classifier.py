@@ -2,13 +2,10 @@
 
 Data: the ``cifar10`` dataset at ``data``, decoded once into a uint8 tensor. A seeded
 ``val_images`` hold-out of the TRAIN split selects the best model (``best.pt``, by top-1);
-the test split scores that model once, at the end. SGD with Nesterov momentum (or AdamW),
-one-cycle / cosine LR, label smoothing, gradient clipping, random 32x32 crops of the 4-pixel
-zero-padded image and flips, bf16 autocast on CPU (``amp: fp32`` turns it off). Batch order
-and augmentation are pure functions of (seed, step), so with the loop's ``last.pt``
-(:mod:`~vcm_plugin.training.loop`) a rerun after a kill -9 resumes bit for bit (same
-``threads``); a larger ``steps``/``epochs`` extends a finished run, the LR schedule stretched
-to the new length. Outputs: ``last.pt``, ``best.pt``, the weights-only ``export`` (state_dict,
+the test split scores that model once, at the end. Batch order and augmentation are pure
+functions of (seed, step), so a rerun after a kill -9 resumes bit for bit (same ``threads``);
+a larger ``steps``/``epochs`` extends a finished run, the LR schedule stretched to the new
+length. Outputs: ``last.pt``, ``best.pt``, the weights-only ``export`` (state_dict,
 architecture, mean/std, class names), ``result.json`` and ``zoo_card.yaml`` (a draft zoo card).
 """
 
@@ -24,37 +21,32 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from vcm_plugin.config import StrictModel
 from vcm_plugin.tasks.cifar_vgg import CIFAR10_CLASSES, EXPORT_FORMAT, VGGConfig, build_cifar_vgg
-from vcm_plugin.training.loop import BEST, Trainer, TrainingError, atomic_save, load_checkpoint, seed_everything
+from vcm_plugin.training.loop import BEST, Trainer, TrainingError, atomic_save, load_checkpoint
 
 #: Keys that may change between a run and its resumption (they do not change what is learned so far).
 RESUMABLE_CHANGES = {"kind", "epochs", "steps", "threads", "output", "checkpoint_every", "export", "max_test_images",
                      "eval_batch_size"}
 
 
-def _default_data() -> str:
-    return f"{os.environ.get('VCM_SHARED', '../shared')}/data/cifar10"
-
-
-class AugmentConfig(BaseModel):
+class AugmentConfig(StrictModel):
     """``crop_padding`` pixels of zero padding before a random 32x32 crop (0: none); ``hflip`` random flips."""
 
-    model_config = ConfigDict(extra="forbid")
     crop_padding: int = Field(default=4, ge=0)
     hflip: bool = True
 
 
-class ClassifierTrainConfig(BaseModel):
+class ClassifierTrainConfig(StrictModel):
     """The ``vcm train classifier`` config (unknown keys are errors). ``lr`` is the peak learning rate;
     ``warmup`` the fraction of steps of the one-cycle warm-up; ``steps`` (optimizer steps) overrides
     ``epochs``; ``threads`` torch CPU threads; ``checkpoint_every`` steps between ``last.pt`` saves."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["classifier"] | None = Field(None, description="lets `vcm train CONFIG` find the trainer")
     name: str = "cifar10-vgg"
-    data: str = Field(default_factory=_default_data)
+    data: str = Field(default_factory=lambda: f"{os.environ.get('VCM_SHARED', '../shared')}/data/cifar10")
     train_split: str = "train"
     test_split: str = "test"
     max_images: int | None = Field(default=None, ge=2)
@@ -203,12 +195,9 @@ class ClassifierTrainer(Trainer):
     Config = ClassifierTrainConfig
 
     def __init__(self, cfg: ClassifierTrainConfig, command: str = "") -> None:
-        super().__init__()
         self.t0, self.load_start = time.perf_counter(), os.getloadavg()
-        self.cfg, self.command, self.output, self.desc = cfg, command, Path(cfg.output), cfg.name
-        self.fingerprint = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES)
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
+        super().__init__(cfg, RESUMABLE_CHANGES)
+        self.command, self.desc = command, cfg.name
         self.train_set, self.val_set = hold_out(load_split(cfg.data, cfg.train_split, cfg.max_images, cfg.seed),
                                                 cfg.val_images, cfg.seed)
         pixels = self.train_set.images.double() / 255.0
@@ -221,7 +210,6 @@ class ClassifierTrainer(Trainer):
                                 f"batch_size={cfg.batch_size}")
         self.max_iter = cfg.steps or cfg.epochs * self.spe
         self.checkpoint_every, self.val_every = (cfg.checkpoint_every, self.spe), (self.spe,)
-        seed_everything(cfg.seed)
         self.model = build_cifar_vgg(cfg.arch()).train()
         if cfg.optimizer == "sgd":
             opt: Any = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -234,10 +222,10 @@ class ClassifierTrainer(Trainer):
 
     def lr_at(self, step: int) -> float:
         """The peak ``lr`` times :func:`lr_factor`: a pure function of (step, total), so ``steps`` may grow."""
-        return self.cfg.lr * lr_factor(step, self.max_iter, self.cfg.schedule, self.cfg.warmup)
+        return self.config.lr * lr_factor(step, self.max_iter, self.config.schedule, self.config.warmup)
 
     def run_step(self) -> dict[str, float]:
-        cfg, opt = self.cfg, self.optimizers["optimizer"]
+        cfg, opt = self.config, self.optimizers["optimizer"]
         x, y = _batch(cfg, self.train_set, self.step, self.spe, self.perm)
         if self.step % self.spe == 0:
             self.seen = self.hits = 0
@@ -255,7 +243,7 @@ class ClassifierTrainer(Trainer):
         return {"loss": value, "top1": self.hits / self.seen}
 
     def validate(self) -> dict[str, float]:
-        acc, vloss = evaluate(self.model, self.val_set, self.mean, self.std, self.cfg.eval_batch_size)
+        acc, vloss = evaluate(self.model, self.val_set, self.mean, self.std, self.config.eval_batch_size)
         return {"epoch": self.step / self.spe, "train_top1": self.hits / max(1, self.seen), "train_loss": self.ema,
                 "val_top1": acc, "val_loss": vloss, "lr": self.optimizers["optimizer"].param_groups[0]["lr"]}
 
@@ -265,17 +253,17 @@ class ClassifierTrainer(Trainer):
     def best_state(self) -> dict[str, Any]:
         return {"format": EXPORT_FORMAT,
                 "state_dict": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "arch": self.cfg.arch().to_dict(), "mean": self.mean_l, "std": self.std_l,
+                "arch": self.config.arch().to_dict(), "mean": self.mean_l, "std": self.std_l,
                 "classes": list(CIFAR10_CLASSES)}
 
     def finish(self) -> dict[str, Any]:
         """Score ``best.pt`` on the test split; write the export and ``zoo_card.yaml``; the result record."""
         import yaml
 
+        from vcm_plugin.hashing import file_sha256
         from vcm_plugin.tasks.cifar_vgg import load_cifar_vgg
-        from vcm_plugin.weights import file_sha256
 
-        cfg, out, spe, total, train_wall = self.cfg, self.output, self.spe, self.max_iter, self.wall_s
+        cfg, out, spe, total, train_wall = self.config, self.output, self.spe, self.max_iter, self.wall_s
         n_train, n_val = len(self.train_set.files), len(self.val_set.files)
         best = load_checkpoint(out / BEST)
         export = {k: best[k] for k in ("format", "state_dict", "arch", "mean", "std", "classes")}

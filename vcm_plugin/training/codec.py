@@ -1,12 +1,10 @@
 """``vcm train codec``: a CompressAI image codec trained for rate + lambda * distortion.
 
 CompressAI's ``RateDistortionLoss`` (bpp from the likelihoods + ``lmbda * 255^2 * MSE``, or
-``lmbda * (1 - MS-SSIM)``) on random crops with horizontal flips; AdamW on the network and Adam
-on the entropy bottleneck's quantiles, clipping, warm-up + cosine lr (as CompressAI's example).
-Validation codes held-out images with REAL bitstreams (bytes of every string / pixels, PSNR-RGB).
-The loop, checkpoints and resume are :mod:`~vcm_plugin.training.loop`'s. The export ``model.pt``
-(weights only, after ``update(force=True)``, optionally float16) is a ``checkpoint:`` of the
-``compressai`` codec. :class:`RDTrainer` is shared with the task codecs.
+``lmbda * (1 - MS-SSIM)``) on random crops with horizontal flips, as CompressAI's example trains;
+validation with REAL bitstreams. The export ``model.pt`` (weights only, after ``update(force=True)``,
+optionally float16) is a ``checkpoint:`` of the ``compressai`` codec. :class:`RDTrainer` (optimisers,
+schedule, data) is shared with the task codecs.
 """
 
 from __future__ import annotations
@@ -20,19 +18,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from vcm_plugin.config import StrictModel
 from vcm_plugin.learned.models import KEEP_FLOAT32, with_default_bounds
-from vcm_plugin.training.loop import Trainer, TrainingError, atomic_save, seed_everything
+from vcm_plugin.training.loop import Trainer, TrainingError, atomic_save
 
 EXPORT = "model.pt"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CodecDataConfig(_Strict):
+class CodecDataConfig(StrictModel):
     """Training data: image files, folders (searched recursively) or globs; never evaluation images."""
 
     train: list[str]
@@ -47,7 +42,7 @@ class CodecDataConfig(_Strict):
         "error", description="training images smaller than `crop`: stop naming them, edge-pad, or leave them out")
 
 
-class RDTrainingConfig(_Strict):
+class RDTrainingConfig(StrictModel):
     """What every rate-distortion trainer shares: data, schedule, optimisers, checkpoints, export."""
 
     data: CodecDataConfig
@@ -195,13 +190,9 @@ class RDTrainer(Trainer):
     define ``export(path, best_step)``."""
 
     def __init__(self, config: RDTrainingConfig, tags: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self.config, self.output, self.max_iter = config, Path(config.output), config.steps
+        super().__init__(config, RESUMABLE, tags)
+        self.max_iter = config.steps
         self.checkpoint_every, self.val_every = (config.checkpoint_every,), (config.val_every,)
-        self.fingerprint = {**config.model_dump(mode="json", exclude=RESUMABLE), **(tags or {})}
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        seed_everything(config.seed)
         self.rng = np.random.default_rng(config.seed)
         data = config.data  # validation images centre-cropped to max_val_pixels
         self.train_files, self.val_files = resolve_images(data, config.seed)
@@ -247,11 +238,11 @@ class CodecTrainer(RDTrainer):
     desc, Config = "train codec", CodecTrainConfig
 
     def __init__(self, config: CodecTrainConfig, command: str = "") -> None:
-        from compressai.losses import RateDistortionLoss
-
         from vcm_plugin.learned.models import build_model, import_compressai, model_from_state
 
-        import_compressai()
+        import_compressai()  # first: quietly
+        from compressai.losses import RateDistortionLoss
+
         super().__init__(config)
         self.model = build_model(config.architecture, **config.arch_params)
         if config.init_from:
@@ -311,6 +302,6 @@ class CodecTrainer(RDTrainer):
                      "lmbda": config.lmbda, "distortion": config.distortion, "best_step": best_step}, path)
 
 
-def train(config: CodecTrainConfig, output: Path, quiet: bool = False) -> dict[str, Any]:
-    """Train (or resume) into ``output`` and export (no progress bar when ``quiet``); the result."""
-    return CodecTrainer(config.model_copy(update={"output": str(output)})).train(quiet)
+def train(config: CodecTrainConfig, output: Path) -> dict[str, Any]:
+    """Train (or resume) into ``output`` and export; the result."""
+    return CodecTrainer(config.model_copy(update={"output": str(output)})).train()

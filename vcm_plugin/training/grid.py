@@ -31,7 +31,7 @@ def grid_point(text: str) -> tuple[int, float, int]:
 
 
 def train_grid(kind: str, config: str, points: Sequence[tuple[int, float, int]], overrides: Sequence[str] = (),
-               output: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
+               output: str | None = None) -> list[dict[str, Any]]:
     """Train ``config`` (trainer ``kind``) at every (quality, lambda, steps) point in order; each ``result.json``.
 
     A point's output folder is ``output`` (or the ``output=`` override) with ``{quality}`` replaced by its quality.
@@ -52,6 +52,5 @@ def train_grid(kind: str, config: str, points: Sequence[tuple[int, float, int]],
             continue
         logger.info(f"grid point q{quality}: lmbda={lmbda} steps={steps} -> {folder}")
         mine = [o.replace(QUALITY, str(quality)) for o in overrides if not o.startswith("output=")]
-        results.append(run_trainer(kind, config, [*mine, f"lmbda={lmbda}", f"steps={steps}", f"output={folder}"],
-                                   quiet=quiet))
+        results.append(run_trainer(kind, config, [*mine, f"lmbda={lmbda}", f"steps={steps}", f"output={folder}"]))
     return results

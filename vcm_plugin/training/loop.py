@@ -1,10 +1,7 @@
 """The one training loop: a :class:`Trainer` running hooks, in the shape of detectron2's ``TrainerBase`` / ``HookBase``.
 
-``train()`` resumes from ``last.pt``, then runs the hooks' ``before_train``; per step ``before_step``,
-:meth:`Trainer.run_step`, ``after_step`` (non-finite guard, lr, progress, validation + ``best.pt``,
-``last.pt``); then ``after_train`` (``result.json``) and, also after an error, ``close``. A trainer
-supplies its step, validation and export (:meth:`Trainer.finish`), model, optimizers, lr and config
-fingerprint. ``last.pt`` (model, optimizers, every RNG state, step, history, best, wall time) is
+A trainer supplies its step, validation, export (:meth:`Trainer.finish`), model, optimizers and lr; the
+hooks do the rest. ``last.pt`` (model, optimizers, every RNG state, step, history, best, wall time) is
 renamed into place atomically and loads weights-only: a rerun after kill -9 resumes bit for bit.
 """
 
@@ -17,12 +14,13 @@ import os
 import random
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vcm_plugin.errors import VcmError
 
@@ -102,10 +100,10 @@ class HookBase:
 
 
 class Trainer:
-    """Runs :meth:`run_step` from ``step`` to ``max_iter`` with hooks. Subclasses set ``output`` (folder),
-    ``max_iter``, ``model``, ``optimizers`` (name -> optimizer; the first one's lr follows :meth:`lr_at`),
-    ``fingerprint``, ``rng`` (a numpy Generator saved in ``last.pt``, or None), ``checkpoint_every`` and
-    ``val_every`` (steps; a tuple fires at multiples of any, and at the last step)."""
+    """Runs :meth:`run_step` from ``step`` to ``max_iter`` with hooks. Subclasses set ``max_iter``, ``model``,
+    ``optimizers`` (name -> optimizer; the first one's lr follows :meth:`lr_at`), ``rng`` (a numpy Generator saved
+    in ``last.pt``, or None), ``checkpoint_every`` and ``val_every`` (steps; a tuple fires at multiples of any, and
+    at the last step)."""
 
     output: Path
     max_iter: int
@@ -117,7 +115,14 @@ class Trainer:
     val_every: tuple[int, ...] = (500,)
     desc = "train"
 
-    def __init__(self) -> None:
+    def __init__(self, config: Any, resumable: Collection[str], tags: dict[str, Any] | None = None) -> None:
+        """``config`` (pydantic, with ``output``, ``threads`` and ``seed``) sets the output folder, torch's threads
+        and every seed; its keys but ``resumable``, plus ``tags``, are the ``fingerprint`` ``last.pt`` must match."""
+        self.config, self.output = config, Path(config.output)
+        self.fingerprint = {**config.model_dump(mode="json", exclude=set(resumable)), **(tags or {})}
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        seed_everything(config.seed)
         self.step, self.metrics, self.history, self.resumed_from = 0, {}, [], []
         self.best: dict[str, Any] | None = None  # validation metrics at the best step, with "step"
         self.saved_step: int | None = None  # step of last.pt on disk
@@ -155,9 +160,8 @@ class Trainer:
             hook.trainer = weakref.proxy(self)
         self._hooks.extend(hooks)
 
-    def train(self, quiet: bool = False) -> dict[str, Any]:
-        """Train from ``last.pt`` (or step 0) to ``max_iter`` (no progress bar when ``quiet``); the result."""
-        self.quiet = quiet
+    def train(self) -> dict[str, Any]:
+        """Train from ``last.pt`` (or step 0) to ``max_iter``; the result."""
         if not self._hooks:
             self.register_hooks([NonFiniteGuard(), LRSchedule(), Progress(), Validation(), Checkpointer(),
                                  WriteResult()])
@@ -261,13 +265,11 @@ class LRSchedule(HookBase):
 
 
 class Progress(HookBase):
-    """A tqdm bar with the step's scalars (none when ``trainer.quiet``)."""
+    """A tqdm bar with the step's scalars (none when this module's logger does not show INFO, e.g. ``--quiet``)."""
 
     def before_train(self) -> None:
-        from tqdm import tqdm
-
-        t = self.trainer
-        self.bar = tqdm(total=t.max_iter, initial=t.step, desc=t.desc, unit="step", disable=t.quiet)
+        t, quiet = self.trainer, not logger.isEnabledFor(logging.INFO)
+        self.bar = tqdm(total=t.max_iter, initial=t.step, desc=t.desc, unit="step", disable=quiet)
 
     def after_step(self) -> None:
         self.bar.update(1)

@@ -15,13 +15,9 @@ Loss (../shared/PAPER_NOTES.md, paper Fig. 4)::
   any depth; ``kl`` (classifiers, at ``output``): KL(teacher posterior || codec's) in
   nats; ``ce``: cross-entropy against the teacher's own top-1 class. No labels needed.
 
-Training is :class:`~vcm_plugin.training.codec.RDTrainer`'s (data, optimisers, schedule; the
-loop and resume of :mod:`~vcm_plugin.training.loop`). Validation codes the held-out images with
-REAL bitstreams at the task model's own input geometry.
-
-The export ``model.pt`` (weights only, see :mod:`vcm_plugin.learned.task_checkpoint`) is
-bound to the task model's weights and the cut point, and ``codec.yaml`` next to it is the
-codec entry for a ``vcm run`` config (codec ``direct`` or ``feature-learned``).
+Training is :class:`~vcm_plugin.training.codec.RDTrainer`'s (data, optimisers, schedule). The
+export ``model.pt`` (:mod:`vcm_plugin.learned.task_checkpoint`) is bound to the task model's
+weights and the cut point; ``codec.yaml`` beside it is its codec entry for a ``vcm run`` config.
 """
 
 from __future__ import annotations
@@ -36,16 +32,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from vcm_plugin.config import StrictModel
 from vcm_plugin.learned.models import KEEP_FLOAT32, with_default_bounds
 from vcm_plugin.learned.task_checkpoint import FORMAT
-from vcm_plugin.splitting.adapter import OUTPUT
-from vcm_plugin.training.codec import RDTrainer, RDTrainingConfig, _Strict, exported_state, random_batch
+from vcm_plugin.tasks.split import OUTPUT
+from vcm_plugin.training.codec import RDTrainer, RDTrainingConfig, exported_state, random_batch
 from vcm_plugin.training.loop import TrainingError, atomic_save
 
 CODEC_NAMES = {"direct": "direct", "feature": "feature-learned"}
 
 
-class TaskArchConfig(_Strict):
+class TaskArchConfig(StrictModel):
     """Sizes of the codec network (see :class:`~vcm_plugin.learned.task_nets.TaskNetConfig`)."""
 
     N: int = Field(64, ge=1)
@@ -96,29 +93,28 @@ def net_config(config: TaskCodecTrainConfig, kind: str, adapter: Any, crop: int)
     channels, stride = adapter.probe(crop, crop)
     if stride & (stride - 1):
         raise TrainingError(f"cut {config.cut!r} has stride {stride}, not a power of two")
-    shift = int(math.log2(stride))
+    shift, arch = int(math.log2(stride)), config.arch
     if kind == "direct":
-        down = config.arch.down if config.arch.down is not None else max(4, shift)
+        down = arch.down if arch.down is not None else max(4, shift)
         if down < shift:
             raise TrainingError(f"arch.down={down} is below the cut's stride 2^{shift}")
-        return TaskNetConfig("direct", 3, channels, down, down - shift, config.arch.N, config.arch.M,
-                             config.arch.entropy, config.arch.res_blocks, config.arch.decoder)
-    if config.arch.decoder != "plain":
+        return TaskNetConfig("direct", 3, channels, down, down - shift, arch.N, arch.M, arch.entropy, arch.res_blocks,
+                             arch.decoder)
+    if arch.decoder != "plain":
         raise TrainingError("arch.decoder: 'front' is for direct coding; feature codecs use 'plain'")
-    down = config.arch.down if config.arch.down is not None else 1
-    return TaskNetConfig("feature", channels, channels, down, down, config.arch.N, config.arch.M, config.arch.entropy,
-                         config.arch.res_blocks)
+    down = arch.down if arch.down is not None else 1
+    return TaskNetConfig("feature", channels, channels, down, down, arch.N, arch.M, arch.entropy, arch.res_blocks)
 
 
 def init_from_image_codec(net: Any, source: str) -> list[str]:
     """Copy the matching tensors of a CompressAI image codec (zoo name or file) into ``net``; returns their keys."""
+    from compressai.zoo.pretrained import load_pretrained
+
     from vcm_plugin.weights import load_state_dict_safely
     from vcm_plugin.zoo import zoo_entries, zoo_file
 
     entry = zoo_entries().get(source)
     path = zoo_file(entry) if entry is not None else Path(source)
-    from compressai.zoo.pretrained import load_pretrained
-
     theirs = load_pretrained(dict(load_state_dict_safely(path)))  # renames keys of older CompressAI checkpoints
     ours = net.state_dict()
     prefixes = ("g_a.", "h_a.", "h_s.", "entropy_bottleneck.", "gaussian_conditional.")
@@ -247,6 +243,6 @@ class TaskCodecTrainer(RDTrainer):
         return {**super().finish(), "codec": CODEC_NAMES[self.kind], "kind": self.kind}
 
 
-def train(config: TaskCodecTrainConfig, kind: str, output: Path, quiet: bool = False) -> dict[str, Any]:
-    """Train (or resume) a ``kind`` codec into ``output`` and export it (no bar when ``quiet``); the result."""
-    return TaskCodecTrainer(config.model_copy(update={"kind": kind, "output": str(output)})).train(quiet)
+def train(config: TaskCodecTrainConfig, kind: str, output: Path) -> dict[str, Any]:
+    """Train (or resume) a ``kind`` codec into ``output`` and export it; the result."""
+    return TaskCodecTrainer(config.model_copy(update={"kind": kind, "output": str(output)})).train()

@@ -85,8 +85,7 @@ def zoo_group(group: str) -> dict[int, ZooEntry]:
     """The codec cards of family ``group`` by quality (1 = lowest rate)."""
     members = {e.quality: e for e in zoo_entries().values() if e.group == group and e.quality is not None}
     if not members:
-        groups = sorted({e.group for e in zoo_entries().values() if e.group})
-        raise ZooError(f"no codec family {group!r} in the project zoo; it has: {groups or 'nothing'}")
+        raise ZooError(f"no codec family {group!r} in the project zoo; it has: {zoo_groups() or 'nothing'}")
     return dict(sorted(members.items()))
 
 

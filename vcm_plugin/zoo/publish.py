@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from vcm_plugin.weights import file_sha256
+from vcm_plugin.hashing import file_sha256
 from vcm_plugin.zoo import WEIGHTS_DIR, ZOO_DIR, ZooError
 
 MAX_BYTES = 4_000_000  # each shipped model at most 4 MB

@@ -51,9 +51,6 @@ class _Inert:
 
     qualname: ClassVar[str] = "?"
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
-        return object.__new__(cls)
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
@@ -81,6 +78,13 @@ def _rebuild_parameter(data: torch.Tensor, requires_grad: bool = False, backward
     return data
 
 
+# the other globals allowed, with what they stand for
+_FUNCTIONS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict, ("builtins", "set"): set, ("__builtin__", "set"): set,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor, ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+}
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickles a torch zip checkpoint's ``data.pkl`` allowing only known classes (as inert stand-ins).
 
@@ -97,19 +101,13 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._stubs: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _MODULE_CLASSES:
-            key = (module, name)
+        key = (module, name)
+        if key in _MODULE_CLASSES:
             if key not in self._stubs:
                 self._stubs[key] = type(name, (_Inert,), {"qualname": f"{module}.{name}"})
             return self._stubs[key]
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module in ("builtins", "__builtin__") and name == "set":
-            return set
-        if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor
-        if module == "torch._utils" and name == "_rebuild_parameter":
-            return _rebuild_parameter
+        if key in _FUNCTIONS:
+            return _FUNCTIONS[key]
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         raise TaskModelError(f"checkpoint {self._source!r} references the global {module}.{name}, which the "

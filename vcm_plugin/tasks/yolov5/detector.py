@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from vcm_plugin.tasks.base import INPUT, Detections, TaskModel, TaskModelError, check_image
+from vcm_plugin.errors import TaskModelError
+from vcm_plugin.tasks.base import INPUT, TaskModel, check_image
 from vcm_plugin.tasks.coco_names import COCO_CATEGORIES, coco_ids_for_names
+from vcm_plugin.tasks.predictions import Detections
 from vcm_plugin.tasks.registry import register_task_model
 from vcm_plugin.tasks.split import OUTPUT, CutValue, ModelAdapter, freeze
-from vcm_plugin.weights import KNOWN_SHA256, file_sha256, find_weights
+from vcm_plugin.weights import find_weights
 
 LETTERBOX_MODES = ("val", "auto", "square")
 PAD_VALUE = 114
@@ -194,9 +196,6 @@ class YOLOv5Detector(TaskModel):
     device: str = "cpu"
     threads: int | None = None
 
-    _net: Any = field(default=None, init=False, repr=False, compare=False)
-    _label_ids: Any = field(default=None, init=False, repr=False, compare=False)
-
     def __post_init__(self) -> None:
         if self.img_size < 32 or self.img_size % 32:
             raise ValueError(f"yolov5: img_size {self.img_size} must be a positive multiple of 32")
@@ -214,19 +213,10 @@ class YOLOv5Detector(TaskModel):
         """The checkpoint file, found through the search path (verified when its hash is known)."""
         return find_weights(self.weights, self.search_path)
 
-    def weights_sha256(self) -> str:
-        """SHA-256 of the checkpoint file (hashed once)."""
-        return self._cached_sha256(self.weights_path)
-
     def identity(self) -> dict[str, Any]:
         """Name, output-determining parameters and the weights file's SHA-256."""
         params = {k: v for k, v in self.params().items() if k not in ("search_path", "threads")}
         return {"name": self.name, "params": params, "weights_sha256": self.weights_sha256()}
-
-    def network(self) -> Any:
-        """The loaded :class:`~vcm_plugin.tasks.yolov5.network.YOLOv5` (loads it on first use)."""
-        self.load()
-        return self._net
 
     def _load(self) -> None:
         import torch
@@ -237,11 +227,7 @@ class YOLOv5Detector(TaskModel):
         if self.threads is not None:
             torch.set_num_threads(int(self.threads))
         path = self.weights_path()
-        sha = file_sha256(path)
-        expected = KNOWN_SHA256.get(path.name)
-        if expected is not None and sha != expected:
-            raise TaskModelError(f"weights file {str(path)!r} has SHA-256 {sha}, expected {expected}: the file is "
-                                 "corrupt, truncated or a different checkpoint")
+        self.weights_sha256()  # checked against the known hash of its name
         ckpt = load_yolov5_checkpoint(path)
         net = build_network(ckpt.yaml, ckpt.state_dict, str(path)).fuse()  # BN folded, as val.py does
         try:
@@ -253,7 +239,7 @@ class YOLOv5Detector(TaskModel):
         if len(label_ids) != net.detect.nc:
             raise TaskModelError(f"weights file {str(path)!r}: {len(label_ids)} class names for "
                                  f"{net.detect.nc} classes")
-        self._label_ids, self.categories, self._sha256 = label_ids, categories, sha
+        self._label_ids, self.categories = label_ids, categories
         self._net = freeze(net).to(torch.device(self.device))
 
     # -- inference ---------------------------------------------------------------------------
