@@ -77,3 +77,9 @@ def test_publish_writes_a_card_with_the_hash(tmp_path: Path, monkeypatch) -> Non
     (run / "model.pt").write_bytes(b"x" * (publish.MAX_BYTES + 1))
     with pytest.raises(ZooError, match="limit"):
         publish.publish_codec(run, "t-q2", "t", 2, "cmd")
+
+
+def test_vcm_zoo_publish_names_a_run_folder_that_is_not_a_finished_training(tmp_path: Path, capsys) -> None:
+    assert main(["zoo", "publish", str(tmp_path), "--name", "t-q1", "--group", "t", "--quality", "1",
+                 "--command", "vcm train codec x.yaml"]) == 2
+    assert f"{tmp_path} has no model.pt/result.json" in capsys.readouterr().err

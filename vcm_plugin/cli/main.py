@@ -18,6 +18,7 @@ from typing import Any
 from vcm_plugin.cli import (
     appropriateness,
     bd_rate,
+    build_sample,
     codecs,
     compare,
     decode,
@@ -35,7 +36,8 @@ from vcm_plugin.errors import VcmError
 EXIT_INPUT_ERROR = 2
 
 #: The subcommand modules, in the order ``vcm --help`` lists them; each has ``add_parser(sub)`` and ``cmd(args)``.
-COMMANDS = (codecs, zoo, encode, decode, bd_rate, compare, oid_eval, download, train, layers, appropriateness, run)
+COMMANDS = (codecs, zoo, encode, decode, bd_rate, compare, oid_eval, download, train, layers, appropriateness, run,
+            build_sample)
 
 
 def build_parser() -> argparse.ArgumentParser:

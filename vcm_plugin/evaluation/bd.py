@@ -1,60 +1,14 @@
 """Bjontegaard deltas (BD-rate, BD-metric) between two rate-metric curves, with validation.
 
-Definitions
------------
-A *curve* is a set of at least 4 operating points ``(rate, metric)``. ``rate`` is any
-strictly positive unit (bits per pixel for vcm-plugin results, kbps, bytes...), but it
-must be the same unit for both curves; ``metric`` is a quality or task score where higher
-is better (PSNR in dB, mAP in [0, 1] or %, top-1 accuracy...). Points may be given in any
-order: they are sorted by rate before anything else.
-
-* **BD-rate** (:func:`bd_rate`, in percent): the average rate difference of the test curve
-  against the anchor at equal metric. ``log10(rate)`` is interpolated as a function of the
-  metric on each curve, the two interpolants are integrated over the metric interval both
-  curves cover, and the mean log-rate difference ``d`` becomes ``(10**d - 1) * 100``.
-  **Negative = the test codec needs fewer bits than the anchor for the same metric**;
-  -50 % means half the rate, +100 % twice the rate.
-* **BD-metric** (:func:`bd_metric`, in the metric's own unit: dB for BD-PSNR, mAP points
-  for BD-mAP): the average metric difference test - anchor at equal rate, integrated over
-  the ``log10(rate)`` interval both curves cover. **Positive = the test codec is better.**
-
-Interpolation methods (the arithmetic is done by the ``bjontegaard`` package):
-
-* ``"pchip"`` (default): piecewise cubic Hermite interpolation; reproduces the JVET/MPEG
-  common-test-conditions Excel sheet (JVET-T2010).
-* ``"akima"``: Akima spline interpolation.
-* ``"cubic"``: the original VCEG-M33 method, one cubic polynomial least-squares fit per
-  curve (``bjontegaard``'s ``"cubic"``, a ``numpy.polyfit`` of degree 3).
-
-Validation (every failure raises :class:`~vcm_plugin.errors.BDRateError` naming the curve)
--------------------------------------------------------------------------------------------
-* rate and metric arrays of one curve must be 1-D and of equal length;
-* every rate must be finite and > 0, every metric finite (the message gives the point's
-  index in the caller's order and its value);
-* no two points of a curve may share a rate;
-* at least :data:`MIN_POINTS` (4) points per curve;
-* the metric must be strictly increasing with rate. With ``non_monotonic="error"`` (the
-  default) the offending points are listed; with ``non_monotonic="envelope"`` the curve is
-  replaced by its **monotone upper envelope**: sorted by rate, a point is kept only when its
-  metric is strictly higher than the metric of every lower-rate point, i.e. points that
-  are dominated (as good or better quality available for fewer bits) are dropped. Noisy
-  task-metric curves (mAP at high rate) are where this matters. At least 4 points must
-  remain. The dropped points are listed in the :class:`BDResult` of
-  :func:`bd_rate_report` / :func:`bd_metric_report`. (MPEG FCM's CTTC scripts instead
-  refit non-monotonic curves with a monotone cubic, m63692; the envelope is the simpler,
-  data-preserving rule: it never changes a measured value, it only omits points.)
-* the curves must overlap on the integration axis (metric for BD-rate, ``log10(rate)`` for
-  BD-metric). The *overlap* is the length of the intersection of the two ranges divided by
-  the length of the **narrower** of the two ranges, so 1.0 means the narrower curve lies
-  entirely within the other one. It must be >= ``min_overlap``, default
-  :data:`DEFAULT_MIN_OVERLAP` = 0.5 (at least half of the narrower curve is compared);
-  curves that do not overlap at all are always refused, whatever ``min_overlap`` is.
-  This failure raises :class:`BDOverlapError` (a :class:`~vcm_plugin.errors.BDRateError`)
-  whose message starts with the quantity it is about: "BD-rate needs the curves to
-  overlap in metric" or "BD-metric needs the curves to overlap in log10(rate)". BD-rate and
-  BD-metric of the same two curves are checked independently: typical JPEG-vs-VVC PSNR
-  curves overlap fully in metric but only partly in rate, so BD-rate may be computed
-  while BD-metric is refused (or the reverse).
+The definitions, the interpolation methods and every validation rule (at least
+:data:`MIN_POINTS` points, finite positive rates, no shared rates, monotone curves or
+their monotone upper envelope, overlap >= ``min_overlap`` of the narrower range, default
+:data:`DEFAULT_MIN_OVERLAP`) are written out in the README's "BD-rate" section.
+Units: ``rate`` any strictly positive unit shared by both curves (bpp here); BD-rate in
+percent (negative = the test codec needs fewer bits), BD-metric in the metric's unit
+(positive = the test codec is better). The arithmetic is the ``bjontegaard`` package's;
+every failure raises :class:`~vcm_plugin.errors.BDRateError` naming the curve, and too
+little overlap :class:`BDOverlapError`, whose message starts with the quantity it is about.
 """
 
 from __future__ import annotations

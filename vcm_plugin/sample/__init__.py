@@ -1,6 +1,6 @@
 """The embedded demo sample: 6 COCO val2017 images with their annotations, and 2 Kodak images.
 
-Files (terms in ``LICENSE.md`` beside this module; rebuilt by ``build_sample.py``)::
+Files (terms in ``LICENSE.md`` beside this module; rebuilt by ``vcm build-sample``)::
 
     coco/val2017/<12-digit id>.jpg            6 CC BY / CC BY-SA COCO val2017 images
     coco/annotations/instances_sample.json    their official COCO instance annotations

@@ -1,6 +1,6 @@
 """Rebuild the embedded sample from the shared real data (maintainers only).
 
-    python -m vcm_plugin.sample.build_sample [--shared ../shared]
+    vcm build-sample [--shared ../shared]
 
 Reproducibly: the 6 COCO val2017 images listed in ``data/coco/sample_ids.txt`` (CC BY / CC BY-SA,
 chosen there by a documented rule) and two Kodak images are copied byte for byte and checked
@@ -10,7 +10,6 @@ against the source folders' ``SHA256SUMS``; their official COCO annotations are 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -135,17 +134,3 @@ def build(shared: Path, out: Path = SAMPLE_DIR) -> None:
     for name in KODAK_FILES:
         _copy_checked(kodak_src / name, out / "kodak" / name, kodak_sums[name])
     (out / "LICENSE.md").write_text(license_text(rows, sample), encoding="utf-8")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=default_shared(), help="the shared data folder")
-    parser.add_argument("--out", type=Path, default=SAMPLE_DIR, help="where to write the sample")
-    args = parser.parse_args(argv)
-    build(args.shared, args.out)
-    total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
-    print(f"sample written to {args.out} ({total / 1e6:.2f} MB including code)")
-
-
-if __name__ == "__main__":
-    main()

@@ -63,7 +63,6 @@ class SplitAdapter:
             return self.adapter.forward_to(self.adapter.from_unit(x), self.cut)[self.adapter.names(self.cut)[0]]
 
     def points(self) -> list[str]:
-        """Every point of the model in execution order, from ``input`` to ``output``."""
         return self.adapter.points()
 
     def mid(self, y1: Any, point: str) -> list[Any]:
@@ -90,7 +89,6 @@ class SplitAdapter:
         return {"task_model": self.model.name, "weights": weights, "cut": self.cut}
 
     def resolve(self, point: str) -> str:
-        """The point's canonical name (a module name stands for its last node in graph-based adapters)."""
         return point if self.adapter is None else self.adapter.resolve(point)
 
     def check_distillation_point(self, point: str) -> str:

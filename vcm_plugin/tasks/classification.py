@@ -174,12 +174,9 @@ class TorchvisionClassifier(TaskModel):
 
         params = {k: v for k, v in self.params().items() if k not in ("search_path", "download")}
         member = self.weights_enum()
-        weights: dict[str, Any] = {"enum": str(member)}
-        if self.checkpoint is None:
-            weights["url"] = member.url
-        else:
-            weights["sha256"] = self.weights_sha256()
-        return {"name": self.name, "params": params, "torchvision": torchvision.__version__, "weights": weights}
+        source = {"url": member.url} if self.checkpoint is None else {"sha256": self.weights_sha256()}
+        return {"name": self.name, "params": params, "torchvision": torchvision.__version__,
+                "weights": {"enum": str(member), **source}}
 
     # -- model -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -201,9 +198,8 @@ class TorchvisionClassifier(TaskModel):
             state = load_state_dict_safely(path)
             if self.checkpoint is not None:
                 self.weights_sha256()
-        net = self._build(member, state, path)
         self._transform = member.transforms()
-        self._net = freeze(net).to(self.device)
+        self._net = freeze(self._build(member, state, path)).to(self.device)
 
     def _build(self, member: Any, state: dict[str, Any], path: Path | None) -> Any:
         where = str(path) if path is not None else member.url

@@ -379,11 +379,8 @@ class TorchvisionDetector(TaskModel):
 
         from vcm_plugin.weights import load_state_dict_safely
 
-        kwargs = dict(self.model_kwargs)
-        if self.min_size is not None:
-            kwargs["min_size"] = self.min_size
-        if self.max_size is not None:
-            kwargs["max_size"] = self.max_size
+        sizes = {"min_size": self.min_size, "max_size": self.max_size}
+        kwargs = {**self.model_kwargs, **{k: v for k, v in sizes.items() if v is not None}}
         member = self.weights_enum()
         path = self.weights_path()
         try:

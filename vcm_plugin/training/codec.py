@@ -126,8 +126,7 @@ def random_batch(images: list[np.ndarray], crop: int, batch: int, rng: np.random
     out = np.empty((batch, crop, crop, 3), np.uint8)
     for b in range(batch):
         image = images[rng.integers(len(images))]
-        y = rng.integers(image.shape[0] - crop + 1)
-        x = rng.integers(image.shape[1] - crop + 1)
+        y, x = (rng.integers(image.shape[i] - crop + 1) for i in (0, 1))
         patch = image[y:y + crop, x:x + crop]
         out[b] = patch[:, ::-1] if rng.random() < 0.5 else patch
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
@@ -157,9 +156,8 @@ def make_optimizers(model: Any, config: RDTrainingConfig) -> tuple[Any, Any]:
     """AdamW on the network parameters, Adam on the entropy bottlenecks' ``quantiles`` (aux loss)."""
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
-    optimizer = torch.optim.AdamW(main, lr=config.lr, weight_decay=config.weight_decay)
-    aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr)
-    return optimizer, aux_optimizer
+    return (torch.optim.AdamW(main, lr=config.lr, weight_decay=config.weight_decay),
+            torch.optim.Adam(aux, lr=config.aux_lr))
 
 
 def exported_state(model: Any, dtype: str, keep_float32: tuple[str, ...] = KEEP_FLOAT32) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Add a trained codec to the project zoo: ``python -m vcm_plugin.zoo.publish RUN_DIR --name ... ``.
+"""Add a trained codec to the project zoo (``vcm zoo publish RUN_DIR --name ...``).
 
 Copies ``RUN_DIR/model.pt`` (the weights-only export of ``vcm train codec``) to
 ``vcm_plugin/zoo/weights/<name>.pt`` and writes the model card ``<name>.yaml`` with its
@@ -8,10 +8,8 @@ figures from ``RUN_DIR/result.json``. Refuses files over :data:`MAX_BYTES`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import yaml
@@ -50,26 +48,6 @@ def publish_codec(run_dir: Path, name: str, group: str, quality: int, command: s
     }
     path = ZOO_DIR / f"{name}.yaml"
     header = ("# Trained by this project (vcm-plugin) on ../shared images; NOT an official CompressAI model.\n"
-              "# Written by `python -m vcm_plugin.zoo.publish`.\n")
+              "# Written by `vcm zoo publish`.\n")
     path.write_text(header + yaml.safe_dump(card, sort_keys=False))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--quality", type=int, required=True)
-    parser.add_argument("--command", required=True, help="the exact training command (recorded in the card)")
-    args = parser.parse_args(argv)
-    try:
-        print(publish_codec(args.run_dir, args.name, args.group, args.quality, args.command))
-    except ZooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
