@@ -29,7 +29,7 @@ import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -83,7 +83,7 @@ class CodecConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     codec: str | None = None
     qualities: list[float | int] = Field(min_length=1)
-    scales: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1.0])  # pre-scaling factors
+    scales: list[float] = Field(default_factory=lambda: [1.0])  # pre-scaling factors
 
     @field_validator("qualities", mode="before")
     @classmethod
@@ -92,6 +92,13 @@ class CodecConfig(BaseModel):
         for q in value if isinstance(value, list) else ():
             if isinstance(q, bool):
                 raise ValueError(f"quality {str(q).lower()} is a boolean, not a number")
+        return value
+
+    @field_validator("scales")
+    @classmethod
+    def _scales_in_range(cls, value: list[float]) -> list[float]:
+        if bad := [s for s in value if not 0 < s <= 1]:
+            raise ValueError(f"scale {bad[0]} must be in (0, 1]")
         return value
 
 

@@ -188,12 +188,9 @@ def task_specs(config: RunConfig) -> list[TaskSpec]:
     """Task entries; the config's weights search path is passed to models that take one."""
     from vcm_plugin.tasks.registry import get_task_model_class
 
-    specs = []
-    for label in config.tasks:
-        name, params = config.task_params(label)
-        specs.append(TaskSpec(label, name, freeze_params(with_search_path(get_task_model_class(name), params,
-                                                                          config.weights.search_path))))
-    return specs
+    search_path = config.weights.search_path
+    return [TaskSpec(label, name, freeze_params(with_search_path(get_task_model_class(name), params, search_path)))
+            for label, (name, params) in ((label, config.task_params(label)) for label in config.tasks)]
 
 
 def _codec_identity(point: CodecPoint) -> dict[str, Any]:
