@@ -111,3 +111,62 @@ def test_segmentation_configs_are_recognised() -> None:
     assert is_segmentation_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml")
     assert not is_segmentation_config("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml")
     assert not is_segmentation_config("COCO-Detection/retinanet_R_50_FPN_1x.yaml")
+
+
+@pytest.fixture(scope="module")
+def random_mask_rcnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A Mask R-CNN R50-FPN model-zoo config and a checkpoint of random weights saved by DetectionCheckpointer."""
+    pytest.importorskip("detectron2", reason="detectron2 is built by `make install` (patches/detectron2-cdo-0.5.patch)")
+    from detectron2 import model_zoo
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    name = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(name))
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("d2")
+    DetectionCheckpointer(build_model(cfg), save_dir=str(folder)).save("mask_rcnn_random")
+    return name, str(folder / "mask_rcnn_random.pth")
+
+
+def test_a_real_mask_rcnn_predicts_coco_ids_and_masks_on_the_sample(random_mask_rcnn: tuple[str, str]) -> None:
+    from vcm_plugin.images.io import read_image
+    from vcm_plugin.sample import coco_images_dir
+
+    config, weights = random_mask_rcnn
+    model = get_task_model("detectron2", config=config, weights_file=weights,
+                           config_overrides=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    image = read_image(sorted(coco_images_dir().iterdir())[0])
+    det = model.predict(image)
+    assert model.task == "segmentation" and len(det) > 0 and det.masks is not None
+    assert set(det.labels.tolist()) <= set(COCO80_IDS)
+    assert det.masks[0]["size"] == list(image.shape[:2])
+    assert (det.boxes[:, 2] <= image.shape[1]).all() and (det.boxes[:, 3] <= image.shape[0]).all()
+
+
+def test_the_config_weights_search_path_reaches_detectron2(random_mask_rcnn: tuple[str, str], tmp_path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from vcm_plugin.weights import WeightsNotFoundError
+
+    config, weights = random_mask_rcnn
+    monkeypatch.delenv("VCM_WEIGHTS", raising=False)
+    name = weights.rsplit("/", 1)[1]
+    with pytest.raises(WeightsNotFoundError):
+        get_task_model("detectron2", config=config, weights_file=name, search_path=[str(tmp_path)]).weights_path()
+    found = get_task_model("detectron2", config=config, weights_file=name, search_path=[weights.rsplit("/", 1)[0]])
+    assert str(found.weights_path()) == weights
+    assert "search_path" not in found.identity()["params"]
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_naming_the_keys(random_mask_rcnn: tuple[str, str],
+                                                                         shared, caplog) -> None:
+    config, _ = random_mask_rcnn
+    yolo = str(shared / "weights" / "yolov5n_coco_state_dict.pt")
+    with pytest.raises(TaskModelError, match=r"does not fit the model: missing \(\d+\): backbone\..*unexpected"):
+        get_task_model("detectron2", config=config, weights_file=yolo).load()
+    partial = get_task_model("detectron2", config=config, weights_file=yolo, allow_partial=True)
+    partial.load()
+    assert "allow_partial" in caplog.text and "missing" in caplog.text

@@ -1,7 +1,8 @@
 """detectron2 model-zoo detectors and instance segmenters as task models (optional).
 
-detectron2 is not on PyPI: install it from https://github.com/facebookresearch/detectron2,
-then ``pip install 'vcm-plugin[detectron2]'``. This module imports without it; only
+detectron2 is not on PyPI under its name: ``make install`` builds detectron2-cdo 0.5 (upstream
+v0.5 renamed) pure-Python with ``patches/detectron2-cdo-0.5.patch``; with internet, upstream
+detectron2 (with its C++ ops) works the same. This module imports without it; only
 building a :class:`Detectron2Model` needs it, and then fails with a
 :class:`~vcm_plugin.errors.TaskModelError` that says how to install it.
 
@@ -14,6 +15,8 @@ class indices are mapped to the dataset's category ids (COCO ids 1..90 for COCO 
 from __future__ import annotations
 
 import importlib
+import logging
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +30,11 @@ from vcm_plugin.tasks.predictions import Detections
 from vcm_plugin.tasks.registry import register_task_model
 from vcm_plugin.tasks.torchvision_backend import masks_to_rle, to_numpy
 
-INSTALL_HINT = ("detectron2 is not installed: pip install 'vcm-plugin[detectron2]' after installing detectron2 from "
-                "its repository (https://github.com/facebookresearch/detectron2; it is not on PyPI), e.g. "
-                "pip install 'git+https://github.com/facebookresearch/detectron2.git'")
+logger = logging.getLogger(__name__)
+INSTALL_HINT = ("detectron2 is not installed: pip install 'vcm-plugin[detectron2]' plus detectron2 itself, either "
+                "offline from the package index as `make install` does (detectron2-cdo 0.5 patched by "
+                "patches/detectron2-cdo-0.5.patch, pure Python: `make detectron2`), or with internet from its "
+                "repository: pip install 'git+https://github.com/facebookresearch/detectron2.git'")
 
 
 def detectron2_available() -> bool:
@@ -95,10 +100,12 @@ class Detectron2Model(TaskModel):
     ``config``: a model-zoo config name (``"COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"``)
     or a path to a yacs ``.yaml`` config; ``weights_file``: a checkpoint (a name looked up
     by ``find_weights``, or a path), else the model zoo's URL, which detectron2 downloads
-    and caches (needs internet); ``score_threshold`` drops lower scores after the
+    and caches (needs internet); ``search_path`` folders searched first (the config's
+    ``weights.search_path`` passes them); ``score_threshold`` drops lower scores after the
     config's own ``SCORE_THRESH_TEST``; ``device`` a torch device; ``config_overrides``
-    ``KEY VALUE`` pairs for ``cfg.merge_from_list``. ``task`` is ``"segmentation"`` for
-    configs with ``MODEL.MASK_ON``, else ``"detection"``.
+    ``KEY VALUE`` pairs for ``cfg.merge_from_list``; ``allow_partial`` accepts (with a warning) a
+    checkpoint that leaves model parameters unloaded or mis-shaped, an error otherwise.
+    ``task`` is ``"segmentation"`` for configs with ``MODEL.MASK_ON``, else ``"detection"``.
     """
 
     name: ClassVar[str] = "detectron2"
@@ -110,6 +117,8 @@ class Detectron2Model(TaskModel):
     score_threshold: float = 0.0
     device: str = "cpu"
     config_overrides: list[str] = field(default_factory=list)
+    search_path: list[str] | None = None
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         _require_detectron2()
@@ -122,6 +131,7 @@ class Detectron2Model(TaskModel):
         import detectron2
 
         ident = super().identity()
+        ident["params"].pop("search_path")  # where the weights are found is not what they are
         ident["detectron2"] = detectron2.__version__
         ident["weights"] = {"url": self._weights()} if self.weights_file is None else {"sha256": self.weights_sha256()}
         return ident
@@ -130,7 +140,7 @@ class Detectron2Model(TaskModel):
         """``weights_file`` found through the weights search path (None: the model zoo's checkpoint)."""
         from vcm_plugin.weights import find_weights
 
-        return None if self.weights_file is None else find_weights(self.weights_file)
+        return None if self.weights_file is None else find_weights(self.weights_file, self.search_path)
 
     def _weights(self) -> str:
         """The weights file (:meth:`weights_path`), else the model zoo's checkpoint URL."""
@@ -170,8 +180,10 @@ class Detectron2Model(TaskModel):
         model = build_model(cfg)
         model.eval()
         try:
-            DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            checkpointer = DetectionCheckpointer(model)
+            incompatible = checkpointer._load_model(
+                checkpointer._load_file(checkpointer.path_manager.get_local_path(cfg.MODEL.WEIGHTS)))
+        except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as exc:
             if self.weights_file is None:
                 raise WeightsNotFoundError(
                     f"task model 'detectron2' ({self.config}): cannot load the model-zoo checkpoint "
@@ -179,10 +191,25 @@ class Detectron2Model(TaskModel):
                     f"pass weights_file=<path>): {exc}") from exc
             raise TaskModelError(f"task model 'detectron2' ({self.config}): cannot load weights "
                                  f"{cfg.MODEL.WEIGHTS!r}: {exc}") from exc
+        self._check_loaded(incompatible, cfg.MODEL.WEIGHTS)
         self.task = "segmentation" if cfg.MODEL.MASK_ON else "detection"  # type: ignore[misc]
         self._aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self._cfg = cfg
         self._model = model
+
+    def _check_loaded(self, incompatible: Any, weights: str) -> None:
+        """detectron2 only logs parameters a checkpoint leaves unloaded: an error naming them unless allow_partial."""
+        problems = [f"{what} ({len(keys)}): {', '.join(map(str, keys[:5]))}{' ...' if len(keys) > 5 else ''}"
+                    for what, keys in (("missing", incompatible.missing_keys),
+                                       ("unexpected", incompatible.unexpected_keys),
+                                       ("wrong shape", [k for k, *_ in incompatible.incorrect_shapes])) if keys]
+        if not problems:
+            return
+        message = (f"task model 'detectron2' ({self.config}): checkpoint {weights!r} does not fit the model: "
+                   + "; ".join(problems))
+        if not self.allow_partial:
+            raise TaskModelError(message + " (a checkpoint of another architecture? allow_partial=true accepts it)")
+        logger.warning("%s; allow_partial: the other parameters keep their random initial values", message)
 
     def _predict(self, image: np.ndarray) -> Detections:
         """Run the model on an (H, W, 3) uint8 RGB image."""
