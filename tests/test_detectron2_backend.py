@@ -170,3 +170,43 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_the_keys(random_
     partial = get_task_model("detectron2", config=config, weights_file=yolo, allow_partial=True)
     partial.load()
     assert "allow_partial" in caplog.text and "missing" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_mask_rcnn_without_a_task_key_is_scored_as_segmentation(random_mask_rcnn: tuple[str, str], tmp_path) -> None:
+    import csv
+
+    from vcm_plugin.config import config_from_dict
+    from vcm_plugin.pipeline.run import run
+    from vcm_plugin.results import load
+
+    config, weights = random_mask_rcnn
+    run_config = config_from_dict({
+        "name": "d2", "output": str(tmp_path / "out"), "dataset": {"name": "sample", "max_images": 1},
+        "tasks": {"objects": {"model": "detectron2", "config": config, "weights_file": weights,
+                              "config_overrides": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]}},
+        "codecs": {"jpeg": {"qualities": [40]}}, "anchors": []})
+    run(run_config, quiet=True)
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["segm/AP"] != ""  # the instance's task (the class says detection: bbox columns only)
+    assert {p.primary_name for p in load(tmp_path / "out").points} == {"segm/AP"}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1"],
+     r"MODEL.ROI_HEADS.SCORE_THRESH_TEST expects a float \(default 0.05\), got .1. \(int\)"),
+    (["MODEL.ROI_HEADS.SCORE_THRESH", "0.5"], r"no config key 'MODEL.ROI_HEADS.SCORE_THRESH'.*SCORE_THRESH_TEST"),
+    (["MODEL.MASK_ON", "yes"], "MODEL.MASK_ON expects a bool"),
+])
+def test_bad_config_overrides_name_the_key_and_the_type(random_mask_rcnn: tuple[str, str], overrides: list[str],
+                                                       expected: str) -> None:
+    config, weights = random_mask_rcnn
+    with pytest.raises(TaskModelError, match=expected):
+        get_task_model("detectron2", config=config, weights_file=weights, config_overrides=overrides).load()
+
+
+def test_a_model_zoo_name_that_does_not_exist_is_named(random_mask_rcnn: tuple[str, str]) -> None:
+    with pytest.raises(TaskModelError, match="COCO-Detection/faster_rcnn_R_51_FPN_3x.yaml.*neither a file nor in"):
+        get_task_model("detectron2", config="COCO-Detection/faster_rcnn_R_51_FPN_3x.yaml",
+                       weights_file=random_mask_rcnn[1]).load()

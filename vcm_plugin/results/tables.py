@@ -182,9 +182,10 @@ def task_name(config: Any, task: str) -> str:
     entry = config.tasks[task]
     if entry.task:
         return entry.task
-    from vcm_plugin.tasks.registry import get_task_model_class
+    from vcm_plugin.tasks.registry import get_task_model
 
-    return get_task_model_class(config.task_params(task)[0]).task
+    name, params = config.task_params(task)
+    return get_task_model(name, **params).task  # the instance's: a detectron2 Mask R-CNN config is segmentation
 
 
 def load(folder: str | Path, dataset: Any = None, known: dict[PointLabel, Point] | None = None) -> Results:

@@ -14,6 +14,7 @@ class indices are mapped to the dataset's category ids (COCO ids 1..90 for COCO 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import pickle
@@ -172,7 +173,7 @@ class Detectron2Model(TaskModel):
         cfg = get_cfg()
         cfg.merge_from_file(str(config_file) if config_file.is_file()
                             else self._zoo("get_config_file", "is neither a file nor in the model zoo"))
-        cfg.merge_from_list(list(self.config_overrides))
+        cfg.merge_from_list(self._checked_overrides(cfg))
         cfg.MODEL.DEVICE = self.device
         cfg.MODEL.WEIGHTS = self._weights()
         cfg.freeze()
@@ -196,6 +197,26 @@ class Detectron2Model(TaskModel):
         self._aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self._cfg = cfg
         self._model = model
+
+    def _checked_overrides(self, cfg: Any) -> list[str]:
+        """``config_overrides`` as yacs takes them, each key and value checked first: a key the config lacks
+        (nearest ones named) or a value of another type than the key's is a TaskModelError (yacs: a bare error)."""
+        pairs = list(self.config_overrides)
+        for key, raw in zip(pairs[::2], pairs[1::2], strict=True):
+            node, parts = cfg, str(key).split(".")
+            for i, part in enumerate(parts):
+                if not hasattr(node, "keys") or part not in node:
+                    known = [k for k in node.keys()] if hasattr(node, "keys") else []
+                    near = difflib.get_close_matches(part, known, n=3)
+                    where = ".".join(parts[:i]) or "the top level"
+                    raise TaskModelError(f"detectron2 config_overrides: no config key {key!r} ({part!r} is not in "
+                                         f"{where}; nearest: {near or sorted(known)[:5]})")
+                node = node[part]
+            value = type(cfg)._decode_cfg_value(raw)  # how yacs reads it (a literal, else a str)
+            if not isinstance(value, type(node)) and not {type(value), type(node)} <= {list, tuple}:
+                raise TaskModelError(f"detectron2 config_overrides: {key} expects a {type(node).__name__} "
+                                     f"(default {node!r}), got {raw!r} ({type(value).__name__})")
+        return pairs
 
     def _check_loaded(self, incompatible: Any, weights: str) -> None:
         """detectron2 only logs parameters a checkpoint leaves unloaded: an error naming them unless allow_partial."""
