@@ -210,3 +210,27 @@ def test_a_model_zoo_name_that_does_not_exist_is_named(random_mask_rcnn: tuple[s
     with pytest.raises(TaskModelError, match="COCO-Detection/faster_rcnn_R_51_FPN_3x.yaml.*neither a file nor in"):
         get_task_model("detectron2", config="COCO-Detection/faster_rcnn_R_51_FPN_3x.yaml",
                        weights_file=random_mask_rcnn[1]).load()
+
+
+def test_front_then_run_from_equals_the_whole_model_at_every_cut_point(random_mask_rcnn: tuple[str, str]) -> None:
+    from vcm_plugin.images.io import read_image
+    from vcm_plugin.sample import coco_images_dir
+
+    config, weights = random_mask_rcnn
+    model = get_task_model("detectron2", config=config, weights_file=weights,
+                           config_overrides=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    image = read_image(sorted(coco_images_dir().iterdir())[1])
+    whole = model.predict(image)
+    assert model.cut_points() == ["input", "stem", "res2", "res3", "res4", "res5", "fpn"]
+    for cut in model.cut_points()[1:]:
+        value = model.front(cut, image)
+        split = model.run_from(cut, value)
+        assert len(split) == len(whole) > 0, cut
+        np.testing.assert_array_equal(split.boxes, whole.boxes, err_msg=cut)
+        np.testing.assert_array_equal(split.scores, whole.scores, err_msg=cut)
+        np.testing.assert_array_equal(split.labels, whole.labels, err_msg=cut)
+        assert [m["counts"] for m in split.masks] == [m["counts"] for m in whole.masks], cut
+    assert sorted(model.front("fpn", image).tensors) == ["p2", "p3", "p4", "p5", "p6"]
+    assert sorted(model.front("res3", image).tensors) == ["res2", "res3"]  # the FPN reads res2 too
+    with pytest.raises(TaskModelError, match=r"no cut point 'res6'; nearest: \['res5'"):
+        model.front("res6", image)

@@ -37,7 +37,7 @@ def task_model_layers(name: str, params: dict[str, Any], height: int, width: int
 
     if isinstance(params.get("search_path"), str):  # --param search_path=DIR
         params = {**params, "search_path": [params["search_path"]]}
-    model = get_task_model(name, **params)
+    model = get_task_model(name, **params).for_shapes()
     image = np.full((height, width, 3), 114, np.uint8)
     return [(point, "image " + f"{height}x{width}x3" if point == "input" else _shape(model.front(point, image)))
             for point in model.cut_points()]

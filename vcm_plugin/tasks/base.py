@@ -126,6 +126,10 @@ class TaskModel(ABC):
             self._sha256 = sha
         return self._sha256
 
+    def for_shapes(self) -> TaskModel:
+        """A model with this one's cut points and tensor shapes that needs no trained weights (``vcm layers``)."""
+        return self
+
     def adapter(self) -> ModelAdapter | None:
         """Its :class:`~vcm_plugin.tasks.split.ModelAdapter` (built once), or None."""
         if self._adapter is None and self.adapter_class is not None:

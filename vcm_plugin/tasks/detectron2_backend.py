@@ -14,6 +14,8 @@ class indices are mapped to the dataset's category ids (COCO ids 1..90 for COCO 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import importlib
 import logging
@@ -24,11 +26,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from torch import nn
 
 from vcm_plugin.errors import TaskModelError, WeightsNotFoundError
-from vcm_plugin.tasks.base import TaskModel, check_image
+from vcm_plugin.tasks.base import INPUT, TaskModel, check_image
 from vcm_plugin.tasks.predictions import Detections
 from vcm_plugin.tasks.registry import register_task_model
+from vcm_plugin.tasks.split import CutValue, ModelAdapter
 from vcm_plugin.tasks.torchvision_backend import masks_to_rle, to_numpy
 
 logger = logging.getLogger(__name__)
@@ -93,6 +97,104 @@ def instances_to_detections(instances: Any, category_ids: Sequence[int] | np.nda
     return Detections(boxes, scores[keep], ids[classes[keep]], masks)
 
 
+RANDOM = "random"  # weights_file for random weights (shapes, tests)
+FPN = "fpn"  # the cut after the FPN: P2..P6, the FCM common test conditions' split point
+
+
+class _Given(nn.Module):
+    """A stand-in for the FPN's bottom-up network that returns features computed elsewhere (decoded)."""
+
+    def __init__(self, features: dict[str, Any]) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, x: Any) -> dict[str, Any]:
+        return self.features
+
+
+class Detectron2Adapter(ModelAdapter):
+    """A detectron2 R-CNN with an FPN backbone cut after its stem, a bottom-up stage (``res2`` .. ``res5``) or
+    after the FPN (``fpn``: ``p2`` .. ``p6``, the FCM CTC point for X101); CompressAI-Vision's
+    ``forward_after_c2`` is the ``res2`` cut. A cut value carries every tensor the rest reads (a stage cut:
+    that stage and the earlier stages the FPN reads); detectron2 itself is not patched: the FPN runs on given
+    bottom-up features through a shallow copy whose bottom-up module returns them.
+    """
+
+    def _backbone(self) -> Any:
+        backbone = self.model.network().backbone
+        if not hasattr(backbone, "bottom_up") or not hasattr(backbone, "lateral_convs"):
+            raise TaskModelError(f"task model 'detectron2' ({self.model.config}): cut points need an FPN backbone, "
+                                 f"this config has {type(backbone).__name__}")
+        return backbone
+
+    def points(self) -> list[str]:
+        return [INPUT, "stem", *self._backbone().bottom_up.stage_names, FPN]
+
+    def cut_points(self) -> list[str]:
+        return self.points()
+
+    def check_cut(self, point: str) -> str:
+        if point not in (points := self.points()):
+            near = difflib.get_close_matches(point, points, n=3, cutoff=0.3)
+            raise TaskModelError(f"task model 'detectron2' ({self.model.config}) has no cut point {point!r}; "
+                                 f"nearest: {near or points[:3]}; valid: {points}")
+        return point
+
+    def names(self, cut: str) -> list[str]:
+        fpn = self._backbone()
+        if cut == FPN:
+            return list(fpn._out_features)
+        if cut == "stem":
+            return ["stem"]
+        stages = fpn.bottom_up.stage_names
+        return [s for s in stages[:stages.index(cut) + 1] if s in fpn.in_features or s == cut]
+
+    def prepare(self, image: np.ndarray) -> Any:
+        return self.model.network().preprocess_image([{"image": self.model.tensor(image)}]).tensor
+
+    def forward_to(self, x: Any, cut: str) -> dict[str, Any]:
+        fpn = self._backbone()
+        if cut == FPN:
+            return dict(fpn(x))
+        bottom_up = fpn.bottom_up
+        out = {"stem": bottom_up.stem(x)}
+        x = out["stem"]
+        for name, stage in zip(bottom_up.stage_names, bottom_up.stages, strict=True):
+            if cut == "stem":
+                break
+            x = out[name] = stage(x)
+            if name == cut:
+                break
+        return {name: out[name] for name in self.names(cut)}
+
+    def rest(self, cut: str, value: CutValue) -> Any:
+        import torch
+        from detectron2.structures import ImageList
+
+        net, fpn = self.model.network(), self._backbone()
+        tensors = {k: torch.as_tensor(v).to(self.model.device) for k, v in value.tensors.items()}
+        if cut != FPN:  # finish the bottom-up network, then the FPN on the given features
+            stages = list(zip(fpn.bottom_up.stage_names, fpn.bottom_up.stages, strict=True))
+            x, after = tensors[cut], [name for name, _ in stages].index(cut) + 1 if cut != "stem" else 0
+            for name, stage in stages[after:]:
+                x = tensors[name] = stage(x)
+            given = copy.copy(fpn)
+            given._modules = {**fpn._modules, "bottom_up": _Given(tensors)}
+            tensors = given(None)
+        height, width = value.image_hw
+        new_h, new_w = self.model.resized_hw(height, width)
+        first = next(iter(tensors.values()))
+        images = ImageList(first.new_zeros(1, 3, new_h, new_w), [(new_h, new_w)])
+        proposals, _ = net.proposal_generator(images, tensors, None)
+        results, _ = net.roi_heads(images, tensors, proposals, None)
+        output = net._postprocess(results, [{"height": height, "width": width}], images.image_sizes)[0]
+        return self.model.to_detections(output["instances"].to("cpu"))
+
+    def mid(self, cut: str, y1: Any, point: str) -> list[Any]:
+        raise TaskModelError("task model 'detectron2': distillation through its mid-model (learned feature / direct "
+                             "codecs) is not supported yet; feature codecs such as fcm-vvc work at every cut point")
+
+
 @register_task_model
 @dataclass
 class Detectron2Model(TaskModel):
@@ -100,8 +202,9 @@ class Detectron2Model(TaskModel):
 
     ``config``: a model-zoo config name (``"COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"``)
     or a path to a yacs ``.yaml`` config; ``weights_file``: a checkpoint (a name looked up
-    by ``find_weights``, or a path), else the model zoo's URL, which detectron2 downloads
-    and caches (needs internet); ``search_path`` folders searched first (the config's
+    by ``find_weights``, or a path; ``"random"``: random weights, for shapes and tests), else the
+    model zoo's URL, which detectron2 downloads and caches (needs internet);
+    ``search_path`` folders searched first (the config's
     ``weights.search_path`` passes them); ``score_threshold`` drops lower scores after the
     config's own ``SCORE_THRESH_TEST``; ``device`` a torch device; ``config_overrides``
     ``KEY VALUE`` pairs for ``cfg.merge_from_list``; ``allow_partial`` accepts (with a warning) a
@@ -112,6 +215,7 @@ class Detectron2Model(TaskModel):
     name: ClassVar[str] = "detectron2"
     task: ClassVar[str] = "detection"
     transient: ClassVar[tuple[str, ...]] = ("_model", "_cfg", "_aug", "_category_ids")
+    adapter_class: ClassVar[type] = Detectron2Adapter
 
     config: str = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
     weights_file: str | None = None
@@ -134,14 +238,19 @@ class Detectron2Model(TaskModel):
         ident = super().identity()
         ident["params"].pop("search_path")  # where the weights are found is not what they are
         ident["detectron2"] = detectron2.__version__
-        ident["weights"] = {"url": self._weights()} if self.weights_file is None else {"sha256": self.weights_sha256()}
+        ident["weights"] = {"url": self._weights()} if self.weights_file is None else \
+            {"random": True} if self.weights_file == RANDOM else {"sha256": self.weights_sha256()}
         return ident
 
     def weights_path(self) -> Path | None:
         """``weights_file`` found through the weights search path (None: the model zoo's checkpoint)."""
         from vcm_plugin.weights import find_weights
 
-        return None if self.weights_file is None else find_weights(self.weights_file, self.search_path)
+        return None if self.weights_file in (None, RANDOM) else find_weights(self.weights_file, self.search_path)
+
+    def for_shapes(self) -> Detectron2Model:
+        """This model with random weights (``weights_file="random"``): the same cut points and shapes, no checkpoint."""
+        return dataclasses.replace(self, weights_file=RANDOM)
 
     def _weights(self) -> str:
         """The weights file (:meth:`weights_path`), else the model zoo's checkpoint URL."""
@@ -161,7 +270,6 @@ class Detectron2Model(TaskModel):
 
     def _load(self) -> None:
         _require_detectron2()
-        import detectron2.data.transforms as T
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model
@@ -175,11 +283,15 @@ class Detectron2Model(TaskModel):
                             else self._zoo("get_config_file", "is neither a file nor in the model zoo"))
         cfg.merge_from_list(self._checked_overrides(cfg))
         cfg.MODEL.DEVICE = self.device
-        cfg.MODEL.WEIGHTS = self._weights()
+        cfg.MODEL.WEIGHTS = "" if self.weights_file == RANDOM else self._weights()
         cfg.freeze()
         self._category_ids = _dataset_category_ids(cfg)
         model = build_model(cfg)
         model.eval()
+        if self.weights_file == RANDOM:
+            logger.warning("task model 'detectron2' (%s): random weights (weights_file=random)", self.config)
+            self._finish_load(cfg, model)
+            return
         try:
             checkpointer = DetectionCheckpointer(model)
             incompatible = checkpointer._load_model(
@@ -193,10 +305,15 @@ class Detectron2Model(TaskModel):
             raise TaskModelError(f"task model 'detectron2' ({self.config}): cannot load weights "
                                  f"{cfg.MODEL.WEIGHTS!r}: {exc}") from exc
         self._check_loaded(incompatible, cfg.MODEL.WEIGHTS)
+        self._finish_load(cfg, model)
+
+    def _finish_load(self, cfg: Any, model: Any) -> None:
+        import detectron2.data.transforms as T
+
         self.task = "segmentation" if cfg.MODEL.MASK_ON else "detection"  # type: ignore[misc]
         self._aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self._cfg = cfg
-        self._model = model
+        self._model = model  # last: load() tests the first transient attribute
 
     def _checked_overrides(self, cfg: Any) -> list[str]:
         """``config_overrides`` as yacs takes them, each key and value checked first: a key the config lacks
@@ -232,22 +349,36 @@ class Detectron2Model(TaskModel):
             raise TaskModelError(message + " (a checkpoint of another architecture? allow_partial=true accepts it)")
         logger.warning("%s; allow_partial: the other parameters keep their random initial values", message)
 
-    def _predict(self, image: np.ndarray) -> Detections:
-        """Run the model on an (H, W, 3) uint8 RGB image."""
+    def tensor(self, image: np.ndarray) -> Any:
+        """(H, W, 3) uint8 RGB -> the (3, H', W') float tensor detectron2's predictor feeds: the config's channel
+        order, resized by the test-time ResizeShortestEdge."""
         import torch
 
         image = check_image(image, self.name)
         self.load()
-        height, width = image.shape[:2]
         pixels = image[:, :, ::-1] if self._cfg.INPUT.FORMAT == "BGR" else image
         pixels = self._aug.get_transform(pixels).apply_image(np.ascontiguousarray(pixels))
-        tensor = torch.as_tensor(np.ascontiguousarray(pixels.astype(np.float32).transpose(2, 0, 1)))
-        with torch.inference_mode():
-            output = self._model([{"image": tensor.to(self.device), "height": height, "width": width}])[0]
-        instances = output["instances"].to("cpu")
+        return torch.as_tensor(np.ascontiguousarray(pixels.astype(np.float32).transpose(2, 0, 1))).to(self.device)
+
+    def resized_hw(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) in pixels the test-time resize gives an image of ``height`` x ``width``."""
+        self.load()
+        transform = self._aug.get_transform(np.zeros((height, width, 1), np.uint8))
+        return int(transform.new_h), int(transform.new_w)
+
+    def to_detections(self, instances: Any) -> Detections:
+        """detectron2 ``Instances`` at the original size -> :class:`Detections` (dataset category ids)."""
         return instances_to_detections(instances, self._category_ids, self.score_threshold,
                                        with_masks=self.task == "segmentation")
 
+    def _predict(self, image: np.ndarray) -> Detections:
+        """Run the model on an (H, W, 3) uint8 RGB image."""
+        import torch
+
+        tensor, (height, width) = self.tensor(image), image.shape[:2]
+        with torch.inference_mode():
+            output = self._model([{"image": tensor, "height": height, "width": width}])[0]
+        return self.to_detections(output["instances"].to("cpu"))
 
 def _dataset_category_ids(cfg: Any) -> np.ndarray:
     """Contiguous class index -> dataset category id for a detectron2 config.
