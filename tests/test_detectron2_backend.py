@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,14 +133,19 @@ def random_mask_rcnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str
     return name, str(folder / "mask_rcnn_random.pth")
 
 
-def test_a_real_mask_rcnn_predicts_coco_ids_and_masks_on_the_sample(random_mask_rcnn: tuple[str, str]) -> None:
+def _model_and_sample_image(random_mask_rcnn: tuple[str, str], index: int) -> tuple[Any, np.ndarray]:
+    """The random Mask R-CNN as a task model keeping every detection, and the sample's COCO image ``index``."""
     from vcm_plugin.images.io import read_image
     from vcm_plugin.sample import coco_images_dir
 
     config, weights = random_mask_rcnn
     model = get_task_model("detectron2", config=config, weights_file=weights,
                            config_overrides=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
-    image = read_image(sorted(coco_images_dir().iterdir())[0])
+    return model, read_image(sorted(coco_images_dir().iterdir())[index])
+
+
+def test_a_real_mask_rcnn_predicts_coco_ids_and_masks_on_the_sample(random_mask_rcnn: tuple[str, str]) -> None:
+    model, image = _model_and_sample_image(random_mask_rcnn, 0)
     det = model.predict(image)
     assert model.task == "segmentation" and len(det) > 0 and det.masks is not None
     assert set(det.labels.tolist()) <= set(COCO80_IDS)
@@ -213,13 +219,7 @@ def test_a_model_zoo_name_that_does_not_exist_is_named(random_mask_rcnn: tuple[s
 
 
 def test_front_then_run_from_equals_the_whole_model_at_every_cut_point(random_mask_rcnn: tuple[str, str]) -> None:
-    from vcm_plugin.images.io import read_image
-    from vcm_plugin.sample import coco_images_dir
-
-    config, weights = random_mask_rcnn
-    model = get_task_model("detectron2", config=config, weights_file=weights,
-                           config_overrides=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
-    image = read_image(sorted(coco_images_dir().iterdir())[1])
+    model, image = _model_and_sample_image(random_mask_rcnn, 1)
     whole = model.predict(image)
     assert model.cut_points() == ["input", "stem", "res2", "res3", "res4", "res5", "fpn"]
     for cut in model.cut_points()[1:]:
