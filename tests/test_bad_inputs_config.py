@@ -258,3 +258,18 @@ class NoPythonWarnings:
         self._catch.__exit__(*exc)
         skipped = [str(w.message) for w in self._caught if "skipped" in str(w.message)]
         assert not skipped, skipped
+
+
+def test_a_mandatory_value_left_unset_names_the_key(tmp_path: Path) -> None:
+    """``???`` (OmegaConf's mandatory value, e.g. fcm-vvc's value_range in eval_configs/fcm_openimages_x101.yaml)
+    left unset is an error naming the key and how to give it; an override fills it."""
+    path = write(tmp_path, BASE.replace("preset: medium", "preset: '???'"))
+    with pytest.raises(ConfigError, match=r"codecs\.vvc\.preset is mandatory and left unset .*codecs\.vvc\.preset="):
+        load_config(path)
+    assert load_config(path, ["codecs.vvc.preset=fast"]).codec_params("vvc") == ("vvc", {"preset": "fast"})
+
+
+def test_the_fcm_config_needs_its_value_range() -> None:
+    config = Path(__file__).resolve().parents[1] / "eval_configs" / "fcm_openimages_x101.yaml"
+    with pytest.raises(ConfigError, match=r"codecs\.fcm_ctc\.value_range is mandatory"):
+        load_config(config, check_plugins=False)

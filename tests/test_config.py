@@ -30,8 +30,9 @@ anchors: [vvc]
 
 
 def test_shipped_configs_validate() -> None:
+    mandatory = {"fcm_openimages_x101.yaml": ["codecs.fcm_ctc.value_range=[-20,40]"]}  # left ??? by the config
     for path in sorted((ROOT / "eval_configs").glob("*.yaml")):
-        config = load_config(path)
+        config = load_config(path, mandatory.get(path.name))
         assert config.codecs and config.tasks, path
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from vcm_plugin import get_codec
 from vcm_plugin.config import config_from_dict
-from vcm_plugin.errors import BitstreamFormatError, DecodeError
+from vcm_plugin.errors import BitstreamFormatError, DecodeError, VcmError
 from vcm_plugin.pipeline.run import run
 
 
@@ -39,6 +39,39 @@ def test_fcm_vvc_decodes_to_the_cut_tensor(cifar_image) -> None:
             codec.decode(dataclasses.replace(fine, data=data))
 
 
+def test_fcm_vvc_ctc_mode_packs_one_frame_and_keeps_the_sizes_out_of_the_rate(cifar_image) -> None:
+    """Mode 'ctc' (the FCM anchor): one frame over a global range, the stream is the VVC picture alone, the tensor
+    names and sizes are side information; a header that disagrees with the cut or the frame is refused."""
+    from vcm_plugin.codecs.base import Bitstream
+    from vcm_plugin.varint import encode_varint
+
+    with pytest.raises(VcmError, match=r"mode 'ctc' needs value_range: \[low, high\]"):
+        get_codec("fcm-vvc", task_model="cifar10-vgg", cut="block2", mode="ctc")
+    full = get_codec("fcm-vvc", task_model="cifar10-vgg", cut="block2", preset="faster")
+    reference = full.model().front("block2", cifar_image).tensor
+    low, high = float(reference.min()), float(reference.max())
+    codec = get_codec("fcm-vvc", task_model="cifar10-vgg", cut="block2", preset="faster", mode="ctc",
+                      value_range=[low, high])
+    bitstream, whole = codec.encode(cifar_image, 12), full.encode(cifar_image, 12)
+    assert bitstream.side_info and bitstream.data[:4] == b"\x00\x00\x00\x01"  # a VVC Annex-B stream, no header
+    assert bitstream.num_bits == 8 * len(bitstream.data) and bitstream.side_info_bits == 8 * len(bitstream.side_info)
+    assert whole.side_info == b"" and bitstream.params["mode"] == "ctc"
+    decoded = codec.decode(Bitstream.from_bytes(bitstream.to_bytes()))  # side info travels in the .vcmb file
+    assert float((decoded.tensor - reference).abs().max()) < 0.05 * (high - low)
+    with pytest.raises(BitstreamFormatError, match="no(ne)?|side information"):
+        codec.decode(dataclasses.replace(bitstream, side_info=b""))
+    with pytest.raises(BitstreamFormatError, match="mode 'ctc'"):
+        codec.decode(whole)
+    name = next(iter(decoded.tensors)).encode()
+    renamed = bitstream.side_info.replace(encode_varint(len(name)) + name, b"\x04wxyz", 1)
+    with pytest.raises(BitstreamFormatError, match=r"packs tensors \['wxyz'\].*cut point 'block2'"):
+        codec.decode(dataclasses.replace(bitstream, side_info=renamed))
+    channels = int(reference.shape[1])
+    resized = bitstream.side_info.replace(name + encode_varint(channels), name + encode_varint(channels * 4), 1)
+    with pytest.raises(BitstreamFormatError, match="does not hold the .* packing"):
+        codec.decode(dataclasses.replace(bitstream, side_info=resized))
+
+
 @pytest.mark.slow
 def test_feature_and_image_codecs_share_one_bd_table(shared: Path, tmp_path: Path) -> None:
     config = config_from_dict({
@@ -48,12 +81,21 @@ def test_feature_and_image_codecs_share_one_bd_table(shared: Path, tmp_path: Pat
         "weights": {"search_path": [str(shared / "weights")]},
         "codecs": {"jpeg": {"qualities": [10, 30, 50, 90]},
                    "fcm": {"codec": "fcm-vvc", "task_model": "yolov5", "task_params": {"weights": "yolov5n.pt"},
-                           "cut": "backbone", "preset": "faster", "qualities": [42, 37]}},
+                           "cut": "backbone", "preset": "faster", "qualities": [42, 37]},
+                   "fcm-ctc": {"codec": "fcm-vvc", "task_model": "yolov5", "task_params": {"weights": "yolov5n.pt"},
+                               "cut": "backbone", "preset": "faster", "mode": "ctc", "value_range": [-0.3, 12.0],
+                               "qualities": [42, 37]}},
         "anchors": ["jpeg"],
     })
     summary = run(config, quiet=True)
     assert summary.units_failed == 0
     with open(tmp_path / "out" / "results.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["codec"] == "fcm"]
-    assert len(rows) == 2 and all(float(r["bpp"]) > 0 and float(r["bbox/AP"]) > 0 for r in rows)
-    assert all(r["psnr_y"] == "" for r in rows)  # no picture to compare
+        rows = list(csv.DictReader(fh))
+    fcm = [r for r in rows if r["codec"] == "fcm"]
+    assert len(fcm) == 2 and all(float(r["bpp"]) > 0 and float(r["bbox/AP"]) > 0 for r in fcm)
+    assert all(r["psnr_y"] == "" for r in fcm)  # no picture to compare
+    assert {r["rate_mode"] for r in fcm} == {"full"} and {r["side_info_bits"] for r in fcm} == {"0"}
+    ctc = [r for r in rows if r["codec"] == "fcm-ctc"]
+    assert {r["rate_mode"] for r in ctc} == {"side-info-out-of-rate"} and all(int(r["side_info_bits"]) > 0 for r in ctc)
+    assert all(float(c["bpp"]) < float(f["bpp"]) for c, f in zip(ctc, fcm))  # the header is out of the rate
+    assert "rate excludes" in (tmp_path / "out" / "bd_rate.md").read_text()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vcm_plugin.errors import DecodeError, EncodeError
-from vcm_plugin.features.tiling import Quantised, dequantise, grid, quantise, tile, untile
+from vcm_plugin.features.tiling import Quantised, dequantise, grid, pack, packed_size, quantise, tile, unpack, untile
 from vcm_plugin.features.vvc_frames import decode_frame, encode_frame
 
 
@@ -46,3 +46,21 @@ def test_vvc_codes_the_frame_with_rate_falling_with_qp(features) -> None:
         decode_frame(fine[: len(fine) // 2], *frame.shape)
     with pytest.raises(EncodeError, match="0..1023"):
         encode_frame(np.full((8, 8), 4000, np.uint16), 22)
+
+
+def test_pack_stacks_every_tensor_into_one_frame_and_back() -> None:
+    """The FCM anchor's packing: each tensor's tile grid a block, top to bottom, left-aligned, mid-grey elsewhere."""
+    rng = np.random.default_rng(3)
+    tensors = [rng.integers(0, 1024, shape, dtype=np.uint16) for shape in ((16, 8, 12), (16, 4, 6), (5, 2, 3))]
+    shapes = [t.shape for t in tensors]
+    frame = pack(tensors, 512)
+    assert frame.shape == packed_size(shapes) == (4 * 8 + 4 * 4 + 2 * 2, 4 * 12)
+    assert (frame[32:48, 24:] == 512).all()  # right of the narrower second block
+    assert all((a == b).all() for a, b in zip(unpack(frame, shapes), tensors, strict=True))
+    with pytest.raises(ValueError, match="is not the 48x52 packing"):
+        unpack(frame[:-1], shapes)
+
+
+def test_global_range_quantisation_clips() -> None:
+    q = quantise(np.array([[[-5.0, 0.0, 1.0, 9.0]]]), value_range=(0.0, 1.0))
+    assert (q.low, q.high) == (0.0, 1.0) and q.samples.ravel().tolist() == [0, 0, 1023, 1023]

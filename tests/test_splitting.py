@@ -40,3 +40,21 @@ def test_vcm_layers_lists_task_model_and_torchvision_cut_points(capsys) -> None:
     assert "layer1.0.conv1" in out and "needs also: maxpool" in out
     assert main(["layers", "no-such-model"]) == 2
     assert "neither a task model" in capsys.readouterr().err
+
+
+def test_vcm_layers_measures_the_value_range_at_a_cut(capsys, shared) -> None:
+    """`--cut CUT --images FILES`: each tensor's [min, max] with the real weights, and the global range that
+    fcm-vvc mode: ctc takes as value_range."""
+    import numpy as np
+
+    from vcm_plugin.images.io import read_image
+    from vcm_plugin.tasks.registry import get_task_model
+
+    images = sorted(str(p) for p in (shared / "data/cifar10/test/cat").glob("*.png"))[:5]
+    assert main(["layers", "cifar10-vgg", "--cut", "block2", "--images", *images]) == 0
+    out = capsys.readouterr().out
+    model = get_task_model("cifar10-vgg")
+    values = np.concatenate([model.front("block2", read_image(p)).tensor.numpy().ravel() for p in images])
+    assert f"value_range: [{values.min():.6g}, {values.max():.6g}]   (over 5 image(s)" in out
+    assert main(["layers", "cifar10-vgg", "--cut", "block2"]) == 2
+    assert "--cut and --images go together" in capsys.readouterr().err

@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from vcm_plugin.errors import VcmError
@@ -368,9 +368,13 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str] | None, prov: _P
                 OmegaConf.update(conf, key, value, merge=True, force_add=True)
             except (OmegaConfBaseException, ValueError, TypeError) as exc:
                 raise ConfigError(f"override {item!r}: {str(exc).splitlines()[0]}") from exc
-        return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
+        return OmegaConf.to_container(conf, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     except ConfigError:
         raise
+    except MissingMandatoryValue as exc:
+        key = exc.full_key or "a value"
+        raise ConfigError(f"{prov.source}: {key} is mandatory and left unset (???) by the config: give it, e.g. "
+                          f"`vcm run CONFIG {key}=VALUE`") from None
     except (OmegaConfBaseException, ValueError, TypeError) as exc:
         raise ConfigError(f"{prov.source}: {str(exc).splitlines()[0]}") from exc
 

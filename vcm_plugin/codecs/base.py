@@ -36,14 +36,16 @@ Quality = int | float
 _MAGIC = b"VCMBS"
 #: Version written by :meth:`Bitstream.to_bytes`; :meth:`Bitstream.from_bytes` reads every one of
 #: ``_READABLE_VERSIONS``.
-_FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+_FORMAT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 # magic, version, codec-name length, quality kind (i=int, f=float), quality, height,
-# width, payload length; version 2 only: the length of the codec parameters; then the
-# codec name, (version 2) the codec parameters as UTF-8 JSON (an object, or null when
-# unknown), the payload, and the CRC-32 of everything before it.
+# width, payload length; version 2 on: the length of the codec parameters; version 3 on:
+# the length of the side information; then the codec name, (version 2 on) the codec
+# parameters as UTF-8 JSON (an object, or null when unknown), (version 3 on) the side
+# information, the payload, and the CRC-32 of everything before it.
 _HEADER = struct.Struct(">5sBHcdIIQ")
 _HEADER_V2 = struct.Struct(">5sBHcdIIQI")
+_HEADER_V3 = struct.Struct(">5sBHcdIIQII")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ class Bitstream:
     of a codec's decoder in a system, and is stored in ``.vcmb`` files (format version 2)
     so that ``vcm decode`` builds the same codec. It is excluded from equality and
     hashing and never counted in the rate.
+
+    ``side_info`` is what a decoder needs but a codec's mode sends out of band, outside the
+    rate (empty for every codec by default; ``fcm-vvc`` in ``mode: ctc`` puts the tensor
+    sizes there, as the MPEG FCM anchor does): it is stored and reported
+    (:attr:`side_info_bits`), never counted in :attr:`num_bits`.
     """
 
     data: bytes
@@ -69,10 +76,13 @@ class Bitstream:
     height: int
     width: int
     params: dict[str, Any] | None = field(default=None, compare=False)
+    side_info: bytes = b""
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, (bytes, bytearray)):
             raise TypeError(f"Bitstream.data must be bytes, not {type(self.data).__name__}")
+        if not isinstance(self.side_info, (bytes, bytearray)):
+            raise TypeError(f"Bitstream.side_info must be bytes, not {type(self.side_info).__name__}")
         if self.height <= 0 or self.width <= 0:
             raise ValueError(f"Bitstream of codec {self.codec!r}: size {self.width}x{self.height} is not positive")
 
@@ -80,6 +90,11 @@ class Bitstream:
     def num_bits(self) -> int:
         """Size of ``data`` in bits: the rate (neither ``params`` nor the ``.vcmb`` wrapper of :meth:`to_bytes`)."""
         return 8 * len(self.data)
+
+    @property
+    def side_info_bits(self) -> int:
+        """Size of ``side_info`` in bits: what the decoder needs beyond the rate (0 for a self-contained stream)."""
+        return 8 * len(self.side_info)
 
     @property
     def num_pixels(self) -> int:
@@ -92,11 +107,11 @@ class Bitstream:
         return self.num_bits / self.num_pixels
 
     def to_bytes(self) -> bytes:
-        """Serialize to the self-describing ``.vcmb`` file format (version 2, with a CRC-32).
+        """Serialize to the self-describing ``.vcmb`` file format (version 3, with a CRC-32).
 
-        The file wraps ``data`` for storage, with the codec name and ``params`` (JSON;
-        a value JSON cannot represent is stored as its ``str``); the wrapper is not part
-        of the rate.
+        The file wraps ``data`` for storage, with the codec name, ``params`` (JSON;
+        a value JSON cannot represent is stored as its ``str``) and ``side_info``; the
+        wrapper is not part of the rate.
         """
         name = self.codec.encode("utf-8")
         kind = b"i" if isinstance(self.quality, (int, np.integer)) else b"f"
@@ -105,11 +120,11 @@ class Bitstream:
         except (TypeError, ValueError) as exc:
             raise BitstreamFormatError(f"bitstream of codec {self.codec!r}: parameters {self.params!r} cannot be "
                                        f"stored as JSON ({exc})") from exc
-        header = _HEADER_V2.pack(
+        header = _HEADER_V3.pack(
             _MAGIC, _FORMAT_VERSION, len(name), kind, float(self.quality),
-            self.height, self.width, len(self.data), len(params),
+            self.height, self.width, len(self.data), len(params), len(self.side_info),
         )
-        body = header + name + params + bytes(self.data)
+        body = header + name + params + bytes(self.side_info) + bytes(self.data)
         return body + struct.pack(">I", zlib.crc32(body))
 
     @classmethod
@@ -121,13 +136,15 @@ class Bitstream:
         if version not in _READABLE_VERSIONS:
             raise BitstreamFormatError(f"{source}: unsupported bitstream format version {version} "
                                        f"(this vcm-plugin reads versions {', '.join(map(str, _READABLE_VERSIONS))})")
-        header_size, params_len = _HEADER.size, 0
+        header_size, params_len, side_len = _HEADER.size, 0, 0
         if version >= 2:
-            if len(blob) < _HEADER_V2.size + 4:
+            struct_ = _HEADER_V3 if version >= 3 else _HEADER_V2
+            if len(blob) < struct_.size + 4:
                 raise BitstreamFormatError(f"{source}: not a vcm-plugin bitstream file (too short)")
-            header_size, params_len = _HEADER_V2.size, _HEADER_V2.unpack_from(blob)[-1]
+            header_size, params_len = struct_.size, struct_.unpack_from(blob)[8]
+            side_len = struct_.unpack_from(blob)[9] if version >= 3 else 0
         offset = header_size + name_len
-        expected = offset + params_len + size + 4
+        expected = offset + params_len + side_len + size + 4
         if len(blob) != expected:
             raise BitstreamFormatError(
                 f"{source}: truncated or padded file ({len(blob)} bytes, header says {expected})"
@@ -144,10 +161,12 @@ class Bitstream:
                 raise BitstreamFormatError(f"{source}: the codec parameters are not valid JSON ({exc})") from None
             if params is not None and not isinstance(params, dict):
                 raise BitstreamFormatError(f"{source}: the codec parameters are not a JSON object")
-        data = blob[offset + params_len : -4]
+        side_info = blob[offset + params_len : offset + params_len + side_len]
+        data = blob[offset + params_len + side_len : -4]
         q: Quality = int(quality) if kind == b"i" else float(quality)
         try:
-            return cls(data=bytes(data), codec=name, quality=q, height=height, width=width, params=params)
+            return cls(data=bytes(data), codec=name, quality=q, height=height, width=width, params=params,
+                       side_info=bytes(side_info))
         except ValueError as exc:
             raise BitstreamFormatError(f"{source}: {exc}") from exc
 
@@ -371,7 +390,8 @@ class Codec(ABC):
         """:meth:`params` without :attr:`machine_params`: what a decoder elsewhere must be built with."""
         return {k: v for k, v in self.params().items() if k not in self.machine_params}
 
-    def make_bitstream(self, data: bytes, quality: Quality, image: np.ndarray) -> Bitstream:
-        """Wrap coded bytes for ``image`` (helper for subclasses); records :meth:`decoder_params`."""
-        return Bitstream(data=bytes(data), codec=self.name, quality=quality,
-                         height=int(image.shape[0]), width=int(image.shape[1]), params=self.decoder_params())
+    def make_bitstream(self, data: bytes, quality: Quality, image: np.ndarray, side_info: bytes = b"") -> Bitstream:
+        """Wrap coded bytes for ``image`` (helper for subclasses); records :meth:`decoder_params`; ``side_info``:
+        what this codec's mode sends out of band (not in the rate)."""
+        return Bitstream(data=bytes(data), codec=self.name, quality=quality, height=int(image.shape[0]),
+                         width=int(image.shape[1]), params=self.decoder_params(), side_info=bytes(side_info))

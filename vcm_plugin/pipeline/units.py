@@ -188,7 +188,7 @@ def run_job(job: Job) -> list[UnitRow]:
         return failed_rows(job, f"{where}: {_describe(exc)}")
 
     pixels = sample.height * sample.width
-    coded: dict[str, Any] = {"bits": None, "metrics": {}, "encode_s": 0.0, "decode_s": 0.0}
+    coded: dict[str, Any] = {"bits": None, "side_info_bits": None, "metrics": {}, "encode_s": 0.0, "decode_s": 0.0}
     if point.is_reference:
         value, output_point = image, "input"
     else:
@@ -201,6 +201,7 @@ def run_job(job: Job) -> list[UnitRow]:
             coded["decode_s"] = time.perf_counter() - encoded
             coded["encode_s"] = encoded - start
             coded["bits"] = bitstream.num_bits  # bpp is always over the ORIGINAL pixels
+            coded["side_info_bits"] = bitstream.side_info_bits  # out of band, never in bits
             output_point = codec.output_point
             if output_point == "input":  # every registered image metric (IMAGE_METRICS), where defined
                 from vcm_plugin.images.metrics import image_metrics

@@ -2,7 +2,10 @@
 
 - ``results.csv``: one row per (task, codec, quality, scale): images, failures, bpp
   (total bits / total ORIGINAL pixels, as the VCM anchors compute it), ``mean_bpp``
-  (mean of per-image bpp), the task metrics, one column per registered image metric
+  (mean of per-image bpp), ``rate_mode`` (``full``: every stream holds all a decoder
+  needs; ``side-info-out-of-rate``: the codec's mode, e.g. fcm-vvc ``mode: ctc``, sent
+  ``side_info_bits`` out of band, left out of ``bits``; the BD-rate note says so too),
+  the task metrics, one column per registered image metric
   (PSNR-Y / PSNR-RGB: mean over images, dB; MS-SSIM: mean over the images where it is
   defined) and mean seconds per image, so human-vision and machine-vision curves come from
   one run. Every number is :func:`vcm_plugin.results.aggregate`'s.
@@ -65,15 +68,34 @@ def _write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> None
 def write_results_csv(points: list[Point], path: Path, skipped: int = 0) -> None:
     """One row per point; ``skipped``: images the dataset left out (missing files), in every row."""
     fixed = ["task", "codec", "quality", "scale", "images", "failed", "images_skipped", "bits", "pixels", "bpp",
-             "mean_bpp"]
+             "mean_bpp", "rate_mode", "side_info_bits"]
     metric_names = sorted({k for p in points for k in p.metrics} - set(fixed))  # e.g. an evaluator's "images"
     header = [*fixed,
               *metric_names, *IMAGE_METRICS, "encode_s_per_image", "decode_s_per_image", "inference_s_per_image"]
     _write_csv(path, header, ([p.task, p.codec, _quality(p.quality), _fmt(p.scale, 2), p.images, p.failed, skipped,
-                               _fmt(p.bits), p.pixels, _fmt(p.bpp, 6), _fmt(p.mean_bpp, 6),
+                               _fmt(p.bits), p.pixels, _fmt(p.bpp, 6), _fmt(p.mean_bpp, 6), rate_mode(p),
+                               _fmt(p.side_info_bits),
                                *[_fmt(p.metrics.get(m)) for m in metric_names],
                                *[_fmt(p.image_metrics.get(m), d.digits) for m, d in IMAGE_METRICS.items()],
                                _fmt(p.encode_s), _fmt(p.decode_s), _fmt(p.inference_s)] for p in points))
+
+
+def rate_mode(point: Point) -> str:
+    """``full`` when every stream of ``point`` holds all a decoder needs, ``side-info-out-of-rate`` when its codec's
+    mode sent side information out of band (fcm-vvc ``mode: ctc``); empty for the reference."""
+    if point.side_info_bits is None:
+        return ""
+    return "side-info-out-of-rate" if point.side_info_bits else "full"
+
+
+def side_info_note(points: list[Point]) -> str:
+    """What ``points`` (one codec's curve) left out of their rate, per image, or ''."""
+    left_out = [p for p in points if p.side_info_bits]
+    if not left_out:
+        return ""
+    per_image = sum(p.side_info_bits for p in left_out) / 8 / sum(p.images - p.failed for p in left_out)
+    return (f"rate excludes {per_image:.0f} bytes/image of out-of-band side information "
+            f"({len(left_out)} of {len(points)} points; rate_mode side-info-out-of-rate)")
 
 
 @dataclass
@@ -125,6 +147,7 @@ def bd_rows(config: RunConfig, points: list[Point]) -> list[BDRow]:
                                 config.bd_method)
                     if fallback:
                         row.note = f"against {anchor} at scale 1 (no {anchor} points at scale {scale:g})"
+                    _add_note(row, side_info_note(t))
                     incomplete = [f"{p.codec} q {p.quality}" for p in a + t if not p.complete]
                     if incomplete:
                         _add_note(row, "incomplete points left out: " + ", ".join(incomplete))
@@ -150,6 +173,7 @@ def _published_rows(config: RunConfig, points: list[Point], task: str) -> list[B
             t = [p for p in points if p.task == task and p.codec == codec and p.scale == anchor.scale and p.complete]
             row = BDRow(task, metric, codec, f"published:{anchor.name}", anchor.scale, None, config.bd_method,
                         note=f"published anchor, task model {anchor.task_model}; this run: {run_model}")
+            _add_note(row, side_info_note(t))
             rows.append(_fill_bd(row, config, (list(anchor.rate), list(anchor.values)), t))
     return rows
 

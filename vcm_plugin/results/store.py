@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS units (
     image_id TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     bits INTEGER,
+    side_info_bits INTEGER,       -- out-of-band side information, not in bits (fcm-vvc mode: ctc)
     pixels INTEGER,
     encode_s REAL,
     decode_s REAL,
@@ -72,7 +73,8 @@ def unit_key(identity: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class UnitRow:
-    """One stored unit: bits and pixels of the ORIGINAL image, seconds, the per-image ``metrics`` by name.
+    """One stored unit: bits and pixels of the ORIGINAL image, seconds, the per-image ``metrics`` by name;
+    ``side_info_bits``: what the codec's mode sent out of band, not in ``bits`` (0 for a self-contained stream).
 
     ``metrics`` holds the defined values only; ``row.psnr_y`` (any registered metric name) reads
     ``metrics`` and is None where undefined.
@@ -87,6 +89,7 @@ class UnitRow:
     status: str
     bits: int | None = None
     pixels: int | None = None
+    side_info_bits: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     encode_s: float | None = None
     decode_s: float | None = None
@@ -101,7 +104,7 @@ class UnitRow:
 
 
 _COLUMNS = ("key", "codec", "quality", "scale", "task", "image_id", "status", "bits", "pixels", "encode_s",
-            "decode_s", "inference_s", "predictions", "error")
+            "decode_s", "inference_s", "predictions", "error", "side_info_bits")
 
 
 class ResultsStore(contextlib.AbstractContextManager):
@@ -117,6 +120,8 @@ class ResultsStore(contextlib.AbstractContextManager):
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
             for name in IMAGE_METRICS.keys() - columns:  # a metric registered after this store was made
                 self._db.execute(f"ALTER TABLE units ADD COLUMN {name} REAL")
+            if "side_info_bits" not in columns:  # a store made before side information was recorded
+                self._db.execute("ALTER TABLE units ADD COLUMN side_info_bits INTEGER")
             self._columns = _COLUMNS + tuple(IMAGE_METRICS)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:

@@ -48,7 +48,8 @@ class Point:
 
     ``images``: images of the point; ``failed``: those without a successful stored unit;
     ``bits``: total bits of all bitstreams (None for the reference, or when a row has none);
-    ``pixels``: total ORIGINAL pixels; ``image_metrics``: mean of each registered image metric
+    ``side_info_bits``: total bits the codec's mode sent out of band, NOT in ``bits`` (0: every stream
+    self-contained); ``pixels``: total ORIGINAL pixels; ``image_metrics``: mean of each registered image metric
     (None where undefined); ``encode_s`` / ``decode_s`` / ``inference_s``: mean seconds per image;
     ``metrics``: the task metrics (percent for AP / top-k), empty unless :attr:`complete`;
     ``image_scores``: per-image task scores (image id -> name -> value) where the evaluator gives them.
@@ -58,6 +59,7 @@ class Point:
     images: int
     failed: int
     bits: int | None = None
+    side_info_bits: int | None = None
     pixels: int = 0
     mean_bpp: float | None = None
     image_metrics: dict[str, float | None] = field(default_factory=dict)
@@ -132,6 +134,8 @@ def aggregate(rows: Iterable[UnitRow], label: PointLabel, image_ids: Sequence[st
         bits = [r.bits for r in ok]
         point.bits = None if any(b is None for b in bits) else sum(bits)  # type: ignore[arg-type]
         point.pixels = sum(r.pixels or 0 for r in ok)
+        if point.bits is not None:
+            point.side_info_bits = sum(r.side_info_bits or 0 for r in ok)
         if point.bits is not None:
             point.mean_bpp = sum(r.bits / r.pixels for r in ok) / len(ok)  # type: ignore[operator]
         point.image_metrics = {name: _mean(r.metrics.get(name) for r in ok) for name in IMAGE_METRICS}

@@ -35,7 +35,7 @@ import struct
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -50,6 +50,7 @@ from vcm_plugin.varint import ByteReader, encode_varint
 from vcm_plugin.weights import file_sha256, find_weights, with_search_path
 
 _FCM_VERSION = 2
+_FCM_CTC_VERSION = 3  # the side information of mode 'ctc'
 _VERSION = 1
 _PARADIGMS = {"direct": 0, "feature": 1}
 
@@ -75,8 +76,15 @@ class FeatureCodec(Codec):
         return self._model
 
     def _check_decoded(self, value: Any, bitstream: Bitstream) -> CutValue:
+        """A :class:`CutValue` with exactly the tensors of the cut, else an error naming both sets."""
         if not isinstance(value, CutValue):
             raise DecodeError(f"codec {self.name!r}: decoded a {type(value).__name__}, not a CutValue")
+        expected = self.model().adapter().names(self.cut)
+        if sorted(value.tensors) != sorted(expected):
+            raise BitstreamFormatError(
+                f"codec {self.name!r} bitstream: its header packs tensors {list(value.tensors)}, but cut point "
+                f"{self.cut!r} of task model {self.task_model!r} has tensors {expected} (a stream made for "
+                "another model or cut)")
         return value
 
 
@@ -92,7 +100,14 @@ def _encode_name(name: str) -> bytes:
 @register_codec
 @dataclass
 class FcmVvcCodec(FeatureCodec):
-    """FCM-style baseline: 10-bit per-tensor quantisation, channel tiling, VVC intra (QP 0..63)."""
+    """FCM-style baseline: 10-bit quantisation, channel tiling, VVC intra (QP 0..63); ``mode`` ``full`` or ``ctc``.
+
+    ``full`` (default): one frame per tensor over its own min/max; everything a decoder needs is in the stream.
+    ``ctc``: as the MPEG FCM anchor, every tensor over the dataset-global ``value_range`` (low, high; values
+    outside clipped) packed into ONE frame (:func:`~vcm_plugin.features.tiling.pack`); the stream is that VVC
+    picture alone, the tensor names and sizes go out of band (:attr:`Bitstream.side_info`, reported, not in
+    the rate).
+    """
 
     name: ClassVar[str] = "fcm-vvc"
     quality_range: ClassVar[QualityRange] = replace(VVCCodec.quality_range, description="VVC QP of the feature frame")
@@ -100,59 +115,112 @@ class FcmVvcCodec(FeatureCodec):
     preset: str = "medium"
     threads: int = 1
     ffmpeg: str | None = None
+    mode: Literal["full", "ctc"] = "full"
+    value_range: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("full", "ctc"):
+            raise ValueError(f"fcm-vvc mode {self.mode!r} is not 'full' or 'ctc'")
+        if self.mode == "ctc":
+            r = self.value_range
+            if r is None or len(r) != 2 or not float(r[0]) < float(r[1]):
+                raise ValueError(f"fcm-vvc mode 'ctc' needs value_range: [low, high] with low < high (the "
+                                 f"dataset-global feature range the FCM anchor quantises with), got {r!r}")
+        elif self.value_range is not None:
+            raise ValueError("fcm-vvc value_range applies to mode 'ctc' only (mode 'full' codes each tensor over "
+                             "its own range)")
 
     def is_available(self) -> Availability:
         """The frames are coded by libvvenc and decoded by ffmpeg's vvc decoder, as by the ``vvc`` codec."""
         return VVCCodec(ffmpeg=self.ffmpeg).is_available()
 
     def _encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
-        from vcm_plugin.features.tiling import quantise, tile
-        from vcm_plugin.features.vvc_frames import encode_frame
+        from vcm_plugin.features.tiling import pack, quantise, tile
+        from vcm_plugin.features.vvc_frames import MID_GREY, encode_frame
 
         value = self.model().front(self.cut, image)
-        out = bytearray([_FCM_VERSION]) + encode_varint(len(value.tensors))
+        arrays = {}
         for key, tensor in value.tensors.items():
             array = tensor.detach().float().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
             if array.ndim != 4 or array.shape[0] != 1:
                 raise EncodeError(f"feature tensor {key!r} has shape {array.shape}, expected (1, C, h, w)")
-            q = quantise(array[0])
-            stream = encode_frame(tile(q.samples, 512), int(quality), self.preset, self.threads, self.ffmpeg)
-            out += _encode_name(key) + b"".join(encode_varint(d) for d in array.shape[1:])
-            out += struct.pack(">ff", q.low, q.high) + encode_varint(len(stream)) + stream
-        extra = {k: v for k, v in value.geometry.items() if k != "image_hw"}
-        out += encode_varint(len(extra))
-        for key, ints in extra.items():
-            out += _encode_name(key) + encode_varint(len(ints)) + b"".join(encode_varint(int(i)) for i in ints)
-        return self.make_bitstream(bytes(out), quality, image)
+            arrays[key] = array[0]
+        header = bytearray([_FCM_VERSION if self.mode == "full" else _FCM_CTC_VERSION]) + encode_varint(len(arrays))
+        if self.mode == "ctc":
+            frame = pack([quantise(a, value_range=self.value_range).samples for a in arrays.values()], MID_GREY)
+            stream = encode_frame(frame, int(quality), self.preset, self.threads, self.ffmpeg)
+            for key, array in arrays.items():
+                header += _encode_name(key) + b"".join(encode_varint(d) for d in array.shape)
+            side_info = bytes(header + _encode_geometry(value))
+            return self.make_bitstream(stream, quality, image, side_info=side_info)
+        for key, array in arrays.items():
+            q = quantise(array)
+            stream = encode_frame(tile(q.samples, MID_GREY), int(quality), self.preset, self.threads, self.ffmpeg)
+            header += _encode_name(key) + b"".join(encode_varint(d) for d in array.shape)
+            header += struct.pack(">ff", q.low, q.high) + encode_varint(len(stream)) + stream
+        return self.make_bitstream(bytes(header + _encode_geometry(value)), quality, image)
 
     def _decode(self, bitstream: Bitstream) -> CutValue:
         import torch
 
-        from vcm_plugin.features.tiling import Quantised, dequantise, grid, untile
+        from vcm_plugin.features.tiling import Quantised, dequantise, grid, packed_size, unpack, untile
         from vcm_plugin.features.vvc_frames import decode_frame
 
         source = f"codec {self.name!r} bitstream"
-        reader = ByteReader(bitstream.data, source)
+        ctc = self.mode == "ctc"
+        if ctc and not bitstream.side_info:
+            raise BitstreamFormatError(f"{source}: mode 'ctc' needs the out-of-band side information (tensor "
+                                       "names and sizes); this stream has none (made in mode 'full'?)")
+        reader = ByteReader(bitstream.side_info if ctc else bitstream.data, source)
         version = reader.take(1, "header")[0]
         count = reader.varint("tensor count")
-        if version != _FCM_VERSION or count > 64:
-            raise BitstreamFormatError(f"{source}: unknown version {version} or implausible tensor count {count}")
-        tensors = {}
+        if version != (_FCM_CTC_VERSION if ctc else _FCM_VERSION) or not 0 < count <= 64:
+            raise BitstreamFormatError(f"{source}: version {version} or tensor count {count} does not fit mode "
+                                       f"{self.mode!r}")
+        tensors, shapes = {}, {}
         for _ in range(count):
             key = _name(reader)
-            channels, h, w = (reader.varint("shape") for _ in range(3))
+            shapes[key] = channels, h, w = tuple(reader.varint("shape") for _ in range(3))
+            if not (0 < channels <= 65536 and 0 < h <= 16384 and 0 < w <= 16384):
+                raise BitstreamFormatError(f"{source}: implausible shape {shapes[key]} of tensor {key!r}")
+            if ctc:
+                continue
             low, high = struct.unpack(">ff", reader.take(8, "range"))
             stream = reader.take(reader.varint("stream length"), "stream")
             rows, cols = grid(channels)
             samples = untile(decode_frame(stream, rows * h, cols * w, self.ffmpeg), channels, h, w)
             tensors[key] = torch.from_numpy(dequantise(Quantised(samples, low, high))).unsqueeze(0)
-        geometry: dict[str, Any] = {"image_hw": (bitstream.height, bitstream.width)}
-        for _ in range(reader.varint("geometry count")):
-            key = _name(reader)
-            geometry[key] = tuple(reader.varint(key) for _ in range(reader.varint("geometry length")))
+        geometry = _decode_geometry(reader, bitstream)
         if reader.pos != len(reader.data):
             raise BitstreamFormatError(f"{source}: trailing bytes after the last tensor")
+        if ctc:
+            height, width = packed_size(list(shapes.values()))
+            try:
+                frame = decode_frame(bitstream.data, height, width, self.ffmpeg)
+            except DecodeError as exc:
+                raise BitstreamFormatError(f"{source}: the VVC picture does not hold the {width}x{height} packing of "
+                                           f"tensors {shapes} that the side information describes: {exc}") from exc
+            low, high = self.value_range  # type: ignore[misc]
+            for key, samples in zip(shapes, unpack(frame, list(shapes.values())), strict=True):
+                tensors[key] = torch.from_numpy(dequantise(Quantised(samples, float(low), float(high)))).unsqueeze(0)
         return CutValue(tensors, geometry)
+
+
+def _encode_geometry(value: CutValue) -> bytes:
+    """The geometry entries other than ``image_hw`` (the Bitstream's size): count, then name and integers each."""
+    extra = {k: v for k, v in value.geometry.items() if k != "image_hw"}
+    out = bytearray(encode_varint(len(extra)))
+    for key, ints in extra.items():
+        out += _encode_name(key) + encode_varint(len(ints)) + b"".join(encode_varint(int(i)) for i in ints)
+    return bytes(out)
+
+
+def _decode_geometry(reader: ByteReader, bitstream: Bitstream) -> dict[str, Any]:
+    geometry: dict[str, Any] = {"image_hw": (bitstream.height, bitstream.width)}
+    for _ in range(reader.varint("geometry count")):
+        key = _name(reader)
+        geometry[key] = tuple(reader.varint(key) for _ in range(reader.varint("geometry length")))
+    return geometry
 
 
 @dataclass

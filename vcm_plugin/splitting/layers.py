@@ -4,6 +4,8 @@
 points, run on a blank image of ``--size``) or any torchvision classification model name
 (``resnet50``, ``mobilenet_v3_large``...: built with random weights, since only shapes
 matter, and traced; every node is listed with the extra tensors a cut there would need).
+With ``--cut CUT --images FILES``, :func:`value_ranges` measures each tensor's [min, max] at
+the cut over real images: the dataset-global range that ``fcm-vvc`` ``mode: ctc`` quantises with.
 """
 
 from __future__ import annotations
@@ -43,6 +45,27 @@ def task_model_layers(name: str, params: dict[str, Any], height: int, width: int
             for point in model.cut_points()]
 
 
+def value_ranges(name: str, params: dict[str, Any], cut: str, images: list[str]) -> dict[str, tuple[float, float]]:
+    """Tensor name -> (min, max) at ``cut`` of task model ``name`` (with its real weights) over ``images``."""
+    from tqdm import tqdm
+
+    from vcm_plugin.images.io import read_image
+    from vcm_plugin.tasks.registry import get_task_model
+
+    if not images:
+        raise InputError("--images: give at least one image file")
+    if isinstance(params.get("search_path"), str):
+        params = {**params, "search_path": [params["search_path"]]}
+    model = get_task_model(name, **params)
+    ranges: dict[str, tuple[float, float]] = {}
+    for path in tqdm(images, desc=f"{name} {cut} ranges", unit="image"):
+        for key, tensor in model.front(cut, read_image(path)).tensors.items():
+            low, high = float(tensor.min()), float(tensor.max())
+            old = ranges.get(key, (low, high))
+            ranges[key] = (min(old[0], low), max(old[1], high))
+    return ranges
+
+
 def torchvision_layers(name: str, height: int, width: int):
     """:func:`~vcm_plugin.tasks.graph.analyse_cuts` of a torchvision model with random weights."""
     import torch
@@ -54,4 +77,4 @@ def torchvision_layers(name: str, height: int, width: int):
     return analyse_cuts(model, torch.zeros(1, 3, height, width))
 
 
-__all__ = ["parse_size", "task_model_layers", "torchvision_layers"]
+__all__ = ["parse_size", "task_model_layers", "torchvision_layers", "value_ranges"]
