@@ -234,3 +234,10 @@ def test_front_then_run_from_equals_the_whole_model_at_every_cut_point(random_ma
     assert sorted(model.front("res3", image).tensors) == ["res2", "res3"]  # the FPN reads res2 too
     with pytest.raises(TaskModelError, match=r"no cut point 'res6'; nearest: \['res5'"):
         model.front("res6", image)
+    from vcm_plugin.splitting.adapter import split_adapter
+
+    assert split_adapter(model, "res2").cut == "res2"
+    with pytest.raises(TaskModelError, match=r"'res3' carries 2 tensors \['res2', 'res3'\].*fcm-vvc"):
+        split_adapter(model, "res3")  # learned codecs carry one tensor
+    with pytest.raises(TaskModelError, match=r"'fpn' carries 5 tensors.*fcm-vvc"):
+        split_adapter(model, "fpn")

@@ -331,7 +331,8 @@ def test_vcm_train_finds_the_trainer_from_the_configs_kind(tmp_path: Path, capsy
 
 
 def test_torchvision_rcnn_splits_at_its_backbone_body(kodim23) -> None:
-    """Faster R-CNN (random weights, small input): front + rest == the whole model; later cuts name the FPN's inputs."""
+    """Faster R-CNN (random weights, small input): front + rest == the whole model; later cuts carry the FPN's inputs
+    and are refused for learned codecs (one tensor)."""
     from vcm_plugin.tasks.split import CutValue
 
     model = get_task_model("torchvision-detection", architecture="fasterrcnn_resnet50_fpn", weights=None,
@@ -340,17 +341,19 @@ def test_torchvision_rcnn_splits_at_its_backbone_body(kodim23) -> None:
     assert model.cut_points()[:2] == ["input", "body.conv1"] and "body.layer1" in model.cut_points()
     whole = model.predict(image)
     feats = model.front("body.layer1", image)
-    assert isinstance(feats, CutValue) and feats.tensor.shape[1] == 256
+    assert isinstance(feats, CutValue) and list(feats.tensors) == ["layer1"] and feats.tensor.shape[1] == 256
     split = model.run_from("body.layer1", feats)
     assert len(split) == len(whole) > 0
     np.testing.assert_allclose(split.boxes, whole.boxes, atol=1e-2)
-    with pytest.raises(TaskModelError, match=r"also needs the outputs of \['body.layer1', 'body.layer2'\]"):
-        model.front("body.layer3", image)
+    assert list(model.front("body.layer3", image).tensors) == ["layer1", "layer2", "layer3"]
+    with pytest.raises(TaskModelError, match=r"'body.layer3' carries 3 tensors \['layer1', 'layer2', 'layer3'\]"):
+        split_adapter(model, "body.layer3")
     with pytest.raises(TaskModelError, match="nearest"):
         model.front("body.layer7", image)
     adapter = split_adapter(model, "body.layer1")
     y1 = adapter.front(adapter.input_tensor(image))
     torch.testing.assert_close(y1, feats.tensor, atol=1e-4, rtol=1e-4)
     assert adapter.mid(y1, "body.layer2")[0].shape[1] == 512 and len(adapter.mid(y1, "output")) == 5
+    assert [t.shape for t in adapter.mid(y1, "fpn")] == [t.shape for t in model.front("fpn", image).tensors.values()]
     again = model.run_from("body.layer1", adapter.to_value(y1, image.shape[:2]))
     np.testing.assert_allclose(again.boxes, whole.boxes, atol=1e-2)

@@ -156,6 +156,60 @@ def test_mask_rcnn_masks_are_rle_at_image_size(coco_image: np.ndarray, no_networ
     assert not no_network
 
 
+RCNN_CUTS = ["input", *(f"body.{c}" for c in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
+                                                 "layer4")), "fpn"]
+
+
+@pytest.mark.parametrize(("name", "architecture"), [("torchvision-segmentation", "maskrcnn_resnet50_fpn"),
+                                                    ("torchvision-detection", "fasterrcnn_resnet50_fpn")])
+def test_rcnn_front_then_run_from_equals_the_whole_model_at_every_cut_point(coco_image: np.ndarray, name: str,
+                                                                           architecture: str) -> None:
+    """Every body child and the FPN: the value carries what the rest reads, and the split run is exact."""
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    from vcm_plugin.splitting.adapter import split_adapter
+
+    model = get_task_model(name, architecture=architecture, weights=None, **{**RCNN_FAST, "max_size": 320,
+                                                                                 "min_size": 320})
+    whole = model.predict(coco_image)
+    assert model.cut_points() == RCNN_CUTS
+    values = {}
+    for cut in RCNN_CUTS[1:]:
+        values[cut] = model.front(cut, coco_image)
+        split = model.run_from(cut, values[cut])
+        assert len(split) == len(whole) > 0, cut
+        np.testing.assert_array_equal(split.boxes, whole.boxes, err_msg=cut)
+        np.testing.assert_array_equal(split.scores, whole.scores, err_msg=cut)
+        np.testing.assert_array_equal(split.labels, whole.labels, err_msg=cut)
+        assert split.masks == whole.masks and (whole.masks is not None) == (name == "torchvision-segmentation"), cut
+    assert list(values["body.conv1"].tensors) == ["conv1"] and list(values["body.layer1"].tensors) == ["layer1"]
+    assert list(values["body.layer3"].tensors) == ["layer1", "layer2", "layer3"]  # the FPN reads layer1, layer2
+    assert list(values["fpn"].tensors) == model.adapter().names("fpn") == ["0", "1", "2", "3", "pool"]
+    with pytest.raises(TaskModelError, match=r"'fpn' needs a CutValue of tensors \['0'"):
+        model.run_from("fpn", values["body.layer3"])
+    for cut in ("fpn", "body.layer2"):
+        with pytest.raises(TaskModelError, match=f"{cut!r} carries .* tensors.*fcm-vvc"):
+            split_adapter(model, cut)
+    assert split_adapter(model, "body.layer1").cut == "body.layer1"
+    with pytest.raises(TaskModelError, match=r"no cut point 'fpn2'; nearest: \['fpn'\]"):
+        model.front("fpn2", coco_image)
+    model.network().backbone.fpn.extra_blocks = LastLevelP6P7(256, 256)
+    with pytest.raises(TaskModelError, match="LastLevelP6P7 are not known"):
+        model.adapter().names("fpn")
+
+
+def test_vcm_layers_lists_rcnn_cut_points_without_weights(capsys) -> None:
+    """The DEFAULT weights are not cached offline: `vcm layers` builds the network with random weights."""
+    from vcm_plugin.cli import main
+
+    assert main(["layers", "torchvision-detection", "--size", "64x96", "--param", "min_size=64",
+                 "--param", "max_size=96"]) == 0
+    out = capsys.readouterr().out
+    assert "body.layer1             1x256x16x24\n" in out
+    assert "body.layer2             {layer1: 1x256x16x24, layer2: 1x512x8x12}" in out
+    assert "fpn                     {0: 1x256x16x24, 1: 1x256x8x12, 2: 1x256x4x6, 3: 1x256x2x3, pool: 1x256x1x2}" in out
+
+
 def test_missing_weights_offline_names_file_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         coco_image: np.ndarray, no_network: list[str]) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

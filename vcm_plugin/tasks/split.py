@@ -100,8 +100,14 @@ class ModelAdapter(ABC):
         return point
 
     def check_single_cut(self, cut: str) -> str:
-        """The canonical name of ``cut`` if one tensor crosses it (learned codecs carry one)."""
-        return self.check_cut(cut)
+        """The canonical name of ``cut`` if one tensor crosses it (learned codecs carry one), else a
+        :class:`TaskModelError` naming its tensors."""
+        cut = self.check_cut(cut)
+        if len(names := self.names(cut)) != 1:
+            raise TaskModelError(f"task model {self.model.name!r}: cut point {cut!r} carries {len(names)} tensors "
+                                 f"{names}; a learned codec carries one tensor: cut where one tensor crosses, or "
+                                 "use a feature codec such as fcm-vvc, which codes multi-tensor cuts")
+        return cut
 
     def names(self, cut: str) -> list[str]:
         """The tensor names of the value at ``cut``."""

@@ -14,11 +14,12 @@ exactly as ``get_model(name, weights=enum)`` builds it (frozen batch norm, eps f
 Outputs are :class:`~vcm_plugin.tasks.predictions.Detections` in COCO category ids: the
 torchvision COCO models predict indices into ``weights.meta["categories"]`` (91
 entries with ``__background__`` and ``N/A`` holes), mapped to COCO ids by name. Faster / Mask
-R-CNN can be cut inside their backbone body (:class:`TorchvisionDetectorAdapter`).
+R-CNN can be cut inside their backbone body and after the FPN (:class:`TorchvisionDetectorAdapter`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import threading
 from collections import OrderedDict
@@ -157,8 +158,11 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-# -- cut points inside the backbone body of the R-CNN detectors (Faster / Mask R-CNN) ------------------
+# -- cut points of the R-CNN detectors (Faster / Mask R-CNN): backbone body children, then the FPN ----------
 PREFIX = "body."
+FPN = "fpn"  # the cut after the FPN, before the RPN: every FPN output
+#: builders whose networks have a backbone body, an FPN and an RPN (the others have no cut points)
+RCNN_MODELS: frozenset[str] = frozenset(m for m in SUPPORTED_MODELS if m.startswith(("fasterrcnn_", "maskrcnn_")))
 
 
 def _body(net: Any) -> Any:
@@ -167,6 +171,26 @@ def _body(net: Any) -> Any:
         raise TaskModelError(f"{type(net).__name__}: body cut points need an R-CNN with a backbone body "
                              "(Faster / Mask R-CNN)")
     return body
+
+
+def _body_names(net: Any, child: str) -> list[str]:
+    """The body outputs a cut after ``child`` carries: the earlier ``return_layers`` ones (the FPN reads them)
+    and ``child``'s own, in execution order."""
+    body = _body(net)
+    children = [name for name, _ in body.named_children()]
+    return [name for name in children[:children.index(child) + 1] if name in body.return_layers or name == child]
+
+
+def _fpn_names(net: Any) -> list[str]:
+    """The FPN's output names, as torchvision names them: the ``return_layers`` values, then the extra block's."""
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    body, block = _body(net), net.backbone.fpn.extra_blocks
+    if block is not None and type(block) is not LastLevelMaxPool:
+        raise TaskModelError(f"{type(net).__name__}: the names of the outputs of its FPN extra block "
+                             f"{type(block).__name__} are not known (LastLevelMaxPool: 'pool')")
+    return [body.return_layers[name] for name, _ in body.named_children() if name in body.return_layers] + \
+        ([] if block is None else ["pool"])
 
 
 def _body_outputs(net: Any, child: str, y1: Any) -> Iterator[tuple[str, Any]]:
@@ -180,55 +204,60 @@ def _body_outputs(net: Any, child: str, y1: Any) -> Iterator[tuple[str, Any]]:
         started = started or name == child
 
 
-def _fpn_features(net: Any, child: str, y1: Any) -> OrderedDict:
-    """The FPN features from Y1 at ``child`` (the body's remaining children, then the FPN)."""
-    return_layers = _body(net).return_layers
-    return net.backbone.fpn(OrderedDict((return_layers[name], y) for name, y in _body_outputs(net, child, y1)
-                                        if name in return_layers))
+def _fpn_features(net: Any, outputs: dict[str, Any]) -> OrderedDict:
+    """The FPN maps from ``outputs``: body child name -> output, for at least every ``return_layers`` child."""
+    body = _body(net)
+    return net.backbone.fpn(OrderedDict((body.return_layers[name], outputs[name]) for name, _ in
+                                        body.named_children() if name in body.return_layers))
 
 
 class TorchvisionDetectorAdapter(ModelAdapter):
-    """A torchvision R-CNN cut after a child of its backbone body; ``mid`` runs later body children, ``output``
-    is the FPN maps.
+    """A torchvision R-CNN cut after a child of its backbone body or after its FPN; ``mid`` runs later body
+    children, ``fpn`` and ``output`` are the FPN maps.
 
     These detectors do not trace with torch.fx (data-dependent control flow in the RPN and ROI heads), so
-    the cut is made where their code is a plain sequence: the children of the backbone's body
+    the cuts are where their code is a plain sequence: the children of the backbone's body
     (``IntermediateLayerGetter``: ``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1`` .. ``layer4`` for
-    ResNet-50), named ``body.<child>``. The FPN reads every ``return_layers`` output, so a cut after
-    ``layer2`` or later also needs ``layer1``'s output: such cuts are refused naming the extra tensors;
-    ``body.layer1`` (256 x H/4 x W/4) and everything before it are clean. The value at a cut is a
-    :class:`~vcm_plugin.tasks.split.CutValue` of one tensor; the transformed batch's size and the resized
-    image inside it (to rebuild the ``ImageList``) are recomputed from the ORIGINAL image size, as the
-    detector's transform computes them.
+    ResNet-50), named ``body.<child>``, and ``fpn`` (before the RPN). A cut value carries every tensor the
+    rest reads, named by body child: the cut child's output and the earlier ``return_layers`` outputs the
+    FPN reads (``body.layer3``: ``layer1``, ``layer2``, ``layer3``); at ``fpn``, every FPN output under
+    torchvision's keys (``'0'`` .. ``'3'``, ``'pool'``). Only cuts at or before ``body.layer1`` carry one
+    tensor (learned codecs). The transformed batch's size and the resized image inside it (to rebuild the
+    ``ImageList``) are recomputed from the ORIGINAL image size, as the detector's transform computes them.
     """
 
+    def _is_rcnn(self) -> bool:
+        return getattr(self.model, "architecture", None) in RCNN_MODELS
+
     def points(self) -> list[str]:
-        return [INPUT, *(PREFIX + name for name, _ in _body(self.model.network()).named_children()), OUTPUT]
+        return [INPUT, *(PREFIX + name for name, _ in _body(self.model.network()).named_children()), FPN, OUTPUT]
 
     def cut_points(self) -> list[str]:
-        """``input``, then ``body.<child>`` of an R-CNN's backbone body (clean up to ``body.layer1``)."""
+        """``input``, then ``body.<child>`` of an R-CNN's backbone body and ``fpn``."""
+        if not self._is_rcnn():
+            return [INPUT]
         try:
             return self.points()[:-1]
         except TaskModelError:
             return [INPUT]
 
     def check_cut(self, point: str) -> str:
-        """``point`` if it is a clean cut; errors list valid points or the extra tensors needed."""
+        """``point`` if the model can be cut there; errors name the nearest valid points."""
         name = self.model.name
-        if not point.startswith(PREFIX):  # refused without building the network
-            raise TaskModelError(f"task model {name!r} has no cut point {point!r}; valid: 'input', or "
-                                 f"'{PREFIX}<child>' of an R-CNN's backbone body (`vcm layers {name}`)")
+        if not self._is_rcnn():  # refused without building the network
+            raise TaskModelError(f"task model {name!r} ({getattr(self.model, 'architecture', '?')}) has no cut "
+                                 f"point {point!r}; valid: ['input'] (only Faster / Mask R-CNN are cut: "
+                                 f"{sorted(RCNN_MODELS)})")
         points = self.points()[1:-1]
         if point not in points:
             near = difflib.get_close_matches(point, points, n=3, cutoff=0.3)
             raise TaskModelError(f"task model {name!r} has no cut point {point!r}; nearest: {near or points[:3]}; "
                                  f"valid: {[INPUT, *points]}")
-        return_layers = _body(self.model.network()).return_layers
-        extra = [p for p in points[:points.index(point)] if p[len(PREFIX):] in return_layers]
-        if extra:
-            raise TaskModelError(f"task model {name!r}: cutting after {point!r} also needs the outputs of "
-                                 f"{extra} (the FPN reads them); cut at or before body.layer1")
         return point
+
+    def names(self, cut: str) -> list[str]:
+        net = self.model.network()
+        return _fpn_names(net) if cut == FPN else _body_names(net, cut[len(PREFIX):])
 
     @property
     def norm(self) -> tuple[Any, Any]:
@@ -249,31 +278,49 @@ class TorchvisionDetectorAdapter(ModelAdapter):
         return images.tensors
 
     def forward_to(self, x: Any, cut: str) -> dict[str, Any]:
-        for name, module in _body(self.model.network()).named_children():
+        net = self.model.network()
+        if cut == FPN:
+            return dict(net.backbone(x))
+        names, out = self.names(cut), {}
+        for name, module in _body(net).named_children():
             x = module(x)
+            if name in names:
+                out[name] = x
             if PREFIX + name == cut:
-                return {"y": x}
+                return out
         raise TaskModelError(f"no body child {cut!r}")
 
     def rest(self, cut: str, value: CutValue) -> Any:
         import torch
         from torchvision.models.detection.image_list import ImageList
 
-        net, y1 = self.model.network(), torch.as_tensor(value.tensor)
+        net = self.model.network()
+        tensors = {k: torch.as_tensor(v).to(self.model.device) for k, v in value.tensors.items()}
+        if cut == FPN:
+            features = OrderedDict((name, tensors[name]) for name in self.names(cut))
+        else:  # the remaining body children, then the FPN on their outputs and the given ones
+            child = cut[len(PREFIX):]
+            features = _fpn_features(net, {**tensors, **dict(_body_outputs(net, child, tensors[child]))})
         transform, (height, width) = net.transform, value.image_hw
         h, w = transform.resize(torch.zeros(3, height, width), None)[0].shape[-2:]
         k = transform.size_divisible
-        features = _fpn_features(net, cut[len(PREFIX):], y1)
-        images = ImageList(y1.new_zeros((1, 3, -(-h // k) * k, -(-w // k) * k)), [(int(h), int(w))])
+        first = next(iter(features.values()))
+        images = ImageList(first.new_zeros((1, 3, -(-h // k) * k, -(-w // k) * k)), [(int(h), int(w))])
         proposals, _ = net.rpn(images, features)
         detections, _ = net.roi_heads(features, proposals, images.image_sizes)
         output = transform.postprocess(detections, images.image_sizes, [(height, width)])[0]
         return self.model.detections(output, (height, width))
 
     def mid(self, cut: str, y1: Any, point: str) -> list[Any]:
-        if point == OUTPUT:
-            return list(_fpn_features(self.model.network(), cut[len(PREFIX):], y1).values())
-        for name, y in _body_outputs(self.model.network(), cut[len(PREFIX):], y1):
+        """From a one-tensor cut (at or before ``body.layer1``) to a later body child, or the FPN maps at
+        ``fpn`` / ``output``."""
+        net, child = self.model.network(), cut[len(PREFIX):]
+        if len(self.names(cut)) != 1:
+            raise TaskModelError(f"task model {self.model.name!r}: the mid-model needs a one-tensor cut, "
+                                 f"{cut!r} carries {self.names(cut)}")
+        if point in (FPN, OUTPUT):
+            return list(_fpn_features(net, dict(_body_outputs(net, child, y1))).values())
+        for name, y in _body_outputs(net, child, y1):
             if PREFIX + name == point:
                 return [y]
         raise TaskModelError(f"no body child {point!r} after {cut!r}")
@@ -371,6 +418,10 @@ class TorchvisionDetector(TaskModel):
         else:
             ident["weights"] = {"random_init_seed": 0}
         return ident
+
+    def for_shapes(self) -> TorchvisionDetector:
+        """This model with random weights (``weights=None``): the same cut points and shapes, no checkpoint."""
+        return dataclasses.replace(self, weights=None, weights_file=None)
 
     # -- model -------------------------------------------------------------------------------
     def _load(self) -> None:
