@@ -241,3 +241,29 @@ def test_front_then_run_from_equals_the_whole_model_at_every_cut_point(random_ma
         split_adapter(model, "res3")  # learned codecs carry one tensor
     with pytest.raises(TaskModelError, match=r"'fpn' carries 5 tensors.*fcm-vvc"):
         split_adapter(model, "fpn")
+
+
+def test_fcm_vvc_codes_the_fpn_cut_in_both_modes(random_mask_rcnn: tuple[str, str]) -> None:
+    """fcm-vvc at detectron2's FPN cut (P2..P6): mode full (all in the stream) and mode ctc (one packed frame over a
+    global range, the sizes out of band); both decode to a value the rest of the model scores."""
+    from vcm_plugin import get_codec
+
+    config, weights = random_mask_rcnn
+    task_params = {"config": config, "weights_file": weights,
+                   "config_overrides": ["INPUT.MIN_SIZE_TEST", "256", "INPUT.MAX_SIZE_TEST", "384"]}
+    image = _model_and_sample_image(random_mask_rcnn, 1)[1]
+    model = get_task_model("detectron2", **task_params)
+    value = model.front("fpn", image)
+    low = min(float(t.min()) for t in value.tensors.values())
+    high = max(float(t.max()) for t in value.tensors.values())
+    streams = {}
+    for mode, extra in (("full", {}), ("ctc", {"value_range": [low, high]})):
+        codec = get_codec("fcm-vvc", task_model="detectron2", task_params=task_params, cut="fpn", preset="faster",
+                          mode=mode, **extra)
+        streams[mode] = stream = codec.encode(image, 32)
+        decoded = codec.decode(stream)
+        assert list(decoded.tensors) == ["p2", "p3", "p4", "p5", "p6"]
+        assert all(decoded.tensors[k].shape == value.tensors[k].shape for k in value.tensors)
+        assert model.run_from("fpn", decoded).boxes.shape[1] == 4
+    assert streams["full"].side_info == b"" and len(streams["ctc"].side_info) > 10
+    assert streams["ctc"].num_bits < streams["full"].num_bits
