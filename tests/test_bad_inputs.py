@@ -440,15 +440,16 @@ def _rewrap(blob: bytes, **fields: Any) -> bytes:
     """``blob`` with header fields changed and a VALID CRC (a well-formed file that lies)."""
     from vcm_plugin.codecs import base
 
-    magic, version, name_len, kind, quality, height, width, size, params_len = base._HEADER_V2.unpack_from(blob)
-    assert version == 2
-    name = blob[base._HEADER_V2.size: base._HEADER_V2.size + name_len]
-    params = blob[base._HEADER_V2.size + name_len: base._HEADER_V2.size + name_len + params_len]
-    data = blob[base._HEADER_V2.size + name_len + params_len: -4]
+    header = base._HEADER_V3
+    magic, version, name_len, kind, quality, height, width, size, params_len, side_len = header.unpack_from(blob)
+    assert version == 3
+    name = blob[header.size: header.size + name_len]
+    rest = blob[header.size + name_len: -4]
+    params, side, data = rest[:params_len], rest[params_len: params_len + side_len], rest[params_len + side_len:]
     name = fields.get("codec", name)
-    header = base._HEADER_V2.pack(magic, version, len(name), kind, quality, fields.get("height", height),
-                                  fields.get("width", width), len(data), len(params))
-    body = header + name + params + data
+    packed = header.pack(magic, version, len(name), kind, quality, fields.get("height", height),
+                         fields.get("width", width), len(data), len(params), len(side))
+    body = packed + name + params + side + data
     return body + struct.pack(">I", zlib.crc32(body))
 
 
@@ -457,7 +458,7 @@ VCMB = [
     pytest.param(lambda b: b[:5] + b"\x09" + b[6:], BitstreamFormatError, "version 9", id="vcmb-wrong-version"),
     pytest.param(lambda b: b[:-10], BitstreamFormatError, "truncated", id="vcmb-truncated"),
     pytest.param(lambda b: b + b"\x00", BitstreamFormatError, "padded", id="vcmb-padded"),
-    pytest.param(lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:], BitstreamFormatError, "CRC-32",
+    pytest.param(lambda b: b[:60] + bytes([b[60] ^ 1]) + b[61:], BitstreamFormatError, "CRC-32",
                  id="vcmb-crc-mismatch"),
     pytest.param(lambda b: b"", BitstreamFormatError, "too short", id="vcmb-empty"),
     pytest.param(lambda b: _rewrap(b, height=0), BitstreamFormatError, "not positive", id="vcmb-zero-size"),
