@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.vcm-installed
 D2_PATCH := patches/detectron2-cdo-0.5.patch
 RECIPE := torch==2.14.1 torchvision==0.29.1 compressai==1.2.8 "numpy<2" "opencv-python-headless<4.12" \
-	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn pytorch-msssim ai-edge-litert dask distributed dask-jobqueue pytest ruff \
+	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn pytorch-msssim ai-edge-litert openpyxl dask distributed dask-jobqueue pytest ruff \
 	"import-linter>=2,<3"
 
 .PHONY: install demo test test-fast lint benchmark benchmark-harness clean experiments

@@ -221,7 +221,7 @@ def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Pat
 def _per_image(results: Any) -> tuple[list[str], dict]:
     """(image ids, (codec, quality) -> PerImage (bits, pixels, top-1 in percent) in that order) of the
     compressed points whose every image has a top-1 score."""
-    from vcm_plugin.evaluation.bootstrap import PerImage
+    from vcm_plugin.evaluation.bootstrap import PerImage, PerImageMean
     from vcm_plugin.results import REFERENCE
 
     ids = sorted({row.unit.image_id for row in results.images})
@@ -232,7 +232,7 @@ def _per_image(results: Any) -> tuple[list[str], dict]:
             continue
         values = table.setdefault((row.label.codec, int(row.label.quality)), np.full((3, len(ids)), np.nan))
         values[:, index[row.unit.image_id]] = row.unit.bits, row.unit.pixels, row.scores["top1"]
-    return ids, {k: PerImage(*v) for k, v in table.items() if not np.isnan(v).any()}
+    return ids, {k: PerImage(v[0], v[1], PerImageMean(v[2])) for k, v in table.items() if not np.isnan(v).any()}
 
 
 # -- BD-rate ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from vcm_plugin import (
     get_codec,
 )
 from vcm_plugin.codecs.base import Codec
+from vcm_plugin.conformance.codec import corrupt_variants
 from vcm_plugin.images.metrics import psnr_rgb
 
 # every codec the package registers, available here or not: the unavailable ones and the feature
@@ -82,21 +83,9 @@ def test_round_trip_is_exact_size_and_sensible(coded, small_crop) -> None:
     assert bitstream.bpp == 8 * len(bitstream.data) / (small_crop.shape[0] * small_crop.shape[1])
 
 
-def _variants(data: bytes, header: int) -> dict[str, bytes]:
-    rng = np.random.default_rng(7)
-    n = len(data)
-    return {
-        "truncated to half": data[: n // 2],
-        "truncated by 3 bytes": data[: n - 3],
-        "truncated to 10 bytes": data[:10],
-        "zeroed after the header": data[:header] + bytes(n - header),
-        "random garbage": rng.integers(0, 256, n, dtype=np.uint8).tobytes(),
-    }
-
-
 def test_corrupt_and_truncated_streams_raise_decode_error(coded) -> None:
     codec, bitstream = coded
-    for label, data in _variants(bitstream.data, header=4).items():
+    for label, data in corrupt_variants(bitstream.data, header=4).items():
         with pytest.raises(DecodeError) as info:
             codec.decode(dataclasses.replace(bitstream, data=data))
         assert codec.name in str(info.value), label

@@ -86,3 +86,29 @@ def test_missing_zoo_weights_exit_2_naming_the_codec_and_file(shared: Path, tmp_
     assert main(["run", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "codec 'learned' at quality 3" in err and "mbt2018-mean-3-723404a8.pth.tar" in err
+
+
+@pytest.mark.slow
+def test_learned_points_report_the_likelihood_estimate_beside_the_real_rate(tmp_path: Path) -> None:
+    config = config_from_dict({
+        "name": "estimate", "output": str(tmp_path / "out"), "jobs": 1,
+        "dataset": {"name": "sample", "max_images": 1},
+        "tasks": {"quality": {"model": "image-quality"}},
+        "codecs": {"jpeg": {"qualities": [50]},
+                   "hyperprior": {"codec": "compressai", "qualities": [1, 4]}},  # the project zoo (embedded)
+    })
+    assert run(config, quiet=True).units_failed == 0
+    with open(tmp_path / "out" / "results.csv") as fh:
+        rows = {(r["codec"], r["quality"]): r for r in csv.DictReader(fh)}
+    assert rows[("jpeg", "50")]["estimated_bpp"] == "" and rows[("uncompressed", "")]["estimated_bpp"] == ""
+    for q in ("1", "4"):
+        bpp, estimated = float(rows[("hyperprior", q)]["bpp"]), float(rows[("hyperprior", q)]["estimated_bpp"])
+        # the estimate is close to, and distinct from, the real rate (which adds the header and the coder's overhead)
+        assert estimated != bpp and 0.8 * bpp < estimated < 1.05 * bpp, (q, bpp, estimated)
+    from vcm_plugin.results import PointLabel, UnitRow, aggregate
+
+    def unit(image: str, estimated: float | None) -> UnitRow:
+        return UnitRow("k" + image, "c", 1, 1.0, "t", image, "ok", bits=100, pixels=50, estimated_bits=estimated)
+
+    assert aggregate([unit("1", 90.0), unit("2", 60.0)], PointLabel("t", "c", 1)).estimated_bpp == 1.5
+    assert aggregate([unit("1", 90.0), unit("2", None)], PointLabel("t", "c", 1)).estimated_bpp is None

@@ -18,6 +18,7 @@ from vcm_plugin.codecs.registry import get_codec
 from vcm_plugin.errors import BitstreamFormatError, DecodeError, TaskModelError
 from vcm_plugin.images.io import read_image
 from vcm_plugin.learned.task_checkpoint import TaskCodecCheckpointError
+from vcm_plugin.pipeline.objects import decoded_sha256
 from vcm_plugin.splitting.adapter import split_adapter
 from vcm_plugin.tasks.registry import get_task_model
 from vcm_plugin.training import task_codec
@@ -212,6 +213,8 @@ def test_codec_round_trip_scores_at_the_cut_with_an_honest_rate(trained, cifar, 
         assert tuple(value.tensor.shape) == (1, 64, 8, 8)
         assert cifar.run_from("block2", value).probs.sum() == pytest.approx(1, abs=1e-4)
         assert torch.equal(codec.decode(stream).tensor, value.tensor)  # deterministic decoder
+        assert decoded_sha256(codec.decode(stream)) == decoded_sha256(value)  # what `vcm verify` compares
+        assert stream.estimated_bits is not None and 0 < stream.estimated_bits < 10 * stream.num_bits  # not the rate
 
 
 def test_checkpoint_for_another_cut_model_or_paradigm_is_refused(trained) -> None:

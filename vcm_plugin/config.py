@@ -146,6 +146,19 @@ class ExecutorConfig(StrictModel):
         return self
 
 
+class ReportConfig(StrictModel):
+    """What the reports of a run hold. ``formats``: ``default`` (results.csv, BD-rate tables, RD plots) and / or
+    ``cttc`` (the MPEG FCM CTTC template's CSV / XLSX, :mod:`vcm_plugin.reports.cttc`). ``bootstrap``: image
+    resamples for the 95 % BD-rate intervals (0 = none), drawn with ``seed``; ``fill_overlap``: after the run,
+    add the qualities a BD-rate without enough curve overlap needs to the codec entries and run those units
+    too (as ``vcm run --fill-overlap``)."""
+
+    formats: list[Literal["default", "cttc"]] = Field(default_factory=lambda: ["default"], min_length=1)
+    bootstrap: int = Field(default=1000, ge=0)
+    seed: int = 0
+    fill_overlap: bool = False
+
+
 class RunConfig(StrictModel):
     """The whole run."""
 
@@ -161,6 +174,9 @@ class RunConfig(StrictModel):
     published_anchors: list[str] = Field(default_factory=list)  # anchors/published/*.yaml
     bd_method: Literal["pchip", "akima", "cubic"] = "pchip"
     non_monotonic: Literal["error", "envelope"] = "envelope"
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    #: outputs stored content-addressed under OUTPUT/objects (vcm_plugin.pipeline.objects); not part of unit keys
+    keep: list[Literal["bitstreams", "reconstructions"]] = Field(default_factory=list)
 
     @field_validator("anchors")
     @classmethod

@@ -117,6 +117,25 @@ def library_version(executable: str, component: str) -> str:
     return ",".join(sorted(linked)) or "static"
 
 
+#: The ffmpeg components the built-in codecs use, as (kind, name): vvc, hevc, av1 (either encoder), jxl, webp.
+CODEC_COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("encoder", "libvvenc"), ("decoder", "vvc"), ("encoder", "libx265"), ("decoder", "hevc"),
+    ("encoder", "libaom-av1"), ("encoder", "libsvtav1"), ("decoder", "libdav1d"),
+    ("encoder", "libjxl"), ("decoder", "libjxl"), ("encoder", "libwebp"), ("decoder", "webp"))
+
+
+def component_versions(executable: str,
+                       components: tuple[tuple[str, str], ...] = CODEC_COMPONENTS) -> dict[tuple[str, str], str | None]:
+    """(kind, name) -> the library version behind each ffmpeg encoder / decoder of ``components``
+    (:func:`library_version`; ``"built-in"`` for ffmpeg's own decoders), ``None`` where ``executable`` lacks it."""
+    found: dict[tuple[str, str], str | None] = {}
+    for kind, name in components:
+        present = name in (ffmpeg_encoders(executable) if kind == "encoder" else ffmpeg_decoders(executable))
+        found[(kind, name)] = (library_version(executable, name) if name.startswith("lib") else "built-in") \
+            if present else None
+    return found
+
+
 def raw_input_command(executable: str, pix_fmt: str, height: int, width: int) -> list[str]:
     """The start of a quiet ffmpeg command reading one raw ``pix_fmt`` picture of ``width`` x ``height`` on stdin."""
     return [executable, "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", pix_fmt,

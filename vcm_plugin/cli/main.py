@@ -19,15 +19,20 @@ from vcm_plugin.cli import (
     appropriateness,
     bd_rate,
     build_sample,
+    check_codec,
     codecs,
     compare,
     decode,
+    doctor,
     download,
     encode,
+    inspect,
     layers,
     oid_eval,
+    report,
     run,
     train,
+    verify,
     zoo,
 )
 from vcm_plugin.errors import VcmError
@@ -36,8 +41,8 @@ from vcm_plugin.errors import VcmError
 EXIT_INPUT_ERROR = 2
 
 #: The subcommand modules, in the order ``vcm --help`` lists them; each has ``add_parser(sub)`` and ``cmd(args)``.
-COMMANDS = (codecs, zoo, encode, decode, bd_rate, compare, oid_eval, download, train, layers, appropriateness, run,
-            build_sample)
+COMMANDS = (codecs, check_codec, doctor, zoo, encode, decode, bd_rate, compare, oid_eval, download, train, layers,
+            appropriateness, run, report, inspect, verify, build_sample)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     configure_logging(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)  # --quiet: no info lines
     if extra:  # `vcm run CONFIG --output D key=value`: overrides may follow options
-        takes_overrides = getattr(args, "command", None) in ("run", "train")
+        takes_overrides = getattr(args, "command", None) in ("run", "train", "check-codec")
         if not takes_overrides or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]

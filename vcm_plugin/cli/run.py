@@ -18,15 +18,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even when some units failed (they are listed in failures.csv)")
+    p.add_argument("--fill-overlap", action="store_true",
+                   help="add the qualities that BD-rates without enough curve overlap need, run their units and "
+                        "rewrite the reports (also config report.fill_overlap: true)")
     p.set_defaults(func=cmd)
 
 
 def cmd(args: argparse.Namespace) -> int:
     """Run the config; exit status 3 when units failed (unless ``--allow-failures``)."""
     from vcm_plugin.config import load_config
+    from vcm_plugin.pipeline.fill import run_filling_overlap
     from vcm_plugin.pipeline.run import run
 
     check_jobs(args.jobs)
     config = load_config(args.config, args.overrides)
-    summary = run(config, output=args.output, jobs=args.jobs, quiet=args.quiet)
+    runner = run_filling_overlap if args.fill_overlap or config.report.fill_overlap else run
+    summary = runner(config, output=args.output, jobs=args.jobs, quiet=args.quiet)
     return 0 if summary.units_failed == 0 or args.allow_failures else 3

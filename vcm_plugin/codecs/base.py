@@ -68,6 +68,11 @@ class Bitstream:
     rate (empty for every codec by default; ``fcm-vvc`` in ``mode: ctc`` puts the tensor
     sizes there, as the MPEG FCM anchor does): it is stored and reported
     (:attr:`side_info_bits`), never counted in :attr:`num_bits`.
+
+    ``estimated_bits`` is NOT the rate: a learned codec's estimate of the stream's size from
+    its entropy model (-sum log2 of the likelihoods of its forward pass on the same input,
+    as CompressAI's ``compute_bpp``), in bits, reported beside the real rate so the gap is
+    visible; ``None`` for codecs without one. Excluded from equality, not stored in ``.vcmb`` files.
     """
 
     data: bytes
@@ -77,6 +82,7 @@ class Bitstream:
     width: int
     params: dict[str, Any] | None = field(default=None, compare=False)
     side_info: bytes = b""
+    estimated_bits: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, (bytes, bytearray)):
@@ -390,8 +396,11 @@ class Codec(ABC):
         """:meth:`params` without :attr:`machine_params`: what a decoder elsewhere must be built with."""
         return {k: v for k, v in self.params().items() if k not in self.machine_params}
 
-    def make_bitstream(self, data: bytes, quality: Quality, image: np.ndarray, side_info: bytes = b"") -> Bitstream:
+    def make_bitstream(self, data: bytes, quality: Quality, image: np.ndarray, side_info: bytes = b"",
+                       estimated_bits: float | None = None) -> Bitstream:
         """Wrap coded bytes for ``image`` (helper for subclasses); records :meth:`decoder_params`; ``side_info``:
-        what this codec's mode sends out of band (not in the rate)."""
+        what this codec's mode sends out of band (not in the rate); ``estimated_bits``: a learned codec's
+        likelihood estimate of the size, bits (not the rate, see :class:`Bitstream`)."""
         return Bitstream(data=bytes(data), codec=self.name, quality=quality, height=int(image.shape[0]),
-                         width=int(image.shape[1]), params=self.decoder_params(), side_info=bytes(side_info))
+                         width=int(image.shape[1]), params=self.decoder_params(), side_info=bytes(side_info),
+                         estimated_bits=estimated_bits)

@@ -15,7 +15,9 @@ multiple (64 for hyperprior models) by edge replication, ``compress`` entropy-co
 latents with CompressAI's rANS coder, and the bitstream is those strings plus a small
 header (:mod:`vcm_plugin.learned.packing`: model tag, quality, original size, latent
 shape, string lengths). ``bpp`` counts every byte of it, never likelihoods. Decoding
-crops the padding away.
+crops the padding away. The entropy model's estimate (-sum log2 of the likelihoods of a forward
+pass on the same padded input) rides along as ``Bitstream.estimated_bits`` (reported as
+``estimated_bpp`` beside ``bpp``; the forward pass is part of the encode time).
 
 Determinism caveat: encoding and decoding on the same machine and library versions
 are exact. Learned entropy coders are NOT guaranteed to decode across platforms: the
@@ -36,6 +38,7 @@ import numpy as np
 from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, QualityRange
 from vcm_plugin.codecs.registry import modules_installed, register_codec
 from vcm_plugin.errors import BitstreamFormatError, QualityError
+from vcm_plugin.learned.models import likelihood_bits
 from vcm_plugin.learned.packing import LearnedPayload, model_tag
 from vcm_plugin.weights import file_sha256, find_weights, hub_checkpoint_dir
 
@@ -189,9 +192,10 @@ class CompressAICodec(Codec):
             x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         with torch.no_grad():
             out = loaded.model.compress(x)
+            estimated = likelihood_bits(loaded.model(x)["likelihoods"])  # beside the rate, never the rate
         strings = tuple(bytes(s[0]) for s in out["strings"])
         payload = LearnedPayload(loaded.tag, int(quality), height, width, tuple(int(d) for d in out["shape"]), strings)
-        return self.make_bitstream(payload.to_bytes(), quality, image)
+        return self.make_bitstream(payload.to_bytes(), quality, image, estimated_bits=estimated)
 
     def _decode(self, bitstream: Bitstream) -> np.ndarray:
         torch = self._torch()

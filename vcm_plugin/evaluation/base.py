@@ -3,14 +3,19 @@
 An evaluator is fed one image at a time: :meth:`Evaluator.process` converts that image's
 predictions to the compact form the metric needs and keeps only that, so memory grows
 with the number of predictions, not with image data. :meth:`Evaluator.evaluate` computes
-the metrics over every image processed since the last :meth:`Evaluator.reset`.
+the metrics over every image processed since the last :meth:`Evaluator.reset`, and
+:meth:`Evaluator.resampler` then recomputes the primary metric on any resample of those images
+(with repeats) from what ``evaluate`` kept per image, without evaluating again (the bootstrap).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from vcm_plugin.errors import VcmError
 
@@ -28,6 +33,20 @@ def finite_float(text: str, what: str, error: type[Exception]) -> float:
     if not math.isfinite(value):
         raise error(f"{what} {text!r} is not finite")
     return value
+
+
+#: A primary metric recomputed on a resample: image positions (in processing order, with repeats) -> value.
+Resampler = Callable[[np.ndarray], float]
+
+
+class PerImageMean:
+    """The mean of per-image ``values`` (in processing order) over a resample of image positions."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = np.asarray(values, dtype=np.float64)
+
+    def __call__(self, idx: np.ndarray) -> float:
+        return float(self.values[idx].mean())
 
 
 class Evaluator(ABC):
@@ -64,3 +83,17 @@ class Evaluator(ABC):
         """Image id -> per-image scores whose mean over images is the metric of that name (e.g. top-1);
         empty for metrics that do not decompose by image (AP)."""
         return {}
+
+    def resampler(self) -> Resampler:
+        """After :meth:`evaluate`: image positions (indices into the processed images in processing order,
+        repeats allowed) -> the primary metric over that resample, in :meth:`evaluate`'s unit, re-accumulated
+        from the per-image data ``evaluate`` kept (nothing is evaluated again).
+
+        Default: the mean of :meth:`per_image`'s primary metric; evaluators whose metric does not decompose
+        by image (AP) override it. Raises :class:`EvaluationError` when nothing can be resampled.
+        """
+        scores = self.per_image()
+        if not scores or any(self.primary_metric not in s for s in scores.values()):
+            raise EvaluationError(f"{type(self).__name__} cannot resample {self.primary_metric or 'its metric'} "
+                                  "by image (call evaluate() first)")
+        return PerImageMean(np.array([s[self.primary_metric] for s in scores.values()]))

@@ -25,6 +25,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vcm_plugin.evaluation.base import EvaluationError, Evaluator
+from vcm_plugin.evaluation.coco_resample import CocoResampler
 from vcm_plugin.tasks.predictions import Detections
 
 IOU_TYPES = ("bbox", "segm")
@@ -117,6 +118,7 @@ class CocoEvaluator(Evaluator):
     def reset(self) -> None:
         self._results: list[dict[str, Any]] = []
         self._processed: dict[int, None] = {}  # insertion-ordered set
+        self._resampler: CocoResampler | None = None
 
     @property
     def processed_image_ids(self) -> list[int]:
@@ -166,7 +168,7 @@ class CocoEvaluator(Evaluator):
         gt = self._processed_ground_truth()
         metrics: dict[str, float] = {}
         for iou_type in self.iou_types:
-            stats = self._run_cocoeval(gt, iou_type)
+            stats = self._run_cocoeval(gt, iou_type, keep=self.primary_metric.startswith(f"{iou_type}/"))
             for name, value in zip(METRICS, stats):
                 metrics[f"{iou_type}/{name}"] = float(value) * 100.0 if value >= 0 else math.nan
         return metrics
@@ -179,7 +181,15 @@ class CocoEvaluator(Evaluator):
             "annotations": [ann for ann in dataset["annotations"] if ann["image_id"] in ids],
             "categories": dataset["categories"]}))
 
-    def _run_cocoeval(self, gt: COCO, iou_type: str) -> np.ndarray:
+    def resampler(self) -> CocoResampler:
+        """The primary AP (percent) on image resamples, re-accumulated from :meth:`evaluate`'s per-image
+        matches (:class:`~vcm_plugin.evaluation.coco_resample.CocoResampler`; positions in processing order)."""
+        if self._resampler is None:
+            raise EvaluationError("CocoEvaluator.resampler: call evaluate() first")
+        return self._resampler
+
+    def _run_cocoeval(self, gt: COCO, iou_type: str, keep: bool = False) -> np.ndarray:
+        """COCOeval's stats; ``keep``: also keep its per-image matches for :meth:`resampler`."""
         results = [dict(r) for r in self._results]  # loadRes adds keys: keep ours clean
         for result in results:
             # segm: without "bbox", loadRes takes the area from the mask (detectron2 does the same);
@@ -194,6 +204,8 @@ class CocoEvaluator(Evaluator):
             cocoeval = COCOeval(gt, dt, iouType=iou_type)
             cocoeval.params.imgIds = sorted(self._processed)
             cocoeval.evaluate()
+            if keep:
+                self._resampler = CocoResampler(cocoeval, list(self._processed))
             cocoeval.accumulate()
             cocoeval.summarize()
         return np.asarray(cocoeval.stats[: len(METRICS)], dtype=np.float64)

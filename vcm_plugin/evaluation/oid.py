@@ -57,6 +57,7 @@ from pycocotools import mask as mask_utils
 
 from vcm_plugin.evaluation.base import EvaluationError, Evaluator
 from vcm_plugin.evaluation.oid_annotations import DetBox, DetMask, GTBox, GTMask, VerifiedLabels
+from vcm_plugin.evaluation.oid_resample import OidResampler
 from vcm_plugin.tasks.predictions import Detections
 
 IOU_THRESHOLD = 0.5
@@ -211,6 +212,7 @@ class _Accumulator:
         self.iou, self.weight, self.segm = float(iou), float(group_of_weight), segm
         self.entries: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         self.num_gt = np.zeros(len(self.classes))
+        self.image_gt: dict[str, np.ndarray] = {}  # per image: its contribution to num_gt (for resampling)
         self.detections = 0
         self.ignored: Counter[str] = Counter()
 
@@ -220,8 +222,11 @@ class _Accumulator:
             raise EvaluationError(f"image id {image_id} was already evaluated")
         has_mask = gt.has_mask if self.segm else np.ones(len(gt.labels), dtype=bool)
         counted = has_mask  # segm: boxes without a mask are not ground-truth instances
-        np.add.at(self.num_gt, gt.labels[counted & ~gt.group], 1.0)
-        np.add.at(self.num_gt, gt.labels[counted & gt.group], self.weight)
+        here = np.zeros(len(self.classes))
+        np.add.at(here, gt.labels[counted & ~gt.group], 1.0)
+        np.add.at(here, gt.labels[counted & gt.group], self.weight)
+        self.num_gt += here
+        self.image_gt[image_id] = here
 
         self.detections += len(det.labels)
         keep = np.isin(det.labels, sorted(gt.evaluatable))
@@ -540,6 +545,13 @@ class OpenImagesEvaluator(Evaluator):
         if not self._acc.entries:
             raise EvaluationError("OpenImagesEvaluator.evaluate: no image was processed")
         return self._acc.result()
+
+    def resampler(self) -> OidResampler:
+        """mAP@0.5 (percent) on image resamples (positions in processing order), pooled from the per-image
+        (score, TP weight) entries and ground-truth counts kept by :meth:`process` (nothing is matched again)."""
+        if not self._acc.entries:
+            raise EvaluationError("OpenImagesEvaluator.resampler: no image was processed")
+        return OidResampler(self._acc.entries, self._acc.image_gt, len(self._acc.classes))
 
     def evaluate(self) -> dict[str, float]:
         """``{"<prefix>/mAP50": percent, "<prefix>/AP50/<class>": percent}`` over the processed images."""

@@ -75,6 +75,8 @@ def check_architecture(state: dict[str, Any], architecture: str, source: str) ->
 #: tensors never stored as float16: the entropy models' likelihood bound (1e-9 underflows to 0,
 #: which lets a likelihood reach 0 and the rate become infinite in training) and the scale table
 KEEP_FLOAT32 = ("scale_table", ".bound")
+#: the lower bound of CompressAI's entropy models' likelihoods (their ``likelihood_bound`` default)
+LIKELIHOOD_BOUND = 1e-9
 
 
 def with_default_bounds(state: dict[str, Any], model: Any) -> dict[str, Any]:
@@ -151,3 +153,20 @@ def load_compressai_zoo(architecture: str, metric: str, quality: int, search_pat
         raise LearnedModelError(f"compressai checkpoint {str(path)!r} has SHA-256 {sha[:12]}..., but its name says "
                                 f"{prefix}: the file is corrupt or not the official one")
     return model_from_state(load_state_dict_safely(path), architecture, repr(str(path))), sha
+
+
+def likelihood_bits(likelihoods: Any) -> float:
+    """The entropy model's estimate of a stream's size, in bits: -sum log2 of every likelihood.
+
+    ``likelihoods``: the ``"likelihoods"`` of a CompressAI forward pass (name -> tensor), as
+    CompressAI's ``compute_bpp`` uses them. An estimate, never the rate (the real stream adds
+    the rANS coder's overhead and the headers). Likelihoods are bounded below by
+    :data:`LIKELIHOOD_BOUND`, CompressAI's default, which float16 exports store as 0 (see
+    :data:`KEEP_FLOAT32`): one likelihood of 0 would make the estimate infinite.
+    """
+    import math
+
+    import torch
+
+    return float(sum(torch.log(t.double().clamp(min=LIKELIHOOD_BOUND)).sum() for t in likelihoods.values())
+                 / -math.log(2))

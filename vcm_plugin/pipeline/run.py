@@ -32,6 +32,7 @@ from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.executors import execute
 from vcm_plugin.pipeline.units import CodecPoint, Job, TaskSpec, freeze_params, thaw_params
 from vcm_plugin.results import REFERENCE, Point, PointLabel, ResultsStore, aggregate
+from vcm_plugin.results.manifest import build_manifest, write_manifest
 from vcm_plugin.results.store import unit_key
 from vcm_plugin.results.tables import STORE_NAME, task_name
 from vcm_plugin.weights import with_search_path
@@ -250,7 +251,7 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
     cannot start (bad dataset, missing weights or codec) creates nothing.
     """
     from vcm_plugin.datasets.registry import get_dataset
-    from vcm_plugin.reports.write import write_reports
+    from vcm_plugin.reports.formats import check_report_formats, write_report_formats
     from vcm_plugin.tasks.registry import get_task_model
 
     folder = check_output_folder(output or config.output)
@@ -267,12 +268,15 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             model = get_task_model(spec.model, **thaw_params(spec.params))
             task_ids[spec.label] = {"vcm": __version__.split(".")[0], **model.identity()}
         all_jobs, keys = build_jobs(config, dataset, tasks, task_ids)
+        if config.keep:  # workers store the kept outputs in the folder (pipeline.objects)
+            all_jobs = [replace(job, keep=tuple(config.keep), folder=str(folder.absolute())) for job in all_jobs]
         n_jobs = jobs or config.jobs or os.cpu_count() or 1
         finished: set[str] = set()
         if (folder / STORE_NAME).exists():  # a rerun: only the remaining units need to be able to run
             with ResultsStore(folder / STORE_NAME) as store:
-                finished = store.finished_keys()
+                finished = _finished(store, folder, config.keep)
         preflight(_pending(all_jobs, finished)[0], tasks)
+        check_report_formats(config)  # e.g. a CTTC report the template cannot hold: refused before any work
 
         create_output_folder(folder)
         if not locked:
@@ -284,7 +288,10 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
         with ResultsStore(folder / STORE_NAME) as store:
             store.set_grid([(point.label, point.quality, point.scale, task, image_id, key)
                             for (point, task), by_image in keys.items() for image_id, key in by_image.items()])
-            todo, cached = _pending(all_jobs, store.finished_keys())  # again, now under the lock
+            todo, cached = _pending(all_jobs, _finished(store, folder, config.keep))  # again, now under the lock
+            write_manifest(folder, build_manifest(config, {j.point.label: (j.point.codec, thaw_params(j.point.params))
+                                                           for j in all_jobs if not j.point.is_reference},
+                                                  task_ids))
             summary.units_total = sum(len(job.task_keys) for job in all_jobs)
             summary.units_cached = cached
             remaining = Counter((job.point.label, job.point.quality, job.point.scale) for job in todo)
@@ -302,13 +309,26 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                     if remaining[point_key] == 0 and not quiet:
                         bar.write(_point_line(store, keys, point_key, dataset, config, known))
             bar.close()
-            summary.reports = write_reports(config, dataset, folder, log=None if quiet else log, known=known)
+            summary.reports = write_report_formats(config, dataset, folder, log=None if quiet else log, known=known)
     summary.wall_s = time.perf_counter() - started
     if not quiet:
         log(f"done in {summary.wall_s:.1f} s: {summary.units_computed} units computed "
             f"({summary.units_failed} failed), {summary.units_cached} cache hits of {summary.units_total}; "
             f"reports in {folder}")
     return summary
+
+
+def _finished(store: ResultsStore, folder: Path, keep: list[str]) -> set[str]:
+    """Keys of the stored units that need no work: finished, and with every object ``keep`` asks for on disk
+    (a unit stored before ``keep`` was asked, or whose object was deleted, is computed again)."""
+    finished = store.finished_keys()
+    if not keep:
+        return finished
+    from vcm_plugin.pipeline.objects import kept_paths
+
+    return finished - {row.key for row in store.rows(finished, with_predictions=False)
+                       if row.codec != REFERENCE and (row.bitstream_sha256 is None or not all(
+                           p.exists() for p in kept_paths(folder, keep, row.bitstream_sha256, row.decoded_sha256)))}
 
 
 def _pending(all_jobs: list[Job], finished: set[str]) -> tuple[list[Job], int]:
@@ -318,7 +338,7 @@ def _pending(all_jobs: list[Job], finished: set[str]) -> tuple[list[Job], int]:
         missing = tuple((t, k) for t, k in job.task_keys if k not in finished)
         cached += len(job.task_keys) - len(missing)
         if missing:
-            todo.append(Job(job.point, job.sample, missing))
+            todo.append(replace(job, task_keys=missing))
     return todo, cached
 
 

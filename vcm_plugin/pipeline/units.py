@@ -83,6 +83,8 @@ class Job:
     point: CodecPoint
     sample: Sample
     task_keys: tuple[tuple[str, str], ...]  # (task label, unit key)
+    keep: tuple[str, ...] = ()  # what to store in ``folder`` (pipeline.objects.KEEP_KINDS)
+    folder: str | None = None  # the run's output folder
 
 
 # -- per-process caches -----------------------------------------------------------------
@@ -178,6 +180,18 @@ def run_jobs(jobs: list[Job], timeout: float | None = None) -> list[list[UnitRow
     return [run_job_limited(job, timeout) for job in jobs]
 
 
+def _identify_outputs(job: Job, bitstream: Any, value: Any) -> dict[str, str]:
+    """The hashes of a unit's bitstream and decoded value; the objects ``job.keep`` asks for are written."""
+    from vcm_plugin.pipeline import objects
+
+    hashes = {"bitstream_sha256": objects.bitstream_sha256(bitstream), "decoded_sha256": objects.decoded_sha256(value)}
+    if job.folder is not None and "bitstreams" in job.keep:
+        objects.keep_bitstream(job.folder, bitstream, hashes["bitstream_sha256"])
+    if job.folder is not None and "reconstructions" in job.keep:
+        objects.keep_reconstruction(job.folder, value, hashes["decoded_sha256"])
+    return hashes
+
+
 def run_job(job: Job) -> list[UnitRow]:
     """Execute one job; never raises for a bad input (failed rows say why)."""
     point, sample = job.point, job.sample
@@ -188,7 +202,8 @@ def run_job(job: Job) -> list[UnitRow]:
         return failed_rows(job, f"{where}: {_describe(exc)}")
 
     pixels = sample.height * sample.width
-    coded: dict[str, Any] = {"bits": None, "side_info_bits": None, "metrics": {}, "encode_s": 0.0, "decode_s": 0.0}
+    coded: dict[str, Any] = {"bits": None, "side_info_bits": None, "metrics": {}, "encode_s": 0.0, "decode_s": 0.0,
+                             "estimated_bits": None, "bitstream_sha256": None, "decoded_sha256": None}
     if point.is_reference:
         value, output_point = image, "input"
     else:
@@ -202,6 +217,8 @@ def run_job(job: Job) -> list[UnitRow]:
             coded["encode_s"] = encoded - start
             coded["bits"] = bitstream.num_bits  # bpp is always over the ORIGINAL pixels
             coded["side_info_bits"] = bitstream.side_info_bits  # out of band, never in bits
+            coded["estimated_bits"] = bitstream.estimated_bits  # a learned codec's estimate, never the rate
+            coded.update(_identify_outputs(job, bitstream, value))
             output_point = codec.output_point
             if output_point == "input":  # every registered image metric (IMAGE_METRICS), where defined
                 from vcm_plugin.images.metrics import image_metrics

@@ -18,8 +18,10 @@ Curve = tuple[str, Sequence[tuple[float, float]], dict[str, Any]]
 def plot_curves(curves: Sequence[Curve], path: Path, *, xlabel: str, ylabel: str, title: str,
                 reference: tuple[str, float, dict[str, Any]] | None = None, log_x: bool = False,
                 legend_outside: bool = False, note: str = "", size: tuple[float, float] = (7, 5),
-                dpi: int = 120) -> Path:
+                dpi: int = 120, bands: dict[str, Sequence[tuple[float, float, float]]] | None = None) -> Path:
     """Draw ``curves`` (bits per pixel on x) and an optional horizontal ``reference`` line into ``path``.
+
+    ``bands``: curve label -> (rate, low, high) points, drawn as a shaded band in the curve's colour.
 
     ``log_x``: logarithmic rate axis with plain-number ticks; ``legend_outside``: the legend right
     of the axes (else lower right); ``note``: small text at the bottom. Returns ``path``.
@@ -33,7 +35,11 @@ def plot_curves(curves: Sequence[Curve], path: Path, *, xlabel: str, ylabel: str
     for label, points, style in curves:
         pts = sorted((x, y) for x, y in points if math.isfinite(x))
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **{"marker": "o", **style})
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **{"marker": "o", **style})
+            band = sorted(b for b in (bands or {}).get(label, ()) if all(map(math.isfinite, b)))
+            if band:
+                ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                                color=line.get_color(), alpha=0.18, linewidth=0)
     if reference is not None and math.isfinite(reference[1]):
         ax.axhline(reference[1], label=reference[0], **reference[2])
     if log_x:
@@ -61,10 +67,12 @@ def plot_curves(curves: Sequence[Curve], path: Path, *, xlabel: str, ylabel: str
 
 
 def plot_rd(points: list[Point], anchors: list[str], task: str, path: Path, dataset_name: str = "",
-            published: list[str] | None = None) -> Path:
+            published: list[str] | None = None, draws: Any = None) -> Path:
     """bpp on x, the task's primary metric on y; one curve per codec (and scale), anchors dashed,
-    published anchors with the same metric dotted grey, the uncompressed reference as a line."""
+    published anchors with the same metric dotted grey, the uncompressed reference as a line; with ``draws``
+    (:class:`~vcm_plugin.reports.intervals.Draws`) each point's 95 % bootstrap band of the metric, shaded."""
     from vcm_plugin.anchors import load_published_anchor
+    from vcm_plugin.reports.intervals import metric_bands
 
     metric = next((p.primary_name for p in points), "metric")
     by_curve: dict[tuple[str, float], list[Point]] = {}
@@ -81,7 +89,12 @@ def plot_rd(points: list[Point], anchors: list[str], task: str, path: Path, data
                            list(zip(anchor.rate, anchor.values)),
                            {"linestyle": ":", "color": "grey", "marker": "s", "markersize": 3}))
     ref = [p for p in points if p.codec == REFERENCE and p.complete]
-    return plot_curves(curves, path, xlabel="bits per pixel (of the original image)", ylabel=metric,
-                       title=f"{task}: {metric} vs rate" + (f" ({dataset_name})" if dataset_name else ""),
+    per_point = metric_bands(draws, points)
+    bands = {codec if scale == 1.0 else f"{codec} @ {scale:g}": [(p.bpp, *per_point[p.label]) for p in pts
+                                                                 if p.label in per_point]
+             for (codec, scale), pts in by_curve.items()}
+    boot = f" (shaded: 95 % bootstrap band, B = {draws.n_boot})" if per_point else ""
+    return plot_curves(curves, path, xlabel="bits per pixel (of the original image)", ylabel=metric, bands=bands,
+                       title=f"{task}: {metric} vs rate" + (f" ({dataset_name})" if dataset_name else "") + boot,
                        reference=(f"uncompressed ({ref[0].primary:.2f})", ref[0].primary,
                                   {"color": "black", "linestyle": ":", "linewidth": 1}) if ref else None)

@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS units (
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     bits INTEGER,
     side_info_bits INTEGER,       -- out-of-band side information, not in bits (fcm-vvc mode: ctc)
+    estimated_bits REAL,          -- a learned codec's likelihood estimate of the size, NOT the rate
+    bitstream_sha256 TEXT,        -- SHA-256 of the coded stream (the bytes counted in bits)
+    decoded_sha256 TEXT,          -- SHA-256 of the decoded image's bytes or cut tensors (pipeline.objects)
     pixels INTEGER,
     encode_s REAL,
     decode_s REAL,
@@ -74,7 +77,10 @@ def unit_key(identity: dict[str, Any]) -> str:
 @dataclass(frozen=True)
 class UnitRow:
     """One stored unit: bits and pixels of the ORIGINAL image, seconds, the per-image ``metrics`` by name;
-    ``side_info_bits``: what the codec's mode sent out of band, not in ``bits`` (0 for a self-contained stream).
+    ``side_info_bits``: what the codec's mode sent out of band, not in ``bits`` (0 for a self-contained stream);
+    ``estimated_bits``: a learned codec's likelihood estimate of the size (NOT the rate; None for other codecs);
+    ``bitstream_sha256`` / ``decoded_sha256``: hex SHA-256 of the coded stream and of the decoded output
+    (:mod:`vcm_plugin.pipeline.objects`; None for the reference and for rows stored before they were recorded).
 
     ``metrics`` holds the defined values only; ``row.psnr_y`` (any registered metric name) reads
     ``metrics`` and is None where undefined.
@@ -90,6 +96,9 @@ class UnitRow:
     bits: int | None = None
     pixels: int | None = None
     side_info_bits: int | None = None
+    estimated_bits: float | None = None
+    bitstream_sha256: str | None = None
+    decoded_sha256: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     encode_s: float | None = None
     decode_s: float | None = None
@@ -104,7 +113,11 @@ class UnitRow:
 
 
 _COLUMNS = ("key", "codec", "quality", "scale", "task", "image_id", "status", "bits", "pixels", "encode_s",
-            "decode_s", "inference_s", "predictions", "error", "side_info_bits")
+            "decode_s", "inference_s", "predictions", "error", "side_info_bits", "estimated_bits", "bitstream_sha256",
+            "decoded_sha256")
+#: columns added after the first schema: created in older stores on opening (empty in their rows)
+_ADDED_COLUMNS = {"side_info_bits": "INTEGER", "estimated_bits": "REAL", "bitstream_sha256": "TEXT",
+                  "decoded_sha256": "TEXT"}
 
 
 class ResultsStore(contextlib.AbstractContextManager):
@@ -120,8 +133,9 @@ class ResultsStore(contextlib.AbstractContextManager):
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
             for name in IMAGE_METRICS.keys() - columns:  # a metric registered after this store was made
                 self._db.execute(f"ALTER TABLE units ADD COLUMN {name} REAL")
-            if "side_info_bits" not in columns:  # a store made before side information was recorded
-                self._db.execute("ALTER TABLE units ADD COLUMN side_info_bits INTEGER")
+            for name, kind in _ADDED_COLUMNS.items():  # a store made before the column was recorded
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE units ADD COLUMN {name} {kind}")
             self._columns = _COLUMNS + tuple(IMAGE_METRICS)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:

@@ -5,6 +5,7 @@
 
 - ``bpp`` = total bits of all real bitstreams / total ORIGINAL pixels (the VCM anchors' and
   CompressAI-Vision's rate); ``mean_bpp`` (mean of per-image bpp) beside it, never swapped;
+  ``estimated_bpp`` (learned codecs: total likelihood-estimated bits / total ORIGINAL pixels) beside it too;
 - each registered image metric (:data:`~vcm_plugin.images.metrics.IMAGE_METRICS`: PSNR-Y and
   PSNR-RGB in dB, MS-SSIM) is the mean of the per-image values where defined (CompressAI's
   convention for PSNR: a mean of dB values; ``inf`` when every image is identical);
@@ -49,10 +50,13 @@ class Point:
     ``images``: images of the point; ``failed``: those without a successful stored unit;
     ``bits``: total bits of all bitstreams (None for the reference, or when a row has none);
     ``side_info_bits``: total bits the codec's mode sent out of band, NOT in ``bits`` (0: every stream
-    self-contained); ``pixels``: total ORIGINAL pixels; ``image_metrics``: mean of each registered image metric
-    (None where undefined); ``encode_s`` / ``decode_s`` / ``inference_s``: mean seconds per image;
+    self-contained); ``estimated_bits``: total of a learned codec's likelihood estimates, NOT the rate (None
+    unless every unit has one); ``pixels``: total ORIGINAL pixels; ``image_metrics``: mean of each registered
+    image metric (None where undefined); ``encode_s`` / ``decode_s`` / ``inference_s``: mean seconds per image;
     ``metrics``: the task metrics (percent for AP / top-k), empty unless :attr:`complete`;
-    ``image_scores``: per-image task scores (image id -> name -> value) where the evaluator gives them.
+    ``image_scores``: per-image task scores (image id -> name -> value) where the evaluator gives them;
+    ``per_image``: bits, pixels and the primary metric's resampler in dataset order (complete points with
+    a rate and a dataset), what the bootstrap intervals recompute each point from.
     """
 
     label: PointLabel
@@ -60,6 +64,7 @@ class Point:
     failed: int
     bits: int | None = None
     side_info_bits: int | None = None
+    estimated_bits: float | None = None
     pixels: int = 0
     mean_bpp: float | None = None
     image_metrics: dict[str, float | None] = field(default_factory=dict)
@@ -70,6 +75,7 @@ class Point:
     primary_name: str = ""
     errors: list[str] = field(default_factory=list)
     image_scores: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    per_image: Any = field(default=None, repr=False, compare=False)  # evaluation.bootstrap.PerImage
 
     task = property(lambda self: self.label.task)
     codec = property(lambda self: self.label.codec)
@@ -84,6 +90,12 @@ class Point:
     def bpp(self) -> float | None:
         """Total bits / total original pixels (None for the reference point)."""
         return None if self.bits is None or not self.pixels else self.bits / self.pixels
+
+    @property
+    def estimated_bpp(self) -> float | None:
+        """Total likelihood-estimated bits / total original pixels: a learned codec's estimate beside
+        :attr:`bpp`, never the rate (None for codecs without one)."""
+        return None if self.estimated_bits is None or not self.pixels else self.estimated_bits / self.pixels
 
     def value(self, name: str) -> float:
         """A task metric or an image metric by name (NaN when absent or undefined)."""
@@ -136,6 +148,8 @@ def aggregate(rows: Iterable[UnitRow], label: PointLabel, image_ids: Sequence[st
         point.pixels = sum(r.pixels or 0 for r in ok)
         if point.bits is not None:
             point.side_info_bits = sum(r.side_info_bits or 0 for r in ok)
+        estimated = [r.estimated_bits for r in ok]
+        point.estimated_bits = None if any(e is None for e in estimated) else sum(estimated)  # type: ignore[arg-type]
         if point.bits is not None:
             point.mean_bpp = sum(r.bits / r.pixels for r in ok) / len(ok)  # type: ignore[operator]
         point.image_metrics = {name: _mean(r.metrics.get(name) for r in ok) for name in IMAGE_METRICS}
@@ -149,11 +163,40 @@ def aggregate(rows: Iterable[UnitRow], label: PointLabel, image_ids: Sequence[st
         from vcm_plugin.tasks.predictions import predictions_from_json
 
         evaluator.reset()
+        order = []
         for sample in dataset:
-            evaluator.process(sample, predictions_from_json(by_image[str(sample.image_id)].predictions))
+            order.append(str(sample.image_id))
+            evaluator.process(sample, predictions_from_json(by_image[order[-1]].predictions))
         point.metrics = {k: float(v) for k, v in evaluator.evaluate().items()}
         point.image_scores = {str(k): v for k, v in evaluator.per_image().items()}
+        point.per_image = _per_image(point, [by_image[i] for i in order], evaluator)
+    elif point.complete and evaluator is None and dataset is not None:  # scored by an image metric: its per-image mean
+        point.per_image = _per_image(point, [by_image[str(s.image_id)] for s in dataset], None)
     return point
+
+
+def _per_image(point: Point, rows: list[UnitRow], evaluator: Any) -> Any:
+    """The :class:`~vcm_plugin.evaluation.bootstrap.PerImage` of a complete point (``rows`` in dataset
+    order), None without a rate or a resampler of its primary metric."""
+    import numpy as np
+
+    from vcm_plugin.evaluation.base import EvaluationError
+    from vcm_plugin.evaluation.bootstrap import PerImage, PerImageMean
+
+    if point.bits is None or not rows:
+        return None
+    if evaluator is not None:
+        try:
+            metric = evaluator.resampler()
+        except EvaluationError:
+            return None
+    else:
+        values = [r.metrics.get(point.primary_name) for r in rows]
+        if any(v is None for v in values):
+            return None
+        metric = PerImageMean(np.array(values, dtype=np.float64))
+    return PerImage(np.array([r.bits for r in rows], dtype=np.float64),
+                    np.array([r.pixels for r in rows], dtype=np.float64), metric)
 
 
 def sort_points(points: Iterable[Point]) -> list[Point]:
@@ -192,6 +235,21 @@ def task_name(config: Any, task: str) -> str:
     return get_task_model(name, **params).task  # the instance's: a detectron2 Mask R-CNN config is segmentation
 
 
+def run_config(folder: str | Path) -> Any:
+    """The :class:`~vcm_plugin.config.RunConfig` of the run in ``folder`` (the ``config.yaml`` a run writes);
+    :class:`StoreError` naming the folder when it is not a run folder (no results store, no config.yaml)."""
+    from vcm_plugin.config import config_from_dict, read_yaml_mapping
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StoreError(f"run folder {folder} does not exist or is not a folder")
+    for name in (STORE_NAME, "config.yaml"):
+        if not (folder / name).is_file():
+            raise StoreError(f"{folder} is not a run folder: it holds no {name}; run `vcm run` into it first")
+    return config_from_dict(read_yaml_mapping(folder / "config.yaml"), source=str(folder / "config.yaml"),
+                            check_plugins=False)
+
+
 def load(folder: str | Path, dataset: Any = None, known: dict[PointLabel, Point] | None = None) -> Results:
     """The per-point and per-image tables of the run in ``folder`` (its ``config.yaml`` and results store).
 
@@ -200,13 +258,8 @@ def load(folder: str | Path, dataset: Any = None, known: dict[PointLabel, Point]
     relative to the working directory of that run) unless given; ``known``: points already
     aggregated (the run's progress lines), reused as they are.
     """
-    from vcm_plugin.config import config_from_dict, read_yaml_mapping
-
     folder = Path(folder)
-    if not (folder / STORE_NAME).is_file():
-        raise StoreError(f"{folder} holds no results store ({STORE_NAME}); run `vcm run` into it first")
-    config = config_from_dict(read_yaml_mapping(folder / "config.yaml"), source=str(folder / "config.yaml"),
-                              check_plugins=False)
+    config = run_config(folder)
     if dataset is None:
         from vcm_plugin.datasets.registry import get_dataset
 

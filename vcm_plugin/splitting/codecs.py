@@ -43,6 +43,7 @@ from vcm_plugin.codecs.base import Availability, Bitstream, Codec, Quality, Qual
 from vcm_plugin.codecs.registry import modules_installed, register_codec
 from vcm_plugin.codecs.vvc import VVCCodec
 from vcm_plugin.errors import BitstreamFormatError, DecodeError, EncodeError
+from vcm_plugin.learned.models import likelihood_bits
 from vcm_plugin.splitting.adapter import split_adapter
 from vcm_plugin.tasks.registry import get_task_model, get_task_model_class
 from vcm_plugin.tasks.split import CutValue
@@ -327,13 +328,14 @@ class LearnedTaskCodec(FeatureCodec):
         with torch.no_grad():
             x, size = self._codec_input(image, net)
             out = net.compress(x)
+            estimated = likelihood_bits(net(x, size)["likelihoods"])  # beside the rate, never the rate
         strings = [s[0] for s in out["strings"]]
         data = bytearray([_VERSION, _PARADIGMS[self.paradigm]]) + tag
         for v in (*size, *out["shape"], len(strings)):
             data += encode_varint(int(v))
         for s in strings:
             data += encode_varint(len(s)) + s
-        return self.make_bitstream(bytes(data), quality, image)
+        return self.make_bitstream(bytes(data), quality, image, estimated_bits=estimated)
 
     def _decode(self, bitstream: Bitstream) -> CutValue:
         import torch
