@@ -64,3 +64,13 @@ def test_pack_stacks_every_tensor_into_one_frame_and_back() -> None:
 def test_global_range_quantisation_clips() -> None:
     q = quantise(np.array([[[-5.0, 0.0, 1.0, 9.0]]]), value_range=(0.0, 1.0))
     assert (q.low, q.high) == (0.0, 1.0) and q.samples.ravel().tolist() == [0, 0, 1023, 1023]
+
+
+def test_a_small_noisy_frame_at_qp_0_is_coded_on_a_larger_canvas() -> None:
+    """10-bit noise at QP 0 needs more than 8 bpp, which overflows ffmpeg's libvvenc output buffer at 64x64:
+    the frame is coded on a larger canvas (bits counted) and decoded back to its own size."""
+    frame = np.random.default_rng(3).integers(0, 1024, (64, 64)).astype(np.uint16)
+    stream = encode_frame(frame, 0, preset="faster")
+    assert 8 * len(stream) > 8 * frame.size  # more than 8 bpp: the case that overflowed
+    decoded = decode_frame(stream, 64, 64)
+    assert decoded.shape == (64, 64) and np.abs(decoded.astype(int) - frame).max() <= 8

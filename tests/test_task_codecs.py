@@ -360,3 +360,17 @@ def test_torchvision_rcnn_splits_at_its_backbone_body(kodim23) -> None:
     assert [t.shape for t in adapter.mid(y1, "fpn")] == [t.shape for t in model.front("fpn", image).tensors.values()]
     again = model.run_from("body.layer1", adapter.to_value(y1, image.shape[:2]))
     np.testing.assert_allclose(again.boxes, whole.boxes, atol=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,codec_name", [("direct", "direct"), ("feature", "feature-learned")])
+def test_check_codec_passes_for_the_trained_task_codecs(trained, kind, codec_name) -> None:
+    """`vcm check-codec` on the two built-in codecs that need a trained checkpoint (tests/test_check_codec.py
+    covers the others)."""
+    from vcm_plugin.conformance import check_codec
+
+    report = check_codec(codec_name, {"task_model": "cifar10-vgg", "cut": "block2",
+                                      "checkpoint": str(trained[kind])}, max_images=1, qualities=2)
+    assert report.passed, [(c.check, c.detail) for c in report.failed]
+    rate = report.result("rate monotone")  # one checkpoint for every index: one trained point
+    assert rate.status == "n/a" and "loads the same weights" in rate.detail

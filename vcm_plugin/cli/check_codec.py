@@ -51,6 +51,8 @@ def cmd(args: argparse.Namespace) -> int:
         print(f"timing: encode {report.encode_ms_per_mp:.1f} ms/MP, decode {report.decode_ms_per_mp:.1f} ms/MP "
               f"({report.images} sample image(s), {report.megapixels:.2f} MP)")
     failed = report.failed
-    print(f"{len(report.checks) - len(failed)} of {len(report.checks)} checks passed"
+    not_applicable = [c.check for c in report.checks if c.status == "n/a"]
+    print(f"{len(report.checks) - len(failed) - len(not_applicable)} of {len(report.checks)} checks passed"
+          + (f", {len(not_applicable)} n/a ({', '.join(not_applicable)})" if not_applicable else "")
           + (f"; failed: {', '.join(c.check for c in failed)}" if failed else ""))
     return 0 if report.passed else 1

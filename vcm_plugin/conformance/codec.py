@@ -14,7 +14,9 @@ reported as such and the remaining checks are not run), with fd 1 and ``sys.stdo
   not honest) fails here.
 * ``rate monotone``: the bits of a 256x256 crop at a few qualities spread over ``quality_range``
   (:func:`spread_qualities`) never fall as quality moves toward more bits (``higher_is_more_bits``), and
-  are not all equal.
+  are not all equal. ``n/a`` (not a failure) when every one of those qualities loads the same weights
+  (:meth:`~vcm_plugin.codecs.base.Codec.weights_identity`): one trained point, e.g. a ``direct``
+  checkpoint path without ``{quality}``, has one rate by construction.
 * ``corrupt streams``: truncated and damaged streams raise :class:`~vcm_plugin.errors.DecodeError`,
   neither another exception nor a silent output.
 * ``odd sizes``: 1x1, 3x5 and 4001x1 (width x height) pictures and 16-bit colour, 16-bit grey and 8-bit
@@ -58,7 +60,7 @@ CHECKS = ("round trip", "determinism", "fresh-process decode", "rate monotone", 
 ACCEPTED_REFUSALS = (InvalidImageError, EncodeError, ImageReadError)
 RATE_CROP = 256  # pixels: side of the centre crop the rate check codes
 
-Status = Literal["pass", "fail", "not run"]
+Status = Literal["pass", "fail", "not run", "n/a"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        return self.status == "pass"
+        """Passed, or does not apply to this configuration (``n/a``, with the reason in ``detail``)."""
+        return self.status in ("pass", "n/a")
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,10 @@ class ConformanceReport:
 
 class _Failed(Exception):
     """A check's failure, with its reason."""
+
+
+class _NotApplicable(Exception):
+    """The check does not apply to this codec configuration, with the reason."""
 
 
 def corrupt_variants(data: bytes, header: int = 4) -> dict[str, bytes]:
@@ -329,6 +336,10 @@ def _center_crop(image: np.ndarray, side: int) -> np.ndarray:
 def _rate_monotone(run: _Run) -> str:
     quality_range = run.codec.quality_range
     qualities = spread_qualities(quality_range, run.qualities)
+    weights = {run.codec.weights_identity(q) for q in qualities}
+    if len(qualities) > 1 and len(weights) == 1 and None not in weights:
+        raise _NotApplicable(f"every {quality_range.name} of {', '.join(map(str, qualities))} loads the same weights "
+                             f"(SHA-256 {next(iter(weights))[:12]}...): one trained point has one rate")
     crop = _center_crop(run.images[0][1], RATE_CROP)
     bits = {q: run.codec.encode(crop, q).num_bits for q in qualities}
     toward_more_bits = qualities if quality_range.higher_is_more_bits else qualities[::-1]
@@ -420,6 +431,8 @@ def _run_check(run: _Run, check: str, func: Callable[[_Run], str]) -> tuple[Chec
             box["detail"] = func(run)
         except _Failed as exc:
             box["failed"] = str(exc)
+        except _NotApplicable as exc:
+            box["n/a"] = str(exc)
         except BaseException as exc:  # noqa: BLE001 - anything a codec raises is a finding, SystemExit included
             box["failed"] = f"{type(exc).__name__}: {exc}"
 
@@ -436,6 +449,8 @@ def _run_check(run: _Run, check: str, func: Callable[[_Run], str]) -> tuple[Chec
                                           f"{check!r} check", seconds), True
     if "failed" in box:
         return CheckResult(check, "fail", box["failed"], seconds), False
+    if "n/a" in box:
+        return CheckResult(check, "n/a", box["n/a"], seconds), False
     return CheckResult(check, "pass", box.get("detail", ""), seconds), False
 
 
