@@ -35,7 +35,7 @@ def same(a, b) -> bool:
     import numpy as np
 
     return (np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
-            and np.array_equal(a.category_ids, b.category_ids))
+            and np.array_equal(a.labels, b.labels))
 
 
 def main() -> None:

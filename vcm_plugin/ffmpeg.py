@@ -5,22 +5,29 @@ pipe (no temporary files). The executable (:func:`find_ffmpeg`) is, in order: an
 name or path, the ``VCM_FFMPEG`` environment variable, the ffmpeg bundled with
 ``imageio-ffmpeg``. The ffmpeg codecs (:mod:`vcm_plugin.codecs.ffmpeg`), the image resizer
 and the feature-frame packing all use them, so they sit at the bottom of the layers and
-import nothing from vcm_plugin.
+import nothing from vcm_plugin but the ffmpeg fork server (:mod:`vcm_plugin.ffmpeg_server`),
+through which :func:`run_ffmpeg` runs commands where it can (the same output, without
+the process start-up).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import shutil
 import subprocess
 import threading
+import time
 
 import numpy as np
 
+from vcm_plugin.ffmpeg_server import OUTPUT_FD, FFmpegServer, ServedProcess, ServerError, get_server
+
 FFMPEG_ENV = "VCM_FFMPEG"
+log = logging.getLogger(__name__)
 
 
 def find_ffmpeg(explicit: str | None = None) -> str | None:
@@ -153,53 +160,104 @@ class FFmpegError(RuntimeError):
     """ffmpeg exited non-zero or timed out; the message holds the end of its log."""
 
 
-def run_ffmpeg(command: list[str], stdin: bytes, timeout: float) -> bytes:
+def run_ffmpeg(command: list[str], stdin: bytes, timeout: float, server: bool | None = None) -> bytes:
     """Run an ffmpeg command whose last argument is ``pipe:1``; return what it writes there.
 
     The coded or decoded picture travels on a private pipe (fd 3 or above), not on
     stdout: some encoder libraries print warnings to stdout (libvvenc prints its
     configuration warnings there), which would silently end up inside the bitstream.
+    ``timeout`` is in seconds. ``server``: run the command through this process's ffmpeg
+    fork server (:mod:`vcm_plugin.ffmpeg_server`: the same command and output without the
+    ~10 ms of process start-up); ``None`` (default) uses it where it works, unless
+    ``$VCM_FFMPEG_SERVER`` is 0; ``False`` always starts a plain process.
     """
     if not command or command[-1] != "pipe:1":
         raise ValueError("an ffmpeg command for run_ffmpeg must end with the output 'pipe:1'")
-    read_fd, write_fd = os.pipe()
+    forked = get_server(command[0]) if server is not False else None
+    if server and forked is None:
+        raise FFmpegError(f"the ffmpeg fork server cannot run {command[0]} here")
+    deadline = time.monotonic() + timeout
+    if forked is not None:
+        try:
+            return _collect(*_start(command, forked, timeout), stdin, deadline, timeout)
+        except ServerError as exc:  # the server could not start the command (it did not run): a plain process
+            if server:
+                raise FFmpegError(f"cannot start {command[0]}: {exc}") from exc
+            log.info("%s; this command runs as a plain process", exc)
+            deadline = time.monotonic() + timeout  # it did not run: it gets its whole time
+    return _collect(*_start(command, None, timeout), stdin, deadline, timeout)
+
+
+def _start(command: list[str], forked: FFmpegServer | None,
+           timeout: float) -> tuple[subprocess.Popen[bytes] | ServedProcess, int, int, int]:
+    """Start ``command`` through ``forked`` or as a plain process: (process, stdin write end, output and log read ends).
+
+    Raises :class:`ServerError` when the server could not start it, :class:`FFmpegError` when a plain process cannot
+    start.
+    """
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
     try:
-        proc = subprocess.Popen([*command[:-1], f"pipe:{write_fd}"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(write_fd,))
-    except OSError as exc:
-        os.close(read_fd)
-        os.close(write_fd)
+        if forked is not None:
+            proc: subprocess.Popen[bytes] | ServedProcess = forked.launch(
+                [*command[:-1], f"pipe:{OUTPUT_FD}"], in_read, out_write, err_write, timeout)
+        else:
+            proc = subprocess.Popen([*command[:-1], f"pipe:{out_write}"], stdin=in_read, stdout=subprocess.DEVNULL,
+                                    stderr=err_write, pass_fds=(out_write,))
+    except (OSError, ServerError) as exc:
+        for fd in (in_write, out_read, err_read):
+            os.close(fd)
+        if isinstance(exc, ServerError):
+            raise
         raise FFmpegError(f"cannot start {command[0]}: {exc}") from exc
-    os.close(write_fd)
+    finally:
+        for fd in (in_read, out_write, err_write):
+            os.close(fd)
+    return proc, in_write, out_read, err_read
+
+
+def _collect(proc: subprocess.Popen[bytes] | ServedProcess, in_write: int, out_read: int, err_read: int,
+             stdin: bytes, deadline: float, timeout: float) -> bytes:
+    """Feed ``stdin``, read the output and the log until ffmpeg exits (or ``deadline``, time.monotonic s)."""
     chunks: list[bytes] = []
     errors: list[bytes] = []
 
     def feed() -> None:
+        pipe = open(in_write, "wb", closefd=True)  # closed below whatever happens
         try:
-            proc.stdin.write(stdin)  # type: ignore[union-attr]
-        except (BrokenPipeError, OSError):
+            pipe.write(stdin)
+        except OSError:
             pass  # ffmpeg stopped reading: its exit status and log say why
         finally:
             with contextlib.suppress(OSError):
-                proc.stdin.close()  # type: ignore[union-attr]
+                pipe.close()
 
-    def drain() -> None:
-        with os.fdopen(read_fd, "rb") as out:
-            while block := out.read(1 << 20):
-                chunks.append(block)
+    def drain(fd: int, into: list[bytes]) -> None:
+        with open(fd, "rb", closefd=True) as pipe:
+            while block := pipe.read(1 << 20):
+                into.append(block)
 
-    def log() -> None:
-        errors.append(proc.stderr.read())  # type: ignore[union-attr]
-
-    threads = [threading.Thread(target=f, daemon=True) for f in (feed, drain, log)]
+    threads = [threading.Thread(target=feed, daemon=True),
+               threading.Thread(target=drain, args=(out_read, chunks), daemon=True),
+               threading.Thread(target=drain, args=(err_read, errors), daemon=True)]
     for t in threads:
         t.start()
     try:
-        proc.wait(timeout=timeout)
+        if isinstance(proc, ServedProcess):  # its exit status arrives on a socket: no polling, and a dead helper
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))  # is seen at once (ffmpeg is then killed)
+        # both output pipes close when ffmpeg exits: waiting on them wakes at once (Popen.wait with a
+        # time limit polls with growing sleeps, which added up to ~30 ms per command)
+        for t in threads[1:]:
+            t.join(max(deadline - time.monotonic(), 0.0))
+        proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
     except subprocess.TimeoutExpired as exc:
         proc.kill()
-        proc.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired, ServerError):
+            proc.wait(timeout=10)
         raise FFmpegError(f"ffmpeg timed out after {timeout:g} s") from exc
+    except ServerError as exc:
+        raise FFmpegError(f"{exc}") from exc
     finally:
         for t in threads:
             t.join(timeout=10)
