@@ -21,6 +21,17 @@ def shared_dir() -> Path | None:
     return candidate if (candidate / "data").is_dir() else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_shared_unit_cache():
+    """No test reads or writes the user's shared unit cache (vcm_plugin.results.cache): ``cache: auto`` is off.
+
+    Session-scoped, so it holds before module-scoped fixtures run; tests of the cache give it a tmp folder.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VCM_CACHE", "off")
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     path = shared_dir()

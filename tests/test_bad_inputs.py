@@ -77,18 +77,32 @@ Concurrency
   `concurrent-run-same-process`, `concurrent-run-other-process` (RunError naming the folder and the
   holder; nothing written)
 
-155 bad inputs: 40 per-codec bitstream cases (5 x 8 built-in codecs; vtm's skip where VTM is not
-configured), 18 checkpoint cases (6 x 3 models) and 97 others, 12 of them handled inputs that must
-work (the converted images and the tiny sizes).
+The shared unit cache (``cache:``, ``vcm cache import``; test_unit_cache.py goes deeper)
+-----------------------------------------------------------------------------------------
+one warning naming the cache file and the cause, the run goes on without the cache and stores every unit:
+  `cache-damaged-file` (left untouched), `cache-full-disk`, `cache-held-too-long` (another run's write
+  lock), `cache-other-schema` (never misread), `cache-read-only-folder`
+handled, both runs complete and share it: `cache-two-runs-at-once`
+``vcm cache import RUN_DIR``: StoreError naming the run folder or its store, CacheError naming the cache file:
+  `cache-import-not-a-run-folder`, `cache-import-other-schema`, `cache-import-damaged-store`,
+  `cache-import-damaged-cache`
+
+165 bad inputs: 40 per-codec bitstream cases (5 x 8 built-in codecs; vtm's skip where VTM is not
+configured), 18 checkpoint cases (6 x 3 models) and 107 others, 13 of them handled inputs that must
+work (the converted images, the tiny sizes and two runs sharing the unit cache).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import io
+import itertools
 import json
+import logging
 import math
+import multiprocessing
 import os
 import re
 import shutil
@@ -131,6 +145,8 @@ from vcm_plugin.learned.models import LearnedModelError
 from vcm_plugin.pipeline.run import OutputLock, RunError, run
 from vcm_plugin.reports.write import ReportError
 from vcm_plugin.results import ResultsStore, StoreError, UnitRow
+from vcm_plugin.results import cache as unit_cache
+from vcm_plugin.results.cache import CACHE_FILE, CacheError, cache_entries, import_run
 from vcm_plugin.sample import coco_annotations, coco_images_dir, kodak_images
 from vcm_plugin.tasks.base import TaskModel
 from vcm_plugin.tasks.predictions import Detections
@@ -1091,13 +1107,189 @@ def test_run_locked_by_another_process_is_refused(case: None, tmp_path: Path) ->
 
 
 # =====================================================================================
+# The shared unit cache
+# =====================================================================================
+def cache_config(output: Path, cache: Path, qualities: tuple[int, ...] = (50, 90)):
+    """:func:`run_config` with the shared unit cache in ``cache`` and JPEG at ``qualities``."""
+    config = run_config(output).model_copy(update={"cache": str(cache)}, deep=True)
+    config.codecs["jpeg"].qualities = list(qualities)
+    return config
+
+
+def _cache_damaged(cache: Path, tmp: Path, mp: pytest.MonkeyPatch, done: list) -> None:
+    cache.mkdir()
+    (cache / CACHE_FILE).write_bytes(b"not a database " * 500)
+
+
+class _FullDisk(ResultsStore):
+    """The cache file on a full disk: SQLite may not grow it by a page (SQLITE_FULL, as ENOSPC gives)."""
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        super().__init__(path, timeout)
+        self._db.execute(f"PRAGMA max_page_count={self._db.execute('PRAGMA page_count').fetchone()[0]}")
+        for size in (400, 40, 1):  # fill the free space of its pages, the units table's too (failed rows)
+            with contextlib.suppress(sqlite3.OperationalError):
+                for i in itertools.count():
+                    self._db.execute("INSERT INTO units (key, codec, scale, task, image_id, status, error) "
+                                     "VALUES (?, 'filler', 1, 'filler', '', 'failed', ?)", (f"{size}-{i}", "x" * size))
+
+
+def _cache_full(cache: Path, tmp: Path, mp: pytest.MonkeyPatch, done: list) -> None:
+    mp.setattr(unit_cache, "ResultsStore", _FullDisk)
+
+
+def _cache_held(cache: Path, tmp: Path, mp: pytest.MonkeyPatch, done: list) -> None:
+    run(cache_config(tmp / "first", cache), quiet=True)  # 6 units cached: read, the 2 new ones not written
+    mp.setattr(unit_cache, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(cache / CACHE_FILE, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another run's write that does not end
+    done.append(holder.close)
+
+
+def _cache_other_schema(cache: Path, tmp: Path, mp: pytest.MonkeyPatch, done: list) -> None:
+    cache.mkdir()
+    (cache / "units-v999.sqlite").write_bytes(b"a later version's cache")  # another schema's file: never opened
+    run(cache_config(tmp / "first", cache), quiet=True)
+    db = sqlite3.connect(cache / CACHE_FILE, isolation_level=None)
+    db.execute("UPDATE meta SET value='999' WHERE key='schema'")  # a cache file a later version wrote
+    db.close()
+
+
+def _cache_read_only(cache: Path, tmp: Path, mp: pytest.MonkeyPatch, done: list) -> None:
+    run(cache_config(tmp / "first", cache), quiet=True)
+    for path in (*cache.iterdir(), cache):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    done.append(lambda: cache.chmod(0o755))
+    if os.access(cache / CACHE_FILE, os.W_OK):  # root writes anyway: SQLite opens it read-only, as for a user
+        connect = sqlite3.connect
+
+        def read_only(path: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+            if Path(path) == cache / CACHE_FILE:
+                return connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+            return connect(path, *args, **kwargs)
+
+        mp.setattr(sqlite3, "connect", read_only)
+
+
+CACHES = [
+    pytest.param(_cache_damaged, "damaged", id="cache-damaged-file"),
+    pytest.param(_cache_full, "disk is full", id="cache-full-disk"),
+    pytest.param(_cache_held, "more than 0.2 s", id="cache-held-too-long"),
+    pytest.param(_cache_other_schema, "schema 999", id="cache-other-schema"),
+    pytest.param(_cache_read_only, "not writable", id="cache-read-only-folder"),
+]
+
+
+@pytest.mark.parametrize("make, reason", CACHES)
+def test_an_unusable_cache_is_named_once_and_the_run_goes_on(make, reason: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    cache, done = tmp_path / "cache", []
+    try:
+        make(cache, tmp_path, monkeypatch, done)
+        before = (cache / CACHE_FILE).read_bytes() if (cache / CACHE_FILE).is_file() else None
+        caplog.clear()
+        summary = run(cache_config(tmp_path / "out", cache, (50, 90, 70)), quiet=True)
+    finally:
+        for close in done:
+            close()
+    assert summary.units_computed + summary.units_from_cache == UNITS + 2 and summary.units_failed == 0
+    assert stored_rows(tmp_path / "out") == UNITS + 2 and (tmp_path / "out" / "results.csv").is_file()
+    warnings = [r.getMessage() for r in caplog.records if r.name == unit_cache.__name__]
+    assert len(warnings) == 1 and str(cache / CACHE_FILE) in warnings[0] and reason in warnings[0], warnings
+    assert "goes on without the cache" in warnings[0]
+    if make is _cache_damaged:
+        assert (cache / CACHE_FILE).read_bytes() == before
+
+
+def _run_at_once(output: Path, cache: Path, barrier: Any, results: Any) -> None:
+    """In a forked process: ``run`` into ``output`` with ``cache`` once the other process is ready."""
+    warned: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warned.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("vcm_plugin").addHandler(handler)
+    if "torch" in sys.modules:  # as the pool's forked workers: not the parent's OpenMP threads (they hang)
+        sys.modules["torch"].set_num_threads(1)
+    barrier.wait()
+    summary = run(cache_config(output, cache), quiet=True)
+    results.put((summary.units_computed + summary.units_from_cache, summary.units_failed, warned))
+
+
+@pytest.mark.parametrize("case", [pytest.param(None, id="cache-two-runs-at-once")])
+def test_two_runs_share_the_cache_at_once(case: None, tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    procs = [context.Process(target=_run_at_once, args=(tmp_path / name, tmp_path / "cache", barrier, results),
+                             daemon=True) for name in ("one", "two")]  # daemons: a hung one ends with pytest
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=300) for _ in procs]
+    for proc in procs:
+        proc.join(60)
+    assert outcomes == [(UNITS, 0, [])] * 2
+    assert stored_rows(tmp_path / "one") == stored_rows(tmp_path / "two") == UNITS
+    assert sum(n for *_, n, _, _ in cache_entries(tmp_path / "cache")) == UNITS
+
+
+def _one_unit_store(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with ResultsStore(path) as store:
+        store.put(UnitRow(key="k", codec="jpeg", quality=50, scale=1.0, task="detection", image_id="1", status="ok"))
+    return path
+
+
+def _import_not_a_run(tmp: Path) -> tuple[Path, type[Exception], list[object]]:
+    return tmp, StoreError, [tmp, "is not a run folder"]
+
+
+def _import_other_schema(tmp: Path) -> tuple[Path, type[Exception], list[object]]:
+    store = _one_unit_store(tmp / "run" / "results.sqlite")
+    with contextlib.closing(sqlite3.connect(store, isolation_level=None)) as db:
+        db.execute("UPDATE meta SET value='999' WHERE key='schema'")
+    return tmp / "run", StoreError, [store, "schema 999"]
+
+
+def _import_damaged_store(tmp: Path) -> tuple[Path, type[Exception], list[object]]:
+    (tmp / "run").mkdir()
+    (tmp / "run" / "results.sqlite").write_bytes(b"not a database " * 500)
+    return tmp / "run", StoreError, [tmp / "run" / "results.sqlite"]
+
+
+def _import_damaged_cache(tmp: Path) -> tuple[Path, type[Exception], list[object]]:
+    _one_unit_store(tmp / "run" / "results.sqlite")
+    (tmp / "cache").mkdir()
+    (tmp / "cache" / CACHE_FILE).write_bytes(b"not a database " * 500)
+    return tmp / "run", CacheError, [tmp / "cache" / CACHE_FILE, "damaged"]
+
+
+IMPORTS = [
+    pytest.param(_import_not_a_run, id="cache-import-not-a-run-folder"),
+    pytest.param(_import_other_schema, id="cache-import-other-schema"),
+    pytest.param(_import_damaged_store, id="cache-import-damaged-store"),
+    pytest.param(_import_damaged_cache, id="cache-import-damaged-cache"),
+]
+
+
+@pytest.mark.parametrize("make", IMPORTS)
+def test_vcm_cache_import_of_a_bad_run_folder_or_cache_names_it(make, tmp_path: Path) -> None:
+    run_dir, error, names = make(tmp_path)
+    store = run_dir / "results.sqlite"
+    before = store.read_bytes() if store.is_file() else None
+    expect(error, lambda: import_run(tmp_path / "cache", run_dir), *names)
+    assert (store.read_bytes() if store.is_file() else None) == before  # the run folder is left as it was
+    if error is StoreError:
+        assert not (tmp_path / "cache").exists()  # nothing made
+
+
+# =====================================================================================
 # The catalogue itself
 # =====================================================================================
 ALL_CASES = [CONVERTED, TINY, UNREADABLE, BAD_ARRAYS, BITSTREAMS, VCMB, DATASETS, RD, CONFIGS, CHECKPOINTS, TRAINING,
-             STORES]
+             STORES, CACHES, IMPORTS]
 SINGLE_CASES = ["vcmb-cli-decode", "rd-csv-not-numbers", "output-unwritable", "output-is-a-file",
                 "output-full-disk-at-start", "output-full-disk-mid-run", "output-full-disk-reports",
-                "store-corrupt-under-run", "concurrent-run-same-process", "concurrent-run-other-process"]
+                "store-corrupt-under-run", "concurrent-run-same-process", "concurrent-run-other-process",
+                "cache-two-runs-at-once"]
 
 
 def test_the_docstring_lists_every_case_and_the_count() -> None:

@@ -41,6 +41,9 @@ from vcm_plugin.safe_yaml import MAX_CHARS, YAMLLimitError, parse_key_value, saf
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+#: ``cache: auto`` (the default): the shared unit cache in $VCM_CACHE, else in the user's cache folder
+CACHE_AUTO = "auto"
+
 
 class ConfigError(VcmError, ValueError):
     """A configuration file or override is invalid (names the file and the key)."""
@@ -177,6 +180,14 @@ class RunConfig(StrictModel):
     report: ReportConfig = Field(default_factory=ReportConfig)
     #: outputs stored content-addressed under OUTPUT/objects (vcm_plugin.pipeline.objects); not part of unit keys
     keep: list[Literal["bitstreams", "reconstructions"]] = Field(default_factory=list)
+    #: the shared unit cache folder (vcm_plugin.results.cache): a path, ``auto`` ($VCM_CACHE, else the user's
+    #: cache folder) or null (off); where, not what: not part of unit keys nor of the manifest's config hash
+    cache: str | None = CACHE_AUTO
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_false_is_off(cls, value: Any) -> Any:
+        return None if value is False else value
 
     @field_validator("anchors")
     @classmethod
@@ -439,7 +450,7 @@ def _resolve_paths(data: dict[str, Any], prov: _Provenance, config_dir: Path) ->
     """Relative paths written in the config file -> absolute, against ``config_dir`` (in place).
 
     Resolved: the dataset's string parameters typed as paths, ``weights.search_path``
-    entries and ``published_anchors``. Keys set by an override are left as given.
+    entries, ``published_anchors`` and ``cache``. Keys set by an override are left as given.
     """
     def absolute(value: Any, loc: tuple[Any, ...]) -> Any:
         if not isinstance(value, str) or not value or prov.override_for(loc) is not None:
@@ -458,6 +469,8 @@ def _resolve_paths(data: dict[str, Any], prov: _Provenance, config_dir: Path) ->
         for key, value in list(dataset.items()) if cls is not None else []:
             if key not in ("name", "max_images") and _is_path_parameter(cls, key):
                 dataset[key] = absolute(value, ("dataset", key))
+    if isinstance(data.get("cache"), str) and data["cache"] != CACHE_AUTO:
+        data["cache"] = absolute(data["cache"], ("cache",))
     for section, key in (("weights", "search_path"), (None, "published_anchors")):  # lists of paths
         parent = data.get(section) if section else data
         if isinstance(parent, dict) and isinstance(parent.get(key), list):

@@ -19,6 +19,7 @@ from vcm_plugin.cli import (
     appropriateness,
     bd_rate,
     build_sample,
+    cache,
     check_codec,
     codecs,
     compare,
@@ -42,7 +43,7 @@ EXIT_INPUT_ERROR = 2
 
 #: The subcommand modules, in the order ``vcm --help`` lists them; each has ``add_parser(sub)`` and ``cmd(args)``.
 COMMANDS = (codecs, check_codec, doctor, zoo, encode, decode, bd_rate, compare, oid_eval, download, train, layers,
-            appropriateness, run, report, inspect, verify, build_sample)
+            appropriateness, run, cache, report, inspect, verify, build_sample)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,5 +44,6 @@ def run_filling_overlap(config: RunConfig, output: str | Path | None = None, job
             config.codecs[label].qualities = sorted([*config.codecs[label].qualities, *qualities])
         again = run(config, output=summary.output, jobs=jobs, quiet=quiet, log=log)
         again.units_failed += summary.units_failed
+        again.units_from_cache += summary.units_from_cache
         summary = again
     return summary

@@ -2,9 +2,10 @@
 
 The grid is (codec configuration x quality x scale) plus the uncompressed reference
 point, times every image, times every task model. Units already in the output
-folder's results store are skipped; the rest run in-process (``jobs=1``) or in a pool
+folder's results store are skipped, those the shared unit cache holds are copied into
+it (:mod:`vcm_plugin.results.cache`); the rest run in-process (``jobs=1``) or in a pool
 of worker processes that each load their task models once. Only this (parent)
-process writes the store. A second run on the same output folder is refused.
+process writes the store and the cache. A second run on the same output folder is refused.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from vcm_plugin.datasets.base import Dataset
 from vcm_plugin.errors import VcmError
 from vcm_plugin.pipeline.executors import execute
 from vcm_plugin.pipeline.units import CodecPoint, Job, TaskSpec, freeze_params, thaw_params
-from vcm_plugin.results import REFERENCE, Point, PointLabel, ResultsStore, aggregate
+from vcm_plugin.results import REFERENCE, Point, PointLabel, ResultsStore, UnitRow, aggregate
+from vcm_plugin.results.cache import UnitCache, resolve_cache_dir
 from vcm_plugin.results.manifest import build_manifest, write_manifest
 from vcm_plugin.results.store import unit_key
 from vcm_plugin.results.tables import STORE_NAME, task_name
@@ -48,7 +50,8 @@ class RunError(VcmError, RuntimeError):
 class RunSummary:
     output: Path
     units_total: int = 0
-    units_cached: int = 0
+    units_cached: int = 0  # units not computed: found in the folder's store, or copied from the shared cache
+    units_from_cache: int = 0  # of those, copied from the shared unit cache (vcm_plugin.results.cache)
     units_computed: int = 0
     units_failed: int = 0
     wall_s: float = 0.0
@@ -246,7 +249,8 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
     Order: the output folder is checked (nothing created); a folder that a previous run
     used (it has the lock file) is locked at once, so a busy folder is refused before
     any work; the dataset is loaded, the grid built, the units already in an existing
-    results store skipped and the preflight run on the rest. Only then is the folder
+    results store or in the shared unit cache skipped and the preflight run on the rest
+    (a cached unit needs no codec here). Only then is the folder
     created, locked, ``config.yaml`` written and the store opened for writing: a run that
     cannot start (bad dataset, missing weights or codec) creates nothing.
     """
@@ -275,7 +279,9 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
         if (folder / STORE_NAME).exists():  # a rerun: only the remaining units need to be able to run
             with ResultsStore(folder / STORE_NAME) as store:
                 finished = _finished(store, folder, config.keep)
-        preflight(_pending(all_jobs, finished)[0], tasks)
+        cache = held.enter_context(UnitCache(resolve_cache_dir(config.cache)))
+        pending = _pending(all_jobs, finished)[0]
+        preflight(_pending(pending, _cached_keys(cache, pending, folder, config.keep))[0], tasks)  # cached: not run
         check_report_formats(config)  # e.g. a CTTC report the template cannot hold: refused before any work
 
         create_output_folder(folder)
@@ -289,11 +295,14 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             store.set_grid([(point.label, point.quality, point.scale, task, image_id, key)
                             for (point, task), by_image in keys.items() for image_id, key in by_image.items()])
             todo, cached = _pending(all_jobs, _finished(store, folder, config.keep))  # again, now under the lock
-            write_manifest(folder, build_manifest(config, {j.point.label: (j.point.codec, thaw_params(j.point.params))
-                                                           for j in all_jobs if not j.point.is_reference},
-                                                  task_ids))
+            todo, summary.units_from_cache = _copy_from_cache(cache, store, todo, folder, config.keep)
+            manifest = build_manifest(config, {j.point.label: (j.point.codec, thaw_params(j.point.params))
+                                               for j in all_jobs if not j.point.is_reference}, task_ids)
+            write_manifest(folder, manifest)
             summary.units_total = sum(len(job.task_keys) for job in all_jobs)
-            summary.units_cached = cached
+            summary.units_cached = cached + summary.units_from_cache
+            names = {job.point.label: job.point.codec or REFERENCE for job in all_jobs}  # the cache's codec column
+            models = {spec.label: spec.model for spec in tasks}  # and its task column
             remaining = Counter((job.point.label, job.point.quality, job.point.scale) for job in todo)
             known: dict[PointLabel, Point] = {}  # points aggregated for the progress lines, reused by the reports
             bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
@@ -302,6 +311,8 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                     store.put(row)
                     summary.units_computed += 1
                     summary.units_failed += row.status == "failed"
+                if cache.enabled:  # after the run's own store, its source of truth
+                    cache.add(replace(row, codec=names[row.codec], task=models[row.task]) for row in rows)
                 bar.update(len(rows))
                 point_key = (rows[0].codec, rows[0].quality, rows[0].scale) if rows else None
                 if point_key is not None:
@@ -309,13 +320,23 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                     if remaining[point_key] == 0 and not quiet:
                         bar.write(_point_line(store, keys, point_key, dataset, config, known))
             bar.close()
+            write_manifest(folder, {**manifest, "units": _units_record(summary, cache)})  # where the units came from
             summary.reports = write_report_formats(config, dataset, folder, log=None if quiet else log, known=known)
     summary.wall_s = time.perf_counter() - started
     if not quiet:
         log(f"done in {summary.wall_s:.1f} s: {summary.units_computed} units computed "
-            f"({summary.units_failed} failed), {summary.units_cached} cache hits of {summary.units_total}; "
+            f"({summary.units_failed} failed), {summary.units_cached} cache hits of {summary.units_total}"
+            f"{'' if cache.path is None else f' ({summary.units_from_cache} from the shared cache {cache.path})'}; "
             f"reports in {folder}")
     return summary
+
+
+def _units_record(summary: RunSummary, cache: UnitCache) -> dict[str, Any]:
+    """The manifest's ``units``: how many units of this invocation were already in the folder's store, copied from
+    the shared unit cache (and which), computed, failed."""
+    return {"total": summary.units_total, "in_store": summary.units_cached - summary.units_from_cache,
+            "from_cache": summary.units_from_cache, "computed": summary.units_computed,
+            "failed": summary.units_failed, "cache": None if cache.path is None else str(cache.path)}
 
 
 def _finished(store: ResultsStore, folder: Path, keep: list[str]) -> set[str]:
@@ -324,11 +345,39 @@ def _finished(store: ResultsStore, folder: Path, keep: list[str]) -> set[str]:
     finished = store.finished_keys()
     if not keep:
         return finished
+    return {row.key for row in store.rows(finished, with_predictions=False) if _has_kept(row, folder, keep)}
+
+
+def _has_kept(row: UnitRow, folder: Path, keep: list[str]) -> bool:
+    """Whether every object ``keep`` asks for of ``row``'s unit is in ``folder`` (always, for the reference)."""
+    if not keep or row.codec == REFERENCE:
+        return True
     from vcm_plugin.pipeline.objects import kept_paths
 
-    return finished - {row.key for row in store.rows(finished, with_predictions=False)
-                       if row.codec != REFERENCE and (row.bitstream_sha256 is None or not all(
-                           p.exists() for p in kept_paths(folder, keep, row.bitstream_sha256, row.decoded_sha256)))}
+    return row.bitstream_sha256 is not None and all(
+        p.exists() for p in kept_paths(folder, keep, row.bitstream_sha256, row.decoded_sha256))
+
+
+def _cached_keys(cache: UnitCache, jobs: list[Job], folder: Path, keep: list[str]) -> set[str]:
+    """Keys of the units of ``jobs`` that the shared cache can give (with their ``keep`` objects in ``folder``)."""
+    wanted = {key for job in jobs for _, key in job.task_keys}
+    return {row.key for row in cache.rows(wanted, with_predictions=False) if _has_kept(row, folder, keep)}
+
+
+def _copy_from_cache(cache: UnitCache, store: ResultsStore, jobs: list[Job], folder: Path,
+                     keep: list[str]) -> tuple[list[Job], int]:
+    """Copy the units of ``jobs`` that the shared cache holds into the run's ``store``, under this run's labels;
+    the jobs left to compute, and how many units were copied. A cached unit whose ``keep`` objects are not in
+    ``folder`` is computed (which writes them)."""
+    where = {key: (job, task) for job in jobs for task, key in job.task_keys}
+    copied: set[str] = set()
+    for row in cache.rows(set(where)):
+        job, task = where[row.key]
+        if _has_kept(row, folder, keep):
+            store.put(replace(row, codec=job.point.label, quality=job.point.quality, scale=job.point.scale,
+                              task=task, image_id=str(job.sample.image_id)))
+            copied.add(row.key)
+    return _pending(jobs, copied)
 
 
 def _pending(all_jobs: list[Job], finished: set[str]) -> tuple[list[Job], int]:

@@ -3,7 +3,8 @@
 :mod:`vcm_plugin.results.store` holds the results store (one SQLite file per output folder,
 one row per finished unit) and :data:`REFERENCE`, the codec label of the uncompressed
 reference point; :mod:`vcm_plugin.results.tables` the one :func:`aggregate` of a point's units
-and :func:`load`, the per-point and per-image tables of a run folder.
+and :func:`load`, the per-point and per-image tables of a run folder; :mod:`vcm_plugin.results.cache`
+the shared unit cache (a store of the same rows that runs in other folders reuse).
 """
 
 from vcm_plugin.results.store import REFERENCE, ResultsStore, StoreError, UnitRow

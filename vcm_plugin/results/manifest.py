@@ -5,7 +5,9 @@ codec is used, the CPU (model and ISA flags, which decide the SIMD kernels of en
 of learned models), the thread settings, the SHA-256 of the config, the task models'
 identities (weights SHA-256) and each codec entry's profile (parameters, pixel format,
 encoder version). Written by every ``vcm run`` at its start (the latest invocation's
-machine); ``vcm verify`` compares two runs' manifests with :func:`manifest_differences`.
+machine), and again at its end with ``units``: how many of its units were already in the
+folder's store, copied from the shared unit cache, computed or failed; ``vcm verify`` compares
+two runs' manifests with :func:`manifest_differences` (``units`` left out).
 Anything that cannot be obtained is written as a sentence saying why, never left out.
 """
 
@@ -36,9 +38,11 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VEC
 
 
 def config_sha256(config: RunConfig) -> str:
-    """Hex SHA-256 of the canonical JSON of the validated config, without ``output`` (where, not what)."""
+    """Hex SHA-256 of the canonical JSON of the validated config, without ``output`` and ``cache`` (where, not
+    what)."""
     data = config.model_dump(mode="json")
     data.pop("output", None)
+    data.pop("cache", None)
     return json_sha256(data)
 
 
@@ -185,8 +189,9 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def manifest_differences(a: dict[str, Any], b: dict[str, Any],
-                         ignore: tuple[str, ...] = ("created",)) -> list[tuple[str, Any, Any]]:
-    """(dotted key, value in ``a``, value in ``b``) of every entry that differs (``None`` where absent)."""
+                         ignore: tuple[str, ...] = ("created", "units")) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in ``a``, value in ``b``) of every entry that differs (``None`` where absent); ``ignore``:
+    the top-level entries that tell when and how, not with what (``units``: how many units came from where)."""
     fa, fb = flatten({k: v for k, v in a.items() if k not in ignore}), flatten(
         {k: v for k, v in b.items() if k not in ignore})
     return [(key, fa.get(key), fb.get(key)) for key in sorted(fa.keys() | fb.keys()) if fa.get(key) != fb.get(key)]

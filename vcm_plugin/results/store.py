@@ -5,7 +5,9 @@ Its key is the SHA-256 of a canonical JSON of everything that determines the row
 (codec name, parameters and version, quality, scale, task-model identity including
 the weights hash, dataset identity, image id), so changing any of them never reuses
 a stale row. Each row is committed on its own (WAL journal), so a kill -9 loses at
-most the unit in flight. Only one process (the run's parent) writes.
+most the unit in flight. Only one process (the run's parent) writes a run's store; the
+shared unit cache (:mod:`vcm_plugin.results.cache`) is a store of the same format that
+several runs open at once.
 
 Per-image metrics have one REAL column each, named by
 :data:`~vcm_plugin.images.metrics.IMAGE_METRICS` (added to older stores on opening; rows stored
@@ -120,30 +122,57 @@ _ADDED_COLUMNS = {"side_info_bits": "INTEGER", "estimated_bits": "REAL", "bitstr
                   "decoded_sha256": "TEXT"}
 
 
+_KEYS_PER_QUERY = 500  # keys per SELECT ... WHERE key IN (...) (SQLite allows 32766 parameters)
+
+
 class ResultsStore(contextlib.AbstractContextManager):
     """SQLite results of a run folder; a context manager that closes it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+        """Open (creating) the store at ``path``; ``timeout``: seconds to wait while another connection writes.
+
+        Several processes may open one file at once (the shared unit cache, :mod:`vcm_plugin.results.cache`):
+        columns and the schema row are added under SQLite's write lock, after looking again.
+        """
         self.path = Path(path)
+        db = None
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
-            for name in IMAGE_METRICS.keys() - columns:  # a metric registered after this store was made
-                self._db.execute(f"ALTER TABLE units ADD COLUMN {name} REAL")
-            for name, kind in _ADDED_COLUMNS.items():  # a store made before the column was recorded
-                if name not in columns:
-                    self._db.execute(f"ALTER TABLE units ADD COLUMN {name} {kind}")
+            schema, missing = self._layout()
+            if schema is None or missing:
+                self._db.execute("BEGIN IMMEDIATE")  # another process opening the file now waits, then finds it done
+                try:
+                    schema, missing = self._layout()
+                    if schema is None or schema == str(SCHEMA_VERSION):
+                        for name, kind in missing:  # a metric or column newer than the store
+                            self._db.execute(f"ALTER TABLE units ADD COLUMN {name} {kind}")
+                    if schema is None:
+                        self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                        schema = str(SCHEMA_VERSION)
+                    self._db.execute("COMMIT")
+                finally:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
             self._columns = _COLUMNS + tuple(IMAGE_METRICS)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: results store schema {row[0]}, this version reads {SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+            if schema != str(SCHEMA_VERSION):
+                raise StoreError(f"{self.path}: results store schema {schema}, this version reads {SCHEMA_VERSION}")
+        except (sqlite3.Error, StoreError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open results store {self.path}: {exc}") from exc
+
+    def _layout(self) -> tuple[str | None, list[tuple[str, str]]]:
+        """The stored schema version (None in a new file) and the (column, type) pairs the units table lacks."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(units)")}
+        missing = [(name, "REAL") for name in IMAGE_METRICS if name not in columns]
+        missing += [(name, kind) for name, kind in _ADDED_COLUMNS.items() if name not in columns]
+        return (None if row is None else str(row[0])), missing
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -210,11 +239,16 @@ class ResultsStore(contextlib.AbstractContextManager):
     def rows(self, keys: set[str] | None = None, with_predictions: bool = True) -> Iterator[UnitRow]:
         """Stored rows (restricted to ``keys`` when given), in key order."""
         cols = self._columns if with_predictions else [c if c != "predictions" else "NULL" for c in self._columns]
+        select = f"SELECT {','.join(cols)} FROM units"
         with self._reading():
-            for values in self._db.execute(f"SELECT {','.join(cols)} FROM units ORDER BY key"):
-                if keys is not None and values[0] not in keys:
-                    continue
-                yield self._row(values)
+            if keys is None:
+                yield from map(self._row, self._db.execute(f"{select} ORDER BY key"))
+                return
+            ordered = sorted(keys)  # looked up by key, a chunk at a time: a large store is not scanned
+            for start in range(0, len(ordered), _KEYS_PER_QUERY):
+                chunk = ordered[start:start + _KEYS_PER_QUERY]
+                yield from map(self._row, self._db.execute(
+                    f"{select} WHERE key IN ({','.join('?' * len(chunk))}) ORDER BY key", chunk))
 
     def get(self, key: str) -> UnitRow | None:
         with self._reading():
@@ -224,3 +258,36 @@ class ResultsStore(contextlib.AbstractContextManager):
     def count(self) -> int:
         with self._reading():
             return int(self._db.execute("SELECT COUNT(*) FROM units").fetchone()[0])
+
+    def counts(self) -> list[tuple[str, str, int, float, float]]:
+        """(codec, task, units, first, last) per codec and task column; ``first`` / ``last``: when the oldest and
+        newest of those rows were stored, in Unix seconds."""
+        with self._reading():
+            return [tuple(r) for r in self._db.execute(
+                "SELECT codec, task, COUNT(*), (MIN(created) - 2440587.5) * 86400, (MAX(created) - 2440587.5) * 86400 "
+                "FROM units GROUP BY codec, task ORDER BY codec, task")]
+
+    # -- removing ---------------------------------------------------------------------
+    def delete(self, codec: str | None = None, older_than_days: float | None = None) -> int:
+        """Delete the rows whose ``codec`` column is ``codec`` and / or stored more than ``older_than_days`` days
+        ago (every row when neither is given), committed at once; how many."""
+        where, args = [], []
+        if codec is not None:
+            where.append("codec = ?")
+            args.append(codec)
+        if older_than_days is not None:
+            where.append("created < julianday('now') - ?")
+            args.append(older_than_days)
+        try:
+            return self._db.execute("DELETE FROM units" + (" WHERE " + " AND ".join(where) if where else ""),
+                                    args).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to results store {self.path}: {exc}") from exc
+
+    def compact(self) -> None:
+        """Give the space of deleted rows back to the file system (``VACUUM``; waits for other writers)."""
+        try:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot compact results store {self.path}: {exc}") from exc

@@ -5,7 +5,7 @@ task label, image id); for each pair the unit keys (everything that determines a
 version and parameters, task weights, image file), the status, the SHA-256 of the bitstream and
 of the decoded output, and the predictions (exactly; where they differ, the largest absolute
 difference of each numeric field, e.g. ``scores`` and ``boxes``) are compared. The configs
-(``config.yaml``, without ``output``) and the manifests (``manifest.json``: versions, CPU,
+(``config.yaml``, without ``output`` and ``cache``) and the manifests (``manifest.json``: versions, CPU,
 threads) are compared too; they explain a divergence but do not make one.
 """
 
@@ -141,6 +141,7 @@ def _config_mapping(folder: Path) -> dict[str, Any]:
         return {}
     data = read_yaml_mapping(path)
     data.pop("output", None)
+    data.pop("cache", None)  # where the shared unit cache is: not what was run
     return data
 
 
