@@ -2,8 +2,11 @@
 BD-rates with an image-bootstrap interval, RD figures, and the JSON / Markdown records.
 
 Training runs are exactly ``vcm train direct|feature|codec CONFIG`` (the YAML is written into
-``<output>/configs/``; trained in a pool of ``jobs`` processes with one torch thread each); a run whose
+``<output>/configs/``; trained in a pool of ``jobs`` processes with one torch thread each, on the device
+that ``--device`` names: ``cpu`` by default, ``auto`` / ``cuda`` where torch sees a GPU); a run whose
 ``result.json`` was written by the same config is not retrained (rerunning a script resumes it).
+``--scale F`` multiplies every training step budget of a script (e.g. 10-50 on a GPU machine); the CIFAR-10
+folder is ``--cifar-root``, by default ``$VCM_SHARED/data/cifar10`` (``../shared`` without the variable).
 Evaluation is one ``vcm run`` of the harness (real bitstreams, class-balanced CIFAR-10 test images, task
 model ``cifar10-vgg``, top-1 in percent) into ``<output>/eval/``. Rates are bits per pixel of the 32x32
 original image (bpp), accuracies top-1 in percent.
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_ROOT_DEFAULT = ROOT.parent / "shared" / "data" / "cifar10"
+CIFAR_ROOT_DEFAULT = Path(os.environ.get("VCM_SHARED", ROOT.parent / "shared")) / "data" / "cifar10"
 TASK_MODEL = "cifar10-vgg"
 RD_COLUMNS = ["arm", "codec", "quality", "lmbda", "steps", "bpp", "top1", "images", "train_wall_s",
               "val_bpp", "val_distortion"]
@@ -63,7 +66,12 @@ def base_parser(description: str) -> Any:
     parser.add_argument("--jobs", type=int, default=None, help="training runs / harness workers at once "
                                                                "(default: 1 with --quick, else 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    parser.add_argument("--cifar-root", default=str(CIFAR_ROOT_DEFAULT), help="CIFAR-10 folder (../shared/...)")
+    parser.add_argument("--cifar-root", default=str(CIFAR_ROOT_DEFAULT),
+                        help="CIFAR-10 folder (default $VCM_SHARED/data/cifar10, else ../shared/data/cifar10)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every training step budget by this (default 1; e.g. 10-50 on a GPU machine)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda"],
+                        help="training device (default cpu; auto: CUDA when torch sees it); evaluation stays on CPU")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--replot", action="store_true", help="only redraw DIR/rd.png from the JSON record there")
     return parser
@@ -95,6 +103,16 @@ def machine() -> dict[str, Any]:
     return {"description": machine_description(), "cpus": os.cpu_count(),
             "loadavg": [round(v, 2) for v in os.getloadavg()], "python": sys.version.split()[0],
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def scaled(steps: int, scale: float) -> int:
+    """A step budget times ``--scale`` (at least 1 step)."""
+    return max(1, int(round(steps * scale)))
+
+
+def device_key(args: Any) -> dict[str, str]:
+    """The ``device`` entry of a training config: none on the CPU (the configs stay as before), else ``args.device``."""
+    return {} if args.device == "cpu" else {"device": args.device}
 
 
 def cifar_data(root: str | Path, crop: int = 32, batch_size: int = 16, quick: bool = False,
@@ -130,15 +148,35 @@ def _train_worker(kind: str, config_path: str, threads: int) -> dict[str, Any]:
     return train(config, kind, Path(config.output))
 
 
-def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[str], None]) -> dict[str, dict]:
+class worker_pool:  # noqa: N801 (a context manager used like a function)
+    """``with worker_pool(jobs) as pool``: one pool of ``jobs`` spawned training processes for several
+    :func:`train_runs` calls (each worker starts torch / CUDA once); None (in-process) for ``jobs`` <= 1."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs, self.pool = jobs, None
+
+    def __enter__(self) -> Any:
+        if self.jobs > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"))
+        return self.pool
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[str], None], pool: Any = None,
+               tolerate: bool = False) -> dict[str, dict]:
     """Train every run, ``jobs`` at a time (see the module docstring); returns name -> its ``result.json``.
 
     Each config is written to ``configs/<name>.yaml`` and trained exactly as ``vcm train KIND <that file>``
-    (same schema, same trainer), in-process for ``jobs`` 1, else in a pool of ``jobs`` worker processes.
+    (same schema, same trainer), in-process for ``jobs`` 1, else in ``pool`` (:class:`worker_pool`) or a pool of
+    ``jobs`` worker processes made for this call. ``tolerate``: a run that fails (e.g. a non-finite loss) is
+    logged and returned as ``{"failed": message, "wall_s": nan, "val": {}}`` instead of stopping every run.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     import yaml
 
     (out / "configs").mkdir(parents=True, exist_ok=True)
@@ -162,25 +200,49 @@ def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[st
         log(f"{len(results)} runs already trained with the same config: kept")
     log(f"training {len(todo)} runs, {jobs} at a time")
 
-    def done(run: TrainRun, result: dict[str, Any]) -> None:
+    def done(run: TrainRun, get: Callable[[], dict[str, Any]]) -> None:
+        try:
+            result = get()
+        except Exception as exc:  # a worker's TrainingError (NaN loss, ...) or a crashed worker
+            if not tolerate:
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            results[run.name] = {"failed": f"{type(exc).__name__}: {first}", "wall_s": math.nan, "val": {}}
+            log(f"  {run.name}: FAILED ({results[run.name]['failed']})")
+            return
         results[run.name] = result
         log(f"  {run.name}: {result['steps']} steps in {result['wall_s']:.0f} s, val bpp {result['val']['bpp']:.3f}")
 
+    def submit(executor: Any) -> list[tuple[TrainRun, Any]]:
+        return [(run, executor.submit(_train_worker, run.kind, path, threads)) for run, path, threads in todo]
+
     if jobs <= 1:
         for run, path, threads in todo:
-            done(run, _train_worker(run.kind, path, threads))
+            done(run, lambda: _train_worker(run.kind, path, threads))  # noqa: B023 (called at once)
+        return {run.name: results[run.name] for run in runs}
+    from concurrent.futures.process import BrokenProcessPool
+
+    futures = None
+    if pool is not None:
+        try:
+            futures = submit(pool)
+        except BrokenProcessPool:  # a worker died in an earlier call (e.g. killed): a new pool for this one
+            log("the shared worker pool is broken: a new pool for these runs")
+    if futures is not None:
+        for run, future in futures:
+            done(run, future.result)
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [(run, pool.submit(_train_worker, run.kind, path, threads)) for run, path, threads in todo]
-            for run, future in futures:
-                done(run, future.result())
+        with worker_pool(jobs) as own:
+            for run, future in submit(own):
+                done(run, future.result)
     return {run.name: results[run.name] for run in runs}
 
 
 # -- evaluation ---------------------------------------------------------------------------------
 def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Path, max_images: int, jobs: int,
-             log: Callable[[str], None]) -> dict[str, Any]:
-    """One harness run of ``codecs`` (label -> codec entry) on class-balanced CIFAR-10 test images.
+             log: Callable[[str], None], name: str = "") -> dict[str, Any]:
+    """One harness run of ``codecs`` (label -> codec entry) on class-balanced CIFAR-10 test images, into
+    ``out/eval`` (``out/eval/<name>`` with a ``name``).
 
     Returns ``{"points": [{codec, quality, bpp, top1, images, failed}], "uncompressed_top1", "wall_s",
     "per_image": {(codec, quality): PerImage (bits, pixels, top-1) in one image order}, "image_ids"}``.
@@ -191,15 +253,16 @@ def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Pat
     from vcm_plugin.pipeline.run import run
     from vcm_plugin.results import REFERENCE, load
 
-    folder = out / "eval"
+    folder = out / "eval" / name if name else out / "eval"
     if folder.exists():  # stale rows of other weights would be mixed into the per-image bootstrap
         shutil.rmtree(folder)
-    config = {"name": f"{out.name}-eval", "output": str(folder),
+    config = {"name": f"{out.name}-eval" + (f"-{name}" if name else ""), "output": str(folder),
               "dataset": {"name": "cifar10", "root": str(cifar_root), "split": "test", "max_images": max_images},
               "tasks": {"classification": {"model": TASK_MODEL}}, "codecs": codecs, "anchors": [],
               "non_monotonic": "envelope"}
     (out / "configs").mkdir(parents=True, exist_ok=True)
-    (out / "configs" / "eval.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    record = out / "configs" / (f"eval-{name}.yaml" if name else "eval.yaml")
+    record.write_text(yaml.safe_dump(config, sort_keys=False))
     log(f"evaluating {sum(len(c['qualities']) for c in codecs.values())} codec points on {max_images} images")
     summary = run(config_from_dict(config), jobs=jobs, quiet=True)
     if summary.units_failed:
@@ -337,12 +400,13 @@ def rd_rows(arms: dict[str, dict[str, Any]], evaluation: dict[str, Any], results
     for label, arm in arms.items():
         for q, (name, lmbda) in enumerate(zip(arm["runs"], arm["lmbdas"]), start=1):
             point = next((p for p in evaluation["points"] if p["codec"] == label and p["quality"] == q), None)
-            res = results[name]
+            res = results[name]  # a failed run ({"failed": ...}, see train_runs) has no point
             rows.append({"arm": label, "codec": res.get("codec", "compressai"), "quality": q, "lmbda": lmbda,
                          "steps": arm["steps"], "bpp": point["bpp"] if point else math.nan,
                          "top1": point["top1"] if point else math.nan, "images": point["images"] if point else 0,
                          "train_wall_s": res["wall_s"], "val_bpp": res["val"].get("bpp"),
-                         "val_distortion": res["val"].get("distortion", res["val"].get("mse"))})
+                         "val_distortion": res["val"].get("distortion", res["val"].get("mse")),
+                         **({"failed": res["failed"]} if "failed" in res else {})})
     return rows
 
 

@@ -73,7 +73,7 @@ def supervised_config(lmbda: float, cfg: dict[str, Any], args: Any) -> dict[str,
             "init_image_codec": f"vcm-hyperprior-q{INIT_QUALITY}",
             "data": C.cifar_data(args.cifar_root, 32, cfg["batch_size"], args.quick),
             "steps": cfg["steps"], "lr": cfg["lr"], "warmup_steps": cfg["warmup_steps"], "seed": args.seed,
-            "threads": args.threads, "checkpoint_every": cfg["steps"], "val_every": cfg["steps"]}
+            "threads": args.threads, "checkpoint_every": cfg["steps"], "val_every": cfg["steps"], **C.device_key(args)}
 
 
 def unsupervised_config(lmbda: float, cfg: dict[str, Any], args: Any) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def unsupervised_config(lmbda: float, cfg: dict[str, Any], args: Any) -> dict[st
             "lmbda": lmbda, "distortion": "mse", "init_from": init_file(),
             "data": C.cifar_data(args.cifar_root, 64, cfg["batch_size"], args.quick, small_images="pad"),
             "steps": cfg["steps"], "lr": cfg["lr"], "warmup_steps": cfg["warmup_steps"], "seed": args.seed,
-            "threads": args.threads, "checkpoint_every": cfg["steps"], "val_every": cfg["steps"]}
+            "threads": args.threads, "checkpoint_every": cfg["steps"], "val_every": cfg["steps"], **C.device_key(args)}
 
 
 def verdict(entry: dict[str, Any]) -> str:
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key):
             cfg[key] = [float(v) for v in getattr(args, key).split(",")]
     cfg.update({k: getattr(args, k) for k in ("steps", "max_images", "lr") if getattr(args, k)})
+    cfg.update(steps=C.scaled(cfg["steps"], args.scale), warmup_steps=C.scaled(cfg["warmup_steps"], args.scale),
+               scale=args.scale)
     machine_start = C.machine()
 
     arms: dict[str, dict[str, Any]] = {}

@@ -60,7 +60,7 @@ def train_config(point: str, lmbda: float, cfg: dict[str, Any], args: Any) -> di
             "data": C.cifar_data(args.cifar_root, 32, cfg["batch_size"], args.quick),
             "steps": cfg["steps"], "lr": cfg["lr"], "warmup_steps": min(cfg["warmup_steps"], cfg["steps"] // 4),
             "seed": args.seed, "threads": args.threads, "checkpoint_every": cfg["steps"],
-            "val_every": cfg["steps"]}
+            "val_every": cfg["steps"], **C.device_key(args)}
 
 
 def verdict(entries: list[dict[str, Any]]) -> str:
@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key):
             cfg[key] = [float(v) for v in getattr(args, key).split(",")]
     cfg.update({k: getattr(args, k) for k in ("steps", "max_images") if getattr(args, k)})
+    cfg.update(steps=C.scaled(cfg["steps"], args.scale), warmup_steps=C.scaled(cfg["warmup_steps"], args.scale),
+               scale=args.scale)
     points = [p.strip() for p in args.points.split(",")] if args.points else cfg["points"]
     cfg["points"] = points
     unknown = [p for p in points if p not in POINTS]

@@ -9,7 +9,9 @@ the verdicts read from each step's JSON. A step that fails is reported as failed
 the others still run, and the exit status is 1.
 
 Usage: ``python experiments/run_all.py [--quick] [--seed S] [--jobs J] [--results DIR] [--report FILE]
-[--only name,name] [--report-only]``. Full scale takes about an hour on 2 cores (``--jobs 2``).
+[--only name,name] [--report-only]``. Full scale takes about two hours on 2 cores (``--jobs 2``), most of it
+claim (i)'s four arms at 300 and 1,200 steps; ``experiments/gpu_claim1.sh`` runs claim (i)'s whole ladder on a
+GPU machine, into a folder that is reported beside claim (i) once committed as ``results/claim1_parity_gpu/``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ STEPS = {  # name -> (title in the summary, takes --jobs)
     "claim3_depth": ("(iii) deeper distillation is better", True),
     "claim4_rho": ("(iv) task appropriateness ρ rises with depth", False),
 }
+#: result folders made elsewhere and committed (not run here), reported after their step when they exist:
+#: folder -> (title in the summary, the step whose script wrote it)
+EXTRA = {"claim1_parity_gpu": ("(i) Theorem 1 at GPU scale (`experiments/gpu_claim1.sh`, committed results)",
+                               "claim1_parity")}
 
 
 def run_step(name: str, args: argparse.Namespace, results: Path) -> dict[str, Any]:
@@ -75,9 +81,10 @@ def summary_row(name: str, folder: Path) -> tuple[str, str]:
     if name == "toy_fig2":
         return ("ρ(hidden) > ρ(input): " + ("yes" if data["rho_hidden_greater"] else "no"),
                 f"ρ(input) {data['rho_input']['rho']:.3f}, ρ(hidden) {data['rho_hidden']['rho']:.3f}")
-    if name == "claim1_parity":
-        return data["verdict"], "; ".join(f"{b['budget_steps']} steps, direct vs feature: {fmt_both(b)}"
-                                          for b in data["bd"])
+    if name == "claim1_parity":  # each direct arm against model splitting at the largest budget it ran
+        last = {b.get("arm", "direct"): b for b in data["bd"]}
+        return data["verdict"], "; ".join(f"{arm} vs feature, {b['budget_steps']} steps: {fmt_both(b)}"
+                                          for arm, b in last.items())
     if name == "claim2_supervised":
         return data["verdict"], f"supervised vs unsupervised: {fmt_both(data['bd'])}"
     if name == "claim3_depth":
@@ -158,13 +165,20 @@ def assemble(args: argparse.Namespace, results: Path, report: Path, steps: dict[
                          for n, s in steps.items()),
              f"- Command: `{info['command']}`", "",
              "## Summary", "", "| claim | does our measurement support it? | numbers |", "|---|---|---|"]
+    extras = {base: [(folder, title) for folder, (title, b) in EXTRA.items() if b == base
+                     and (results / folder / "REPORT_section.md").exists()] for base in STEPS}
     for name, (title, _) in STEPS.items():
         verdict, numbers = summary_row(name, results / name)
         lines.append(f"| {title} | {verdict} | {numbers} |")
+        for folder, extra_title in extras[name]:
+            verdict, numbers = summary_row(name, results / folder)
+            lines.append(f"| {extra_title} | {verdict} | {numbers} |")
     lines += ["", "Verdict rules are fixed in each script's docstring before the run (bootstrap intervals over the "
               "test images); BD-rate: negative = fewer bits for the same top-1.", ""]
     for name in STEPS:
         lines.append(section_text(name, results / name, results_rel, steps.get(name)))
+        for folder, _ in extras[name]:
+            lines.append(section_text(folder, results / folder, results_rel, None))
     text = "\n".join(lines)
     report.write_text(text)
     return text

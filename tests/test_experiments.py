@@ -24,6 +24,7 @@ def load_script(name: str):
     sys.path.insert(0, str(EXPERIMENTS))
     spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -121,3 +122,28 @@ def test_verdict_rules_can_say_no() -> None:
     assert c3.verdict([entry, {**entry, "ci95": [-10.0, 5.0]}]) == "contradicted"
     assert c1.verdict({**entry, "bd_rate_pct": 3.0, "ci95": [-8.0, 12.0]}) == "supported"
     assert c2.verdict({**entry, "bd_rate_pct": None}) == "contradicted (by BD-top1)"
+
+
+def test_claim1_pilot_rules_overall_verdict_and_time_guard_are_the_docstrings() -> None:
+    c1 = load_script("claim1_parity")
+    grid = c1.PILOT["lmbdas"]  # [0.3, 1, 3, 10, 30, 100, 300, 1000]
+    # one below the smallest lambda whose top-1 agreement reaches the threshold, moved down to fit 6
+    assert c1.choose_grid(grid, [0.1, 0.1, 0.12, 0.2, 0.35, 0.5, 0.6, 0.6], 6, 0.3) == grid[2:]
+    assert c1.choose_grid(grid, [0.1, 0.4, 0.5, 0.6, 0.65, 0.7, 0.7, 0.7], 6, 0.3) == grid[:6]
+    assert c1.choose_grid(grid, [0.1] * 8, 6, 0.3) == grid[2:]  # nothing informative: the largest
+    assert c1.choose_grid(grid, [None, 0.5] + [0.6] * 6, 6, 0.3) == grid[:6]
+    ok = {"val": {"loss": 2.0}}
+    assert c1.choose_lr({2e-4: [ok, {"val": {"loss": 4.0}}], 5e-4: [ok, {"val": {"loss": 3.0}}],
+                         1e-3: [ok, {"failed": "nan", "val": {}}]}) == 5e-4
+    assert c1.choose_lr({5e-4: [ok], 2e-4: [ok]}) == 2e-4  # ties: the smaller lr
+    assert c1.overall({"a": "not supported at 300 steps", "b": "supported (by BD-top1) at 300 steps"}) \
+        == "supported (b)"
+    assert c1.overall({"a": "not supported at 300 steps", "b": "not supported at 300 steps"}).startswith("not")
+    assert c1.overall({"a": "not supported", "b": "inconclusive"}) == "inconclusive"
+    hp = {a: {"lmbdas": [1.0] * 6} for a in c1.ARMS}
+    prev = {"train_s": 100.0, "runs": 24, "steps": 300, "eval_s": 24.0, "points": 24}  # 1/72 s per step
+    arms = list(c1.ARMS)
+    assert c1.fit_rung(arms, hp, 1200, prev, 50.0, 10_000) == (arms, "")
+    fits, why = c1.fit_rung(arms, hp, 4800, prev, 50.0, 50 + 2 * 6 * 4800 / 72 + 12 + c1.MARGIN_S + 1)
+    assert fits == arms[:2] and "time guard" in why
+    assert c1.fit_rung(arms, hp, 4800, prev, 50.0, 100.0)[0] == []

@@ -374,3 +374,67 @@ def test_check_codec_passes_for_the_trained_task_codecs(trained, kind, codec_nam
     assert report.passed, [(c.check, c.detail) for c in report.failed]
     rate = report.result("rate monotone")  # one checkpoint for every index: one trained point
     assert rate.status == "n/a" and "loads the same weights" in rate.detail
+
+
+# -- direct coding that starts as the split codec; training device ------------------------------
+def test_encoder_front_direct_codec_is_the_split_codec_while_its_front_is_frozen(shared: Path, tmp_path: Path,
+                                                                                 cifar, cifar_images) -> None:
+    """``arch.encoder: front``: a front copy + the feature codec's analysis. With the same seed and the front
+    frozen for every step it trains exactly as the feature codec (same weights, same bitstreams); unfrozen,
+    the front copy moves away from the task model's front (which itself stays frozen)."""
+    feature = _config(shared, tmp_path / "feature", kind="feature", arch={"N": 16, "M": 24, "down": 1}, steps=6)
+    frozen = _config(shared, tmp_path / "frozen", kind="direct", arch={"N": 16, "M": 24, "down": 3, "encoder": "front"},
+                     steps=6, front_frozen_steps=6)
+    thawed = {**frozen, "output": str(tmp_path / "thawed"), "front_frozen_steps": 3}
+    for data, name in ((feature, "feature"), (frozen, "frozen"), (thawed, "thawed")):
+        assert main(["train", str(_write(tmp_path, data, f"{name}.yaml")), "--quiet"]) == 0
+    exports = {n: torch.load(tmp_path / n / "model.pt", weights_only=True) for n in ("feature", "frozen", "thawed")}
+    assert exports["frozen"]["net"]["encoder"] == "front" and exports["frozen"]["paradigm"] == "direct"
+    ours = exports["frozen"]["state_dict"]
+    split = exports["feature"]["state_dict"]
+    assert set(split) == {k for k in ours if not k.startswith("front_encoder.")}
+    for key, value in split.items():
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=1e-6, msg=key)
+    front = split_adapter(cifar, "block2").front_module().state_dict()
+    assert all(torch.equal(ours[f"front_encoder.{k}"], v) for k, v in front.items())  # never trained
+    moved = exports["thawed"]["state_dict"]
+    assert any(not torch.equal(moved[f"front_encoder.{k}"], v) for k, v in front.items() if v.is_floating_point())
+    assert not any(p.requires_grad for p in cifar.network().parameters())
+    # in the harness: the direct codec (image in) makes the feature codec's strings for the same image
+    direct = get_codec("direct", task_model="cifar10-vgg", cut="block2", checkpoint=str(tmp_path / "frozen/model.pt"))
+    split_codec = get_codec("feature-learned", task_model="cifar10-vgg", cut="block2",
+                            checkpoint=str(tmp_path / "feature/model.pt"))
+    for image in cifar_images[:3]:
+        a, b = direct.encode(image, 1), split_codec.encode(image, 1)
+        assert a.data[6:] == b.data[6:]  # after version, paradigm and the 4-byte checkpoint tag
+        assert tuple(direct.decode(a).tensor.shape) == (1, 64, 8, 8)
+    result = json.loads((tmp_path / "frozen" / "result.json").read_text())
+    assert result["device"] == "cpu"  # the default
+    assert result["val"]["bpp"] == pytest.approx(json.loads((tmp_path / "feature" / "result.json").read_text())
+                                                 ["val"]["bpp"])
+
+
+def test_encoder_front_takes_a_plain_decoder_and_is_for_direct_coding(shared: Path, tmp_path: Path) -> None:
+    for kind, arch, match in (("direct", {"encoder": "front", "decoder": "front"}, "takes arch.decoder: 'plain'"),
+                              ("direct", {"encoder": "front", "down": 2}, "must exceed the cut's 2"),
+                              ("feature", {"encoder": "front", "down": 1}, "'front' is for direct coding")):
+        config = TaskCodecTrainConfig(**_config(shared, tmp_path / kind, arch=arch))
+        with pytest.raises(TrainingError, match=match):
+            task_codec.train(config, kind, tmp_path / kind)
+
+
+def test_training_device_resolves_and_the_device_front_is_the_adapters_front(cifar, cifar_images) -> None:
+    from vcm_plugin.training.codec import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="torch sees 0 CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="device"):
+        TaskCodecTrainConfig(**{**_config(Path("/x"), Path("/y")), "device": "gpu"})
+    # the copy a CUDA run uses computes exactly what SplitAdapter.front does (here on the CPU)
+    adapter = split_adapter(get_task_model("cifar10-vgg"), "block2")
+    front = task_codec.device_front(adapter, "cpu", copy=True)
+    x = torch.cat([adapter.input_tensor(im) for im in cifar_images[:4]])
+    assert torch.equal(front(x), split_adapter(cifar, "block2").front(x))

@@ -152,3 +152,29 @@ def test_grid_trains_each_point_once_and_resumes_an_unfinished_one(config_file: 
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert main(["train", "codec", str(config_file), "--grid", "1:0.01:2", "2:x:3"]) == 2  # names the bad point
     assert main(["train", "codec", str(config_file), f"output={tmp_path}/same", "--grid", "1:0.01:2", "2:0.02:3"]) == 2
+
+
+def test_decoded_training_images_are_kept_per_process_until_a_file_changes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"im{i}.png")
+        Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(files[-1])
+    first = trainer.load_images(files, 16)
+    assert trainer.load_images(files, 16) is first and not first[0].flags.writeable  # shared, read-only
+    assert trainer.load_images(files, 24) is not first  # another padding is another list
+    Image.fromarray(np.full((30, 24, 3), 7, np.uint8)).save(files[1])  # the file changes: decoded again
+    again = trainer.load_images(files, 16)
+    assert again is not first and again[1].shape == (30, 24, 3) and int(again[1][0, 0, 0]) == 7
+
+
+def test_device_is_a_resumable_setting_and_auto_trains_here(config_file: Path) -> None:
+    config = load_model_config(config_file, CodecTrainConfig)
+    assert config.device == "cpu" and "device" in trainer.RESUMABLE
+    result = trainer.train(config.model_copy(update={"device": "auto", "steps": 3, "val_every": 3}),
+                           Path(config.output))
+    assert result["device"] == ("cpu" if not torch.cuda.is_available() else result["device"])
+    assert result["val"] == {k: v for k, v in result["history"][-1].items() if k != "step"}  # validated once
+    with pytest.raises(ValueError, match="device"):
+        CodecTrainConfig(**{**yaml.safe_load(config_file.read_text()), "device": "tpu"})

@@ -48,7 +48,7 @@ def read_task_codec(path: str | Path) -> dict[str, Any]:
 def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None,
                     adapter: Any = None) -> tuple[Any, dict[str, Any]]:
     """(network ready for real coding, export dict); ``binding`` (task model, weights, cut) must match;
-    ``adapter`` (the task model cut) builds the front copy of ``decoder: front`` networks."""
+    ``adapter`` (the task model cut) builds the front copy of ``decoder: front`` / ``encoder: front`` networks."""
     data = read_task_codec(path)
     if binding is not None:
         theirs = data.get("binding", {})
@@ -59,7 +59,8 @@ def load_task_codec(path: str | Path, binding: dict[str, Any] | None = None,
                                            f"model or cut point ({'; '.join(diff)})")
     try:
         config = TaskNetConfig(**data["net"])
-        front = adapter.front_module() if config.decoder == "front" and adapter is not None else None
+        front = adapter.front_module() if "front" in (config.decoder, config.encoder) and adapter is not None \
+            else None
         net = build_task_net(config, front)
         state = {k: v.float() if v.is_floating_point() else v for k, v in data["state_dict"].items()}  # fp16 exports
         net.load_state_dict(with_default_bounds(state, net))

@@ -13,6 +13,12 @@ One CompressAI ``CompressionModel`` covers both paradigms of ../shared/PAPER_NOT
   from "image codec + task model" and learns from the task distortion end to end; it can
   start from a trained CompressAI image codec of the same N, M (``init_image_codec``).
   Only Ŷ1 is ever a target: the intermediate 3-channel tensor is free to be anything.
+* **direct** with ``encoder: front``: the image encoder is a trainable copy of the task
+  model's front layers (X -> Y1) followed by exactly the feature codec's analysis over Y1
+  (``up`` stride-2 steps, the same standardisation and padding), and the latent decoder is
+  the feature codec's (``plain``). Built with the same seed, it is the split (feature) codec
+  at step 0: same weights, same bitstreams; training may then change the front copy too
+  (:meth:`TaskCodecNet.set_front_trainable` freezes / unfreezes it).
 * **feature** (``in_channels = C1``): the same analysis / synthesis pair over Y1 itself
   (model splitting), with ``down == up``.
 
@@ -59,6 +65,7 @@ class TaskNetConfig:
     entropy: Literal["hyperprior", "factorized"] = "hyperprior"
     res_blocks: int = 2
     decoder: Literal["plain", "front"] = "plain"
+    encoder: Literal["plain", "front"] = "plain"
 
     def __post_init__(self) -> None:
         if self.paradigm not in ("direct", "feature") or self.entropy not in ("hyperprior", "factorized"):
@@ -69,11 +76,22 @@ class TaskNetConfig:
             raise ValueError(f"up ({self.up}) cannot exceed down ({self.down})")
         if self.decoder == "front" and (self.paradigm != "direct" or self.in_channels != 3):
             raise ValueError("decoder 'front' is for direct coding of RGB images")
+        if self.encoder not in ("plain", "front") or self.decoder not in ("plain", "front"):
+            raise ValueError(f"encoder {self.encoder!r} / decoder {self.decoder!r} not supported")
+        if self.encoder == "front" and (self.paradigm != "direct" or self.in_channels != 3 or self.decoder != "plain"):
+            raise ValueError("encoder 'front' is for direct coding of RGB images, with decoder 'plain'")
+
+    @property
+    def analysis_channels(self) -> int:
+        """Channels the analysis transform g_a takes: Y1's with ``encoder: front``, else ``in_channels``."""
+        return self.out_channels if self.encoder == "front" else self.in_channels
 
     @property
     def multiple(self) -> int:
-        """Input sizes are padded to a multiple of this many pixels (or Y1 cells)."""
-        return 2 ** (self.down + (2 if self.entropy == "hyperprior" else 0))
+        """Input sizes are padded to a multiple of this many pixels (or Y1 cells; with ``encoder: front`` the
+        Y1 of the front copy is padded, as by the feature codec)."""
+        steps = self.up if self.encoder == "front" else self.down
+        return 2 ** (steps + (2 if self.entropy == "hyperprior" else 0))
 
     @property
     def stride(self) -> int:
@@ -97,10 +115,11 @@ class Normalise(nn.Module):
 
 
 def build_task_net(config: TaskNetConfig, front: Any = None) -> Any:
-    """A fresh :class:`TaskCodecNet`; ``front``: the trainable copy of the
-    task model's front layers that decoder ``front`` ends with (``SplitAdapter.front_module()``)."""
-    if config.decoder == "front" and front is None:
-        raise ValueError("decoder 'front' needs the task model's front module")
+    """A fresh :class:`TaskCodecNet`; ``front``: the trainable copy of the task model's front layers that
+    decoder ``front`` ends with, or encoder ``front`` starts with (``SplitAdapter.front_module()``)."""
+    if "front" in (config.decoder, config.encoder) and front is None:
+        raise ValueError(f"{'decoder' if config.decoder == 'front' else 'encoder'} 'front' needs the task model's "
+                         "front module")
     return TaskCodecNet(config, front)
 
 
@@ -111,9 +130,10 @@ class TaskCodecNet(CompressionModel):
         super().__init__()
         self.config = config
         c, n, m = config, config.N, config.M
-        strides = [1] * max(0, 2 - c.down) + [2] * c.down
+        steps = c.up if c.encoder == "front" else c.down  # stride-2 steps of g_a itself
+        strides = [1] * max(0, 2 - steps) + [2] * steps
         layers: list[nn.Module] = []
-        ch = c.in_channels
+        ch = c.analysis_channels
         for i, s in enumerate(strides):
             last = i == len(strides) - 1
             layers.append(conv(ch, m if last else n, kernel_size=5 if s == 2 else 3, stride=s))
@@ -147,22 +167,31 @@ class TaskCodecNet(CompressionModel):
             self.gaussian_conditional = GaussianConditional(None)
         else:
             self.entropy_bottleneck = EntropyBottleneck(m)
-        for side, channels in (("in", c.in_channels), ("out", c.out_channels)):  # feature statistics
+        for side, channels in (("in", c.analysis_channels), ("out", c.out_channels)):  # feature statistics
             self.register_buffer(f"{side}_mean", torch.zeros(1, channels, 1, 1))
             self.register_buffer(f"{side}_std", torch.ones(1, channels, 1, 1))
+        if c.encoder == "front":  # registered last: the other modules are built (and seeded) as the feature codec's
+            self.front_encoder = front
 
     # -- helpers -------------------------------------------------------------------------
     def set_statistics(self, inputs: torch.Tensor | None, outputs: torch.Tensor) -> None:
         """Per-channel mean / std of feature inputs (feature codecs) and of Y1 targets."""
         pairs = [(outputs, self.out_mean, self.out_std)]
-        if inputs is not None and self.config.paradigm == "feature":
-            pairs.append((inputs, self.in_mean, self.in_std))
+        if inputs is not None and (self.config.paradigm == "feature" or self.config.encoder == "front"):
+            pairs.append((inputs, self.in_mean, self.in_std))  # encoder front: Y1 of the front copy at step 0
         for t, mean, std in pairs:
             mean.copy_(t.mean(dim=(0, 2, 3), keepdim=True))
             std.copy_(t.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3))
 
+    def set_front_trainable(self, trainable: bool) -> None:
+        """Freeze (False) or unfreeze the front copy of ``encoder: front`` (its parameters' ``requires_grad``)."""
+        for p in self.front_encoder.parameters():
+            p.requires_grad_(trainable)
+
     def _analysis_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.paradigm == "feature":
+        if self.config.encoder == "front":
+            x = self.front_encoder(x)
+        if self.config.paradigm == "feature" or self.config.encoder == "front":
             x = (x - self.in_mean) / self.in_std
         k = self.config.multiple
         h, w = x.shape[-2:]
@@ -179,8 +208,9 @@ class TaskCodecNet(CompressionModel):
     def train(self, mode: bool = True) -> Any:
         """Train mode, except the front copy's normalisation layers, which keep the task model's statistics."""
         super().train(mode)
-        if getattr(self, "front_copy", None) is not None:
-            self.front_copy.eval()
+        for name in ("front_copy", "front_encoder"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).eval()
         return self
 
     # -- training ------------------------------------------------------------------------

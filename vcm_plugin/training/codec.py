@@ -60,6 +60,9 @@ class RDTrainingConfig(StrictModel):
     checkpoint_every: int = Field(200, ge=1)
     val_every: int = Field(500, ge=1)
     export_dtype: Literal["float32", "float16"] = "float32"
+    device: str = Field("cpu", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+                        description="where training runs: cpu, cuda[:N], or auto (cuda when torch sees one, else "
+                                    "cpu); exports and validation bitstreams are the same format either way")
 
 
 class CodecTrainConfig(RDTrainingConfig):
@@ -98,9 +101,40 @@ def resolve_images(data: CodecDataConfig, seed: int) -> tuple[list[Path], list[P
     return train, val
 
 
+#: decoded image lists kept by :func:`load_images` in this process (a pool worker training run after run
+#: decodes its data once): at most this many lists, each of at most ``_CACHE_PIXELS`` pixels
+_CACHE: dict[tuple, list[np.ndarray]] = {}
+_CACHE_LISTS, _CACHE_PIXELS = 4, 64 * 2**20
+
+
 def load_images(files: list[Path], min_side: int, small: str = "pad") -> list[np.ndarray]:
     """Decode every file to uint8 RGB. Images with a side below ``min_side`` pixels: ``small`` = ``"error"``
-    (a :class:`TrainingError` naming the file), ``"pad"`` (edge padding) or ``"skip"``."""
+    (a :class:`TrainingError` naming the file), ``"pad"`` (edge padding) or ``"skip"``.
+
+    The result is kept in this process for the next call with the same files (same size and modification
+    time), ``min_side`` and ``small``; its arrays are read-only."""
+    key = (tuple((str(p), *_stat(p)) for p in files), min_side, small)
+    if key in _CACHE:
+        return _CACHE[key]
+    images = _decode(files, min_side, small)
+    if sum(im.shape[0] * im.shape[1] for im in images) <= _CACHE_PIXELS:
+        for im in images:
+            im.flags.writeable = False
+        while len(_CACHE) >= _CACHE_LISTS:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = images
+    return images
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)  # decoding names the file
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _decode(files: list[Path], min_side: int, small: str) -> list[np.ndarray]:
     from vcm_plugin.images.io import read_image
 
     images = []
@@ -142,6 +176,19 @@ def _centre_crop(image: np.ndarray, max_pixels: int) -> np.ndarray:
     return image[y:y + ch, x:x + cw]
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's ``device`` (``auto``: the first CUDA device when torch sees one, else
+    the CPU); a CUDA device that torch does not see is a :class:`TrainingError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= seen:
+        raise TrainingError(f"device {name!r}: torch sees {seen} CUDA device(s) (torch built with CUDA: "
+                            f"{torch.version.cuda is not None}); use device: cpu or auto")
+    return device
+
+
 def lr_at(step: int, config: RDTrainingConfig) -> float:
     """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_fraction`` at ``steps``."""
     if step < config.warmup_steps:
@@ -165,7 +212,7 @@ def exported_state(model: Any, dtype: str, keep_float32: tuple[str, ...] = KEEP_
     are rounded first (so the tables match what is shipped) and stored as float16, but for ``keep_float32``."""
     import copy
 
-    model = copy.deepcopy(model).eval()
+    model = copy.deepcopy(model).cpu().eval()  # exports hold CPU tensors, whatever device trained
     if dtype == "float16":
         with torch.no_grad():
             for p in model.parameters():
@@ -179,16 +226,18 @@ def exported_state(model: Any, dtype: str, keep_float32: tuple[str, ...] = KEEP_
 
 
 #: Config keys a resumed run may change (they do not change what is learned so far).
-RESUMABLE = {"kind", "steps", "output", "checkpoint_every", "val_every", "threads"}
+RESUMABLE = {"kind", "steps", "output", "checkpoint_every", "val_every", "threads", "device"}
 
 
 class RDTrainer(Trainer):
     """What the rate-distortion trainers share: seeding, data, AdamW + aux Adam with clipping, warm-up + cosine lr,
-    best-by-validation-loss, the result record. Subclasses build ``model``, call :meth:`setup_optimizers` and
+    best-by-validation-loss, the result record, the device (``self.device``: batches and the model live there;
+    :meth:`setup_optimizers` moves the model). Subclasses build ``model``, call :meth:`setup_optimizers` and
     define ``export(path, best_step)``."""
 
     def __init__(self, config: RDTrainingConfig, tags: dict[str, Any] | None = None) -> None:
         super().__init__(config, RESUMABLE, tags)
+        self.device = resolve_device(config.device)
         self.max_iter = config.steps
         self.checkpoint_every, self.val_every = (config.checkpoint_every,), (config.val_every,)
         self.rng = np.random.default_rng(config.seed)
@@ -198,6 +247,7 @@ class RDTrainer(Trainer):
         self.val_images = [_centre_crop(im, data.max_val_pixels) for im in load_images(self.val_files, 16)]
 
     def setup_optimizers(self) -> None:
+        self.model.to(self.device)
         self.optimizers = dict(zip(("optimizer", "aux_optimizer"), make_optimizers(self.model.train(), self.config)))
 
     def lr_at(self, step: int) -> float:
@@ -222,12 +272,23 @@ class RDTrainer(Trainer):
         best_step = self.restore_best()
         wall = self.wall_s
         self.export(self.output / EXPORT, best_step)
+        last = self.history[-1] if self.history else {}
+        # the weights just validated at the last step are the best: their validation is not run again
+        val = ({k: v for k, v in last.items() if k != "step"} if best_step == self.step == last.get("step")
+               else self.validate())
         return {"export": str(self.output / EXPORT), "best_step": best_step, "steps": self.step,
-                "wall_s": round(wall, 1), "val": self.validate(), "history": self.history,
+                "wall_s": round(wall, 1), "val": val, "history": self.history,
                 "train_images": len(self.train_files), "val_images": [str(p) for p in self.val_files],
-                "threads": torch.get_num_threads(),
+                "threads": torch.get_num_threads(), "device": device_name(self.device),
                 "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
                 "config": self.config.model_dump(mode="json")}
+
+
+def device_name(device: torch.device) -> str:
+    """'cpu' or 'cuda:0 (NVIDIA ...)' for the records."""
+    if device.type != "cuda":
+        return str(device)
+    return f"{device} ({torch.cuda.get_device_name(device)})"
 
 
 class CodecTrainer(RDTrainer):
@@ -253,6 +314,7 @@ class CodecTrainer(RDTrainer):
 
     def run_step(self) -> dict[str, float]:
         x = random_batch(self.train_images, self.config.data.crop, self.config.data.batch_size, self.rng)
+        x = x.to(self.device)
         out = self.model(x)
         losses = self.criterion(out, x)
         aux_loss = self.model.aux_loss()
@@ -274,12 +336,13 @@ class CodecTrainer(RDTrainer):
             for image in self.val_images:
                 h, w = image.shape[:2]
                 x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
+                x = x.to(self.device)
                 xp = F.pad(x, (0, (-w) % factor, 0, (-h) % factor), mode="replicate")
                 out = model.compress(xp)
                 x_hat = model.decompress(out["strings"], out["shape"])["x_hat"][..., :h, :w].clamp(0, 1)
                 bits += 8 * sum(len(s[0]) for s in out["strings"])
                 pixels += h * w
-                decoded = x_hat[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+                decoded = x_hat[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
                 psnrs.append(psnr_rgb(image, decoded))
                 if config.distortion == "mse":
                     distortions.append(255**2 * F.mse_loss(x_hat, x).item())

@@ -15,7 +15,12 @@ Loss (../shared/PAPER_NOTES.md, paper Fig. 4)::
   any depth; ``kl`` (classifiers, at ``output``): KL(teacher posterior || codec's) in
   nats; ``ce``: cross-entropy against the teacher's own top-1 class. No labels needed.
 
-Training is :class:`~vcm_plugin.training.codec.RDTrainer`'s (data, optimisers, schedule). The
+Training is :class:`~vcm_plugin.training.codec.RDTrainer`'s (data, optimisers, schedule, ``device``).
+On a CUDA device the teacher's front X -> Y1 is a frozen copy of the front layers on that device
+(the same operations as ``SplitAdapter.front``) and the task model's layers move there for the
+mid-model. ``arch.encoder: front`` (direct coding) starts as the split codec: a trainable copy of
+the front layers, then the feature codec's analysis; ``front_frozen_steps`` keeps the copy frozen
+for the first steps (so far, training is exactly the feature codec's). The
 export ``model.pt`` (:mod:`vcm_plugin.learned.task_checkpoint`) is bound to the task model's
 weights and the cut point; ``codec.yaml`` beside it is its codec entry for a ``vcm run`` config.
 """
@@ -53,6 +58,10 @@ class TaskArchConfig(StrictModel):
     decoder: Literal["plain", "front"] = Field(
         "plain", description="direct coding: 'front' ends the latent decoder with a trainable copy of the task "
                              "model's front layers (after an image-style synthesis)")
+    encoder: Literal["plain", "front"] = Field(
+        "plain", description="direct coding: 'front' starts the image encoder with a trainable copy of the task "
+                             "model's front layers, followed by the feature codec's analysis of Y1 (down: the "
+                             "cut's stride-2 steps + the analysis' own, default + 1); the decoder is 'plain'")
 
 
 class TaskCodecTrainConfig(RDTrainingConfig):
@@ -70,6 +79,8 @@ class TaskCodecTrainConfig(RDTrainingConfig):
     init_image_codec: str | None = Field(
         None, description="direct coding: start g_a, h_a, h_s (and g_s with decoder: front) and the entropy models "
                           "from this CompressAI bmshj2018-hyperprior of the same N, M (zoo name or file)")
+    front_frozen_steps: int = Field(
+        0, ge=0, description="arch.encoder: front: the front copy is frozen for this many first steps, then trains")
 
 
 def build_adapter(config: TaskCodecTrainConfig) -> Any:
@@ -95,13 +106,22 @@ def net_config(config: TaskCodecTrainConfig, kind: str, adapter: Any, crop: int)
         raise TrainingError(f"cut {config.cut!r} has stride {stride}, not a power of two")
     shift, arch = int(math.log2(stride)), config.arch
     if kind == "direct":
-        down = arch.down if arch.down is not None else max(4, shift)
+        if arch.encoder == "front":
+            if arch.decoder != "plain" or config.init_image_codec:
+                raise TrainingError("arch.encoder: 'front' (the split codec's analysis after a front copy) takes "
+                                    "arch.decoder: 'plain' and no init_image_codec")
+            down = arch.down if arch.down is not None else shift + 1
+            if down <= shift:
+                raise TrainingError(f"arch.down={down} with encoder 'front' must exceed the cut's {shift} stride-2 "
+                                    "steps (the analysis of Y1 adds its own)")
+        else:
+            down = arch.down if arch.down is not None else max(4, shift)
         if down < shift:
             raise TrainingError(f"arch.down={down} is below the cut's stride 2^{shift}")
         return TaskNetConfig("direct", 3, channels, down, down - shift, arch.N, arch.M, arch.entropy, arch.res_blocks,
-                             arch.decoder)
-    if arch.decoder != "plain":
-        raise TrainingError("arch.decoder: 'front' is for direct coding; feature codecs use 'plain'")
+                             arch.decoder, arch.encoder)
+    if arch.decoder != "plain" or arch.encoder != "plain":
+        raise TrainingError("arch.decoder / arch.encoder: 'front' is for direct coding; feature codecs use 'plain'")
     down = arch.down if arch.down is not None else 1
     return TaskNetConfig("feature", channels, channels, down, down, arch.N, arch.M, arch.entropy, arch.res_blocks)
 
@@ -129,6 +149,24 @@ def init_from_image_codec(net: Any, source: str) -> list[str]:
     ours.update({k: theirs[k].float() for k in wanted})
     net.load_state_dict(ours)
     return wanted
+
+
+def device_front(adapter: Any, device: Any, copy: bool | None = None) -> Any:
+    """X -> Y1 without gradients on ``device``: ``adapter.front`` itself on the CPU, else (or with ``copy``) a
+    frozen copy of the front layers moved there, after which the task model's layers (the mid-model) are moved
+    there too (the model's own input normalisation stays on the CPU, where ``input_tensor`` runs)."""
+    from vcm_plugin.tasks.split import freeze
+
+    if not (copy if copy is not None else torch.device(device).type != "cpu"):
+        return adapter.front
+    front = freeze(adapter.front_module()).to(device)
+    adapter.model.network().to(device)
+
+    def run(x: Any) -> Any:
+        with torch.no_grad():
+            return front(x)
+
+    return run
 
 
 def distortion(adapter: Any, point: str, kind: str, y1_hat: Any, y1: Any, teacher: list[Any] | None = None) -> Any:
@@ -166,7 +204,9 @@ class TaskCodecTrainer(RDTrainer):
         self.adapter = adapter = build_adapter(config)
         self.point = config.distill or config.cut
         arch = net_config(config, kind, adapter, config.data.crop)
-        self.model = net = build_task_net(arch, adapter.front_module() if arch.decoder == "front" else None)
+        fronts = "front" in (arch.decoder, arch.encoder)
+        self.model = net = build_task_net(arch, adapter.front_module() if fronts else None).to(self.device)
+        self.front = device_front(adapter, self.device)
         if config.init_from:
             init, _ = load_task_codec(config.init_from, adapter.identity(), adapter)
             if init.config != net.config:
@@ -180,21 +220,24 @@ class TaskCodecTrainer(RDTrainer):
             stats_rng = np.random.default_rng(config.seed + 1)
             xs = [random_batch(self.train_images, config.data.crop, config.data.batch_size, stats_rng)
                   for _ in range(config.stats_batches)]
-            y1s = torch.cat([adapter.front(x) for x in xs])
+            y1s = torch.cat([self.front(x.to(self.device)) for x in xs])
             net.set_statistics(y1s, y1s)
         self.setup_optimizers()
 
     def run_step(self) -> dict[str, float]:
         config = self.config
-        x = random_batch(self.train_images, config.data.crop, config.data.batch_size, self.rng)
-        y1 = self.adapter.front(x)
+        x = random_batch(self.train_images, config.data.crop, config.data.batch_size, self.rng).to(self.device)
+        if self.model.config.encoder == "front":
+            self.model.set_front_trainable(self.step >= config.front_frozen_steps)
+        y1 = self.front(x)
         out = self.model(x if self.kind == "direct" else y1, tuple(y1.shape[-2:]))
         bpp = rate_bpp(out["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
         dist = distortion(self.adapter, self.point, config.distortion, out["y1_hat"], y1)
         loss = bpp + config.lmbda * dist
         aux_loss = self.model.aux_loss()
         self.optimize(loss, aux_loss)
-        return {"loss": loss.item(), "aux": aux_loss.item(), "bpp": bpp.item(), "d": dist.item()}
+        values = torch.stack([t.detach().float() for t in (loss, aux_loss, bpp, dist)]).tolist()  # one device sync
+        return dict(zip(("loss", "aux", "bpp", "d"), values))
 
     def validate(self) -> dict[str, float]:
         """Real bitstreams of held-out images at the model's input geometry: bpp over ORIGINAL pixels, d, loss."""
@@ -205,8 +248,8 @@ class TaskCodecTrainer(RDTrainer):
         dists, agree = [], []
         with torch.no_grad():
             for image in self.val_images:
-                x = adapter.input_tensor(image)
-                y1 = adapter.front(x)
+                x = adapter.input_tensor(image).to(self.device)
+                y1 = self.front(x)
                 out = net.compress(x if self.kind == "direct" else y1)
                 y1_hat = net.decompress(out["strings"], out["shape"], tuple(y1.shape[-2:]))
                 bits += 8 * sum(len(s[0]) for s in out["strings"])
