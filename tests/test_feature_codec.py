@@ -99,3 +99,18 @@ def test_feature_and_image_codecs_share_one_bd_table(shared: Path, tmp_path: Pat
     assert {r["rate_mode"] for r in ctc} == {"side-info-out-of-rate"} and all(int(r["side_info_bits"]) > 0 for r in ctc)
     assert all(float(c["bpp"]) < float(f["bpp"]) for c, f in zip(ctc, fcm))  # the header is out of the rate
     assert "rate excludes" in (tmp_path / "out" / "bd_rate.md").read_text()
+
+
+def test_fcm_vvc_timeout_limits_each_frame_and_is_not_part_of_the_stream(cifar_image) -> None:
+    """``timeout`` (seconds per ffmpeg call) reaches the frame coder: a big frame on a slow machine needs more than
+    the 300 s default (OpenImages P2..P6 at QP 22 timed out under load); it is a machine parameter, so the
+    stream's params (and the unit key) do not change with it."""
+    from vcm_plugin.errors import EncodeError
+
+    slow = get_codec("fcm-vvc", task_model="cifar10-vgg", cut="block2", preset="faster", timeout=1e-4)
+    with pytest.raises(EncodeError, match=r"timed out after 0\.0001 s \(a codec's `timeout` parameter"):
+        slow.encode(cifar_image, 32)
+    patient = get_codec("fcm-vvc", task_model="cifar10-vgg", cut="block2", preset="faster", timeout=900)
+    default = get_codec("fcm-vvc", task_model="cifar10-vgg", cut="block2", preset="faster")
+    first, second = patient.encode(cifar_image, 32), default.encode(cifar_image, 32)
+    assert first.data == second.data and first.params == second.params and "timeout" not in first.params

@@ -255,7 +255,8 @@ def _collect(proc: subprocess.Popen[bytes] | ServedProcess, in_write: int, out_r
         proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired, ServerError):
             proc.wait(timeout=10)
-        raise FFmpegError(f"ffmpeg timed out after {timeout:g} s") from exc
+        raise FFmpegError(f"ffmpeg timed out after {timeout:g} s (a codec's `timeout` parameter, in seconds, "
+                           f"raises the limit)") from exc
     except ServerError as exc:
         raise FFmpegError(f"{exc}") from exc
     finally:

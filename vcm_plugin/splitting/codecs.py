@@ -116,6 +116,7 @@ class FcmVvcCodec(FeatureCodec):
     preset: str = "medium"
     threads: int = 1
     ffmpeg: str | None = None
+    timeout: float = 300.0  # seconds per ffmpeg call (one frame's encode or decode); not part of the stream
     mode: Literal["full", "ctc"] = "full"
     value_range: list[float] | None = None
 
@@ -149,14 +150,15 @@ class FcmVvcCodec(FeatureCodec):
         header = bytearray([_FCM_VERSION if self.mode == "full" else _FCM_CTC_VERSION]) + encode_varint(len(arrays))
         if self.mode == "ctc":
             frame = pack([quantise(a, value_range=self.value_range).samples for a in arrays.values()], MID_GREY)
-            stream = encode_frame(frame, int(quality), self.preset, self.threads, self.ffmpeg)
+            stream = encode_frame(frame, int(quality), self.preset, self.threads, self.ffmpeg, self.timeout)
             for key, array in arrays.items():
                 header += _encode_name(key) + b"".join(encode_varint(d) for d in array.shape)
             side_info = bytes(header + _encode_geometry(value))
             return self.make_bitstream(stream, quality, image, side_info=side_info)
         for key, array in arrays.items():
             q = quantise(array)
-            stream = encode_frame(tile(q.samples, MID_GREY), int(quality), self.preset, self.threads, self.ffmpeg)
+            stream = encode_frame(tile(q.samples, MID_GREY), int(quality), self.preset, self.threads, self.ffmpeg,
+                                  self.timeout)
             header += _encode_name(key) + b"".join(encode_varint(d) for d in array.shape)
             header += struct.pack(">ff", q.low, q.high) + encode_varint(len(stream)) + stream
         return self.make_bitstream(bytes(header + _encode_geometry(value)), quality, image)
@@ -189,7 +191,7 @@ class FcmVvcCodec(FeatureCodec):
             low, high = struct.unpack(">ff", reader.take(8, "range"))
             stream = reader.take(reader.varint("stream length"), "stream")
             rows, cols = grid(channels)
-            samples = untile(decode_frame(stream, rows * h, cols * w, self.ffmpeg), channels, h, w)
+            samples = untile(decode_frame(stream, rows * h, cols * w, self.ffmpeg, self.timeout), channels, h, w)
             tensors[key] = torch.from_numpy(dequantise(Quantised(samples, low, high))).unsqueeze(0)
         geometry = _decode_geometry(reader, bitstream)
         if reader.pos != len(reader.data):
@@ -197,7 +199,7 @@ class FcmVvcCodec(FeatureCodec):
         if ctc:
             height, width = packed_size(list(shapes.values()))
             try:
-                frame = decode_frame(bitstream.data, height, width, self.ffmpeg)
+                frame = decode_frame(bitstream.data, height, width, self.ffmpeg, self.timeout)
             except DecodeError as exc:
                 raise BitstreamFormatError(f"{source}: the VVC picture does not hold the {width}x{height} packing of "
                                            f"tensors {shapes} that the side information describes: {exc}") from exc
