@@ -267,3 +267,27 @@ def test_fcm_vvc_codes_the_fpn_cut_in_both_modes(random_mask_rcnn: tuple[str, st
         assert model.run_from("fpn", decoded).boxes.shape[1] == 4
     assert streams["full"].side_info == b"" and len(streams["ctc"].side_info) > 10
     assert streams["ctc"].num_bits < streams["full"].num_bits
+
+
+def _network(model: Any) -> torch.nn.Module:
+    model.load()
+    return model._model
+
+
+def test_random_weights_are_seeded_so_every_process_builds_the_same_network(random_mask_rcnn: tuple[str, str]) -> None:
+    """``weights_file=random`` builds the network under torch seed 0 whatever the caller's random state: pool
+    workers and the fcm-vvc encoder (another process) then run the same network, so a random-weights run is
+    reproducible (``vcm verify``) and its front / run_from halves fit together. The fixture's checkpoint was built
+    under seed 0 too, so all three hold the same parameters; the caller's generator is left as it was."""
+    config, weights = random_mask_rcnn
+    torch.manual_seed(123)
+    first = _network(get_task_model("detectron2", config=config, weights_file="random")).state_dict()
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    torch.rand(5)
+    second = _network(get_task_model("detectron2", config=config, weights_file="random")).state_dict()
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(1))  # the caller's random state is untouched
+    saved = _network(get_task_model("detectron2", config=config, weights_file=weights)).state_dict()
+    assert first.keys() == second.keys() == saved.keys()
+    assert all(torch.equal(first[k], second[k]) and torch.equal(first[k], saved[k]) for k in first)

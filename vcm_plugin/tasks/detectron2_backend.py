@@ -98,6 +98,7 @@ def instances_to_detections(instances: Any, category_ids: Sequence[int] | np.nda
 
 
 RANDOM = "random"  # weights_file for random weights (shapes, tests)
+RANDOM_SEED = 0  # torch seed of the random weights: the same network in every process
 FPN = "fpn"  # the cut after the FPN: P2..P6, the FCM common test conditions' split point
 
 
@@ -270,6 +271,7 @@ class Detectron2Model(TaskModel):
 
     def _load(self) -> None:
         _require_detectron2()
+        import torch
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model
@@ -286,10 +288,16 @@ class Detectron2Model(TaskModel):
         cfg.MODEL.WEIGHTS = "" if self.weights_file == RANDOM else self._weights()
         cfg.freeze()
         self._category_ids = _dataset_category_ids(cfg)
-        model = build_model(cfg)
+        if self.weights_file == RANDOM:  # seeded: every process (pool workers, the fcm encoder) builds the same network
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_SEED)
+                model = build_model(cfg)
+        else:
+            model = build_model(cfg)
         model.eval()
         if self.weights_file == RANDOM:
-            logger.warning("task model 'detectron2' (%s): random weights (weights_file=random)", self.config)
+            logger.warning("task model 'detectron2' (%s): random weights (weights_file=random, seed %d)", self.config,
+                           RANDOM_SEED)
             self._finish_load(cfg, model)
             return
         try:
