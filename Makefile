@@ -9,7 +9,7 @@ RECIPE := torch==2.14.1 torchvision==0.29.1 compressai==1.2.8 "numpy<2" "opencv-
 	pycocotools tqdm imageio-ffmpeg bjontegaard pydantic omegaconf matplotlib scikit-learn pytorch-msssim ai-edge-litert openpyxl dask distributed dask-jobqueue pytest ruff \
 	"import-linter>=2,<3"
 
-.PHONY: install demo test test-fast lint benchmark benchmark-harness clean experiments
+.PHONY: install demo test test-fast lint benchmark benchmark-harness benchmark-all clean experiments
 
 install: $(STAMP)
 
@@ -53,6 +53,11 @@ benchmark: install
 
 benchmark-harness: install
 	$(BIN)/python benchmarks/harness_overhead.py
+
+# One table of the speed figures with their goals (overhead, jobs speed-up, small pictures, cache hits,
+# VVC adapter vs ffmpeg by hand, Dask per image), the machine's cores and load: a few minutes.
+benchmark-all: install
+	$(BIN)/python benchmarks/all.py
 
 # The paper's claims (i)-(iv) and the Fig. 2 toy at full scale (about an hour on 2 cores), then
 # experiments/REPORT.md; `$(BIN)/python experiments/run_all.py --quick` is the smoke test.

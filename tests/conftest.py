@@ -23,12 +23,14 @@ def shared_dir() -> Path | None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_shared_unit_cache():
-    """No test reads or writes the user's shared unit cache (vcm_plugin.results.cache): ``cache: auto`` is off.
+    """No test reads or writes the user's shared unit cache (vcm_plugin.results.cache): ``cache: auto`` is off;
+    nor the user's file-hash cache (vcm_plugin.hashing.hash_cache_file).
 
-    Session-scoped, so it holds before module-scoped fixtures run; tests of the cache give it a tmp folder.
+    Session-scoped, so it holds before module-scoped fixtures run; tests of the caches give them a tmp folder.
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VCM_CACHE", "off")
+        patch.setenv("VCM_HASH_CACHE", "off")
         yield
 
 

@@ -96,6 +96,8 @@ def test_dask_local_cluster_gives_the_local_numbers(shared: Path, tmp_path: Path
         "kind": "dask", "cluster": "local", "workers": 2, "shard_size": 3})), quiet=True)
     assert local.units_failed == dask_run.units_failed == 0
     assert _units(tmp_path / "local") == _units(tmp_path / "dask")  # same keys, bits and predictions
+    # the shards' busy seconds per worker, and the cluster's start (workers load their models then) apart
+    assert 0 < dask_run.load.start_s < dask_run.load.wall_s and sum(dask_run.load.busy.values()) > 0
     strip = {"encode_s_per_image", "decode_s_per_image", "inference_s_per_image"}
     import csv
 

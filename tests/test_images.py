@@ -415,3 +415,33 @@ def test_vvc_qp32_kodim23_matches_environment_table(kodim23: np.ndarray) -> None
     assert psnr_y(kodim23, decoded) == pytest.approx(39.09, abs=0.3)
     assert bitstream.bpp == pytest.approx(0.224, abs=0.01)
     assert psnr_rgb(kodim23, decoded) < psnr_y(kodim23, decoded)
+
+
+@pytest.mark.parametrize("size", [(161, 161), (480, 640), (512, 768)])
+def test_ms_ssim_runs_on_one_thread_with_the_value_of_any_thread_count(kodim23: np.ndarray, size) -> None:
+    """ms_ssim uses one torch thread (several times faster) and gives pytorch-msssim's value at 1, 2 and 4
+    threads to the last bit; torch's own setting is left as it was."""
+    import torch
+    from pytorch_msssim import ms_ssim as library_ms_ssim
+
+    from vcm_plugin.images.metrics import ms_ssim
+
+    h, w = size
+    reference = np.ascontiguousarray(kodim23[:h, :w])
+    decoded = get_codec("jpeg").decode(get_codec("jpeg").encode(reference, 15))
+
+    def tensor(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
+
+    before = torch.get_num_threads()
+    try:
+        values = set()
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                values.add(float(library_ms_ssim(tensor(reference), tensor(decoded), data_range=255.0)))
+            values.add(ms_ssim(reference, decoded))
+            assert torch.get_num_threads() == threads
+        assert len(values) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vcm_plugin.errors import TaskModelError, WeightsNotFoundError
-from vcm_plugin.hashing import file_sha256  # also imported from here by the task models
+from vcm_plugin.hashing import cached_file_sha256
 
 ENV_VAR = "VCM_WEIGHTS"
 DEFAULT_CACHE = Path("~/.cache/vcm_plugin/weights")
@@ -88,6 +88,12 @@ def find_weights(filename: str | os.PathLike[str], search_path: Sequence[str | o
     if sha256 is not None:
         verify_sha256(found, sha256)
     return found
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a weights file, computed once per file state (:func:`~vcm_plugin.hashing.cached_file_sha256`:
+    in the process, and across runs for large files); the codecs and task models take it from here."""
+    return cached_file_sha256(path, persist=True)
 
 
 def verify_sha256(path: str | os.PathLike[str], expected: str) -> None:

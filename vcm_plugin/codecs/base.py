@@ -278,6 +278,17 @@ def implementation_identity(cls: type) -> str:
             f"[{distribution_of(cls.__module__)}] source {sources}")
 
 
+#: The built-in codecs' scheduling hints, by name: (:attr:`Codec.one_thread`, :attr:`Codec.relative_cost`).
+#: Written here, not in each codec's module, because a codec module's source is part of its unit keys
+#: (:func:`implementation_identity`): a hint changes no stream and must not recompute stored units.
+#: ``threads: 1`` gives the bytes of the default threads for libvvenc, x265 and libjxl, not for libaom
+#: (AV1 codes other bits on one thread), so av1 has none; compressai's torch threads are the workers' already.
+BUILTIN_HINTS: dict[str, tuple[dict[str, Any], float]] = {
+    "jpeg": ({}, 1.0), "webp": ({}, 25.0), "jxl": ({"threads": 1}, 50.0), "hevc": ({"threads": 1}, 50.0),
+    "av1": ({}, 300.0), "vvc": ({"threads": 1}, 1000.0), "compressai": ({}, 100.0), "vtm": ({}, 20000.0),
+}
+
+
 @dataclass
 class Codec(ABC):
     """Base class of every codec.
@@ -301,6 +312,15 @@ class Codec(ABC):
     #: left out of :attr:`Bitstream.params`, so a ``.vcmb`` file decodes on another machine.
     machine_params: ClassVar[frozenset[str]] = frozenset(
         {"ffmpeg", "encoder", "decoder", "threads", "timeout", "search_path", "download"})
+    #: Machine parameters that make the codec run on one thread WITHOUT changing its streams or
+    #: pictures (e.g. ``{"threads": 1}``; ``tests/test_jobs.py`` checks the bytes). The worker
+    #: processes of ``vcm run --jobs N`` (N > 1) and of Dask use them unless the config sets the
+    #: parameter; unit keys are computed without them. ``None``: the value in :data:`BUILTIN_HINTS`
+    #: for a built-in codec, else none (``{}``); see :meth:`one_thread_params`.
+    one_thread: ClassVar[dict[str, Any] | None] = None
+    #: Rough CPU time per pixel relative to JPEG (1) at a middle quality, for ordering work: the harness
+    #: hands its workers the costliest units first. ``None``: :data:`BUILTIN_HINTS`, else 10.
+    relative_cost: ClassVar[float | None] = None
 
     # -- the contract ----------------------------------------------------------------
     def encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
@@ -387,6 +407,20 @@ class Codec(ABC):
         version that does the coding, so that upgrading it recomputes stored results.
         """
         return implementation_identity(type(self))
+
+    @classmethod
+    def one_thread_params(cls) -> dict[str, Any]:
+        """:attr:`one_thread`, or the built-in codec's (:data:`BUILTIN_HINTS`), or ``{}``."""
+        if cls.one_thread is not None:
+            return dict(cls.one_thread)
+        return dict(BUILTIN_HINTS.get(getattr(cls, "name", ""), ({}, None))[0])
+
+    @classmethod
+    def cost_per_pixel(cls) -> float:
+        """:attr:`relative_cost`, or the built-in codec's (:data:`BUILTIN_HINTS`), or 10."""
+        if cls.relative_cost is not None:
+            return float(cls.relative_cost)
+        return float(BUILTIN_HINTS.get(getattr(cls, "name", ""), ({}, 10.0))[1] or 10.0)
 
     def params(self) -> dict[str, Any]:
         """The codec's configuration (constructor parameters), JSON-serialisable."""

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)  # the CLI shows warnings as one line: "vcm
 def file_sha256(path: Path, what: str) -> str:
     """Hex SHA-256 of a file; DatasetError naming it (as ``what``) when it cannot be read."""
     try:
-        return hashing.file_sha256(path)
+        return hashing.cached_file_sha256(path, persist=True)  # once per file state, large files across runs
     except FileNotFoundError:
         raise DatasetError(f"{what} {path} does not exist") from None
     except OSError as exc:

@@ -12,7 +12,9 @@ CompressAI uses for RGB PSNR):
 - PSNR is ``10 log10(peak^2 / MSE)`` in dB, and ``inf`` for identical images.
 - :func:`ms_ssim` is pytorch-msssim's MS-SSIM (Wang et al. 2003: 5 scales, 11x11
   Gaussian window sigma 1.5, the standard weights) on RGB with data range 255, averaged
-  over the channels; unitless in [0, 1]. It is undefined for images whose shorter side is
+  over the channels; unitless in [0, 1]. It runs on one torch thread whatever torch's setting:
+  its ~300 small operations per image cost several times more on two threads than on one (the
+  threads synchronise after each), and the value is the same. It is undefined for images whose shorter side is
   at most :data:`MS_SSIM_MIN_SIDE` (160) pixels (four 2x downsamplings of an 11-tap
   window), and returns ``None`` there instead of a number from fewer scales.
 
@@ -100,8 +102,13 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:
     def tensor(image: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1).unsqueeze(0)
 
-    with torch.no_grad():
-        return float(_ms_ssim(tensor(reference), tensor(decoded), data_range=255.0, size_average=True))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small ops: faster on one thread, and the same value (tests/test_images.py)
+    try:
+        with torch.no_grad():
+            return float(_ms_ssim(tensor(reference), tensor(decoded), data_range=255.0, size_average=True))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@
   Dask (``retries`` more times for shards that raise), never stored twice (rows are keyed).
 
 Both yield each job's rows as they arrive. ``task_timeout`` bounds every image (see
-:func:`~vcm_plugin.pipeline.units.run_job_limited`).
+:func:`~vcm_plugin.pipeline.units.run_job_limited`). With more than one worker the jobs (Dask:
+the shards) go out costliest first (:func:`~vcm_plugin.pipeline.units.expected_cost`: slow codecs,
+high rates, large pictures), so that no worker is left alone with a long unit at the end; each
+worker's busy seconds are added up in a :class:`WorkerLoad` when one is given.
 
 Local pool workers die with the run: on Linux each asks the kernel for SIGKILL when its
 parent dies (``prctl(PR_SET_PDEATHSIG)``), and a watchdog thread in every worker exits
@@ -34,6 +37,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -42,11 +46,23 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from typing import Any
 
 from vcm_plugin.config import ExecutorConfig
 from vcm_plugin.errors import VcmError
-from vcm_plugin.pipeline.units import Job, TaskSpec, describe_unit, failed_rows, init_worker, run_job_limited, run_jobs
+from vcm_plugin.pipeline.units import (
+    Job,
+    TaskSpec,
+    describe_unit,
+    expected_cost,
+    failed_rows,
+    init_worker,
+    metrics_seconds,
+    run_job_limited,
+    run_jobs,
+    task_model,
+)
 from vcm_plugin.results.store import UnitRow
 
 log = logging.getLogger(__name__)
@@ -56,29 +72,82 @@ class ExecutorError(VcmError, RuntimeError):
     """The executor cannot start (Dask missing, scheduler unreachable, bad cluster options)."""
 
 
-def execute(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfig, n_jobs: int) -> Iterator[list[UnitRow]]:
-    """Rows of every job, in completion order, from the configured executor."""
-    if executor.kind == "dask":
-        yield from execute_dask(jobs, tasks, executor, n_jobs)
-    else:
-        yield from execute_local(jobs, tasks, n_jobs, executor.task_timeout)
+@dataclass
+class WorkerLoad:
+    """Seconds each worker spent running jobs (``busy``: worker -> s, the worker named ``host:pid``), the
+    executor's wall seconds from its start to its end (``wall_s``), and of those the seconds before any job could
+    run (``start_s``; Dask: the cluster's start and the workers' set-up with their model loads) and after the last
+    rows came in (``stop_s``; Dask: closing the client and the cluster it started)."""
+
+    busy: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    start_s: float = 0.0
+    stop_s: float = 0.0
+    metrics_s: float = 0.0  # of the busy seconds, those spent on image metrics (PSNR, MS-SSIM) of decoded pictures
+
+    def add(self, worker: str, seconds: float, metrics_s: float = 0.0) -> None:
+        self.busy[worker] = self.busy.get(worker, 0.0) + seconds
+        self.metrics_s += metrics_s
+
+    def idle_share(self, workers: int | None = None) -> float | None:
+        """The share of the ``workers`` x wall seconds that no job used (None before any work)."""
+        n = workers or len(self.busy)
+        if not n or self.wall_s <= 0:
+            return None
+        return max(0.0, 1.0 - sum(self.busy.values()) / (n * self.wall_s))
 
 
-def execute_local(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
-                  timeout: float | None = None) -> Iterator[list[UnitRow]]:
-    """Run jobs in-process (``n_jobs`` 1) or in a process pool; yield each job's rows as it finishes.
+def worker_name() -> str:
+    """``host:pid`` of this process, as :class:`WorkerLoad` names workers."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _timed(run: Any, *args: Any) -> tuple[Any, str, float, float]:
+    """``run(*args)``, this worker's name, the seconds it took and those of them spent on image metrics."""
+    start, metrics = time.perf_counter(), metrics_seconds()
+    result = run(*args)
+    return result, worker_name(), time.perf_counter() - start, metrics_seconds() - metrics
+
+
+def largest_first(jobs: list[Job]) -> list[Job]:
+    """``jobs`` by :func:`~vcm_plugin.pipeline.units.expected_cost`, the costliest first (a stable sort)."""
+    return sorted(jobs, key=expected_cost, reverse=True)
+
+
+def execute(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfig, n_jobs: int,
+            load: WorkerLoad | None = None) -> Iterator[list[UnitRow]]:
+    """Rows of every job, in completion order, from the configured executor; ``load`` gets the workers' busy
+    seconds."""
+    load = WorkerLoad() if load is None else load
+    start = time.perf_counter()
+    try:
+        if executor.kind == "dask":
+            yield from execute_dask(jobs, tasks, executor, n_jobs, load)
+        else:
+            yield from execute_local(jobs, tasks, n_jobs, executor.task_timeout, load)
+    finally:
+        load.wall_s = time.perf_counter() - start
+
+
+def execute_local(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int, timeout: float | None = None,
+                  load: WorkerLoad | None = None) -> Iterator[list[UnitRow]]:
+    """Run jobs in-process (``n_jobs`` 1, in their order) or in a process pool (costliest first); yield each
+    job's rows as it finishes.
 
     In a pool, a dead worker costs at most the job(s) it was running (see the module
     docstring); an exception raised in the consumer, or closing this generator, stops the
     workers at once.
     """
+    load = WorkerLoad() if load is None else load
     if n_jobs <= 1:
         init_worker(tasks)
         for job in jobs:
-            yield run_job_limited(job, timeout)
+            rows, *timing = _timed(run_job_limited, job, timeout)
+            load.add(*timing)
+            yield rows
         return
     if jobs:
-        yield from _pool_rows(jobs, tasks, n_jobs, timeout)
+        yield from _pool_rows(largest_first(jobs), tasks, n_jobs, timeout, load)
 
 
 # -- the local process pool ------------------------------------------------------------------
@@ -135,15 +204,16 @@ def _init_pool_worker(tasks: list[TaskSpec], parent: int, states: Any) -> None:
     init_worker(tasks, 1)
 
 
-def _run_indexed(index: int, job: Job, timeout: float | None) -> list[UnitRow]:
-    """Run job ``index`` in a worker, marking it started, then finished, in the shared job states."""
+def _run_indexed(index: int, job: Job, timeout: float | None) -> tuple[list[UnitRow], str, float, float]:
+    """Run job ``index`` in a worker, marking it started, then finished, in the shared job states; its rows, this
+    worker's name and the seconds it took."""
     states = _JOB_STATES
     if states is not None:
         states[index] = _STARTED
-    rows = run_job_limited(job, timeout)
+    done = _timed(run_job_limited, job, timeout)
     if states is not None:
         states[index] = _FINISHED
-    return rows
+    return done
 
 
 def _new_pool(tasks: list[TaskSpec], n_jobs: int, context: Any, states: Any) -> ProcessPoolExecutor:
@@ -174,9 +244,10 @@ def stop_local_pools() -> None:
         _stop_pool(pool)
 
 
-def _pool_rows(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
-               timeout: float | None) -> Iterator[list[UnitRow]]:
-    """:func:`execute_local` with ``n_jobs`` worker processes, replacing the pool when a worker dies."""
+def _pool_rows(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int, timeout: float | None,
+               load: WorkerLoad) -> Iterator[list[UnitRow]]:
+    """:func:`execute_local` with ``n_jobs`` worker processes, in the order of ``jobs``, replacing the pool when a
+    worker dies."""
     context = multiprocessing.get_context()
     states = context.RawArray("b", len(jobs))  # written by the workers, read after a pool broke
     fresh = deque(range(len(jobs)))  # never attempted, or lost with a broken pool without being charged
@@ -206,12 +277,13 @@ def _pool_rows(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     try:
-                        rows = future.result()
+                        rows, *timing = future.result()
                     except BrokenProcessPool:
                         broken = True
                         continue
                     del pending[future]
                     idle_breaks = 0
+                    load.add(*timing)
                     yield rows
             if not broken:
                 continue
@@ -219,7 +291,9 @@ def _pool_rows(jobs: list[Job], tasks: list[TaskSpec], n_jobs: int,
             lost = []
             for future, index in pending.items():
                 if future.done() and not future.cancelled() and future.exception() is None:
-                    yield future.result()  # finished while the pool was breaking
+                    rows, *timing = future.result()  # finished while the pool was breaking
+                    load.add(*timing)
+                    yield rows
                 else:
                     lost.append(index)
             pending.clear()
@@ -262,10 +336,8 @@ def shards(jobs: list[Job], size: int) -> list[list[Job]]:
 
 
 def _task_models_plugin(tasks: list[TaskSpec]):
-    """A Dask ``WorkerPlugin``: every worker process knows the task specs and uses one torch thread.
-
-    Models then load on first use and stay in the worker process's cache (once per worker).
-    """
+    """A Dask ``WorkerPlugin``: every worker process knows the task specs, uses one thread (torch, and codecs
+    through their ``one_thread`` parameters) and loads its task models once, when it starts."""
     from distributed import WorkerPlugin
 
     class TaskModelsPlugin(WorkerPlugin):
@@ -276,6 +348,12 @@ def _task_models_plugin(tasks: list[TaskSpec]):
 
         def setup(self, worker: Any) -> None:
             init_worker(self.specs, 1)
+            for spec in self.specs:  # now, while the other workers start, not in the first shard
+                try:
+                    task_model(spec.label).load()
+                except Exception:  # noqa: BLE001 - the units that need it fail, naming the error
+                    log.warning("task model %r does not load on Dask worker %s", spec.label, worker_name(),
+                                exc_info=True)
 
     return TaskModelsPlugin(tasks)
 
@@ -324,33 +402,47 @@ def jobqueue_cluster(executor: ExecutorConfig):
         raise ExecutorError(f"executor.cluster_options for {executor.cluster}: {exc}") from exc
 
 
-def execute_dask(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfig,
-                 n_jobs: int) -> Iterator[list[UnitRow]]:
-    """Run shards on a Dask cluster; yield each job's rows as its shard finishes."""
+def _run_shard(shard: list[Job], timeout: float | None) -> tuple[list[list[UnitRow]], str, float, float]:
+    """A Dask task: the jobs of ``shard`` one after the other; their rows, this worker's name and the seconds."""
+    return _timed(run_jobs, shard, timeout)
+
+
+def execute_dask(jobs: list[Job], tasks: list[TaskSpec], executor: ExecutorConfig, n_jobs: int,
+                 load: WorkerLoad | None = None) -> Iterator[list[UnitRow]]:
+    """Run shards on a Dask cluster, costliest first; yield each job's rows as its shard finishes."""
     if not jobs:
         return
     from dask.distributed import as_completed
 
+    load = WorkerLoad() if load is None else load
+    start = time.perf_counter()
     client, cluster = _client(executor, n_jobs)
 
     def submit(shard: list[Job]) -> Any:
-        return client.submit(run_jobs, shard, executor.task_timeout, pure=False, retries=executor.retries)
+        return client.submit(_run_shard, shard, executor.task_timeout, pure=False, retries=executor.retries)
 
     try:
-        client.register_plugin(_task_models_plugin(tasks), name="vcm-plugin-task-models")
+        client.register_plugin(_task_models_plugin(tasks), name="vcm-plugin-task-models")  # waits for the set-up
+        load.start_s = time.perf_counter() - start
         window = max(2, 2 * max(1, len(client.scheduler_info().get("workers", {})) or n_jobs))
-        queue = iter(shards(jobs, executor.shard_size))
+        ordered = sorted(shards(jobs, executor.shard_size), key=lambda shard: sum(map(expected_cost, shard)),
+                         reverse=True)
+        queue = iter(ordered)
         running = as_completed([submit(shard) for shard in itertools.islice(queue, window)])
         for future in running:
-            yield from future.result()
+            rows, *timing = future.result()
+            load.add(*timing)
+            yield from rows
             future.release()
             for shard in itertools.islice(queue, 1):  # the next shard, if any, takes the finished one's place
                 running.add(submit(shard))
     finally:
+        stop = time.perf_counter()
         client.close()
         if cluster is not None:
             cluster.close()
+        load.stop_s = time.perf_counter() - stop
 
 
-__all__ = ["ExecutorError", "execute", "execute_dask", "execute_local", "jobqueue_cluster", "shards",
-           "stop_local_pools"]
+__all__ = ["ExecutorError", "WorkerLoad", "execute", "execute_dask", "execute_local", "jobqueue_cluster",
+           "largest_first", "shards", "stop_local_pools", "worker_name"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import struct
 import sys
@@ -30,8 +31,8 @@ from vcm_plugin._version import __version__
 from vcm_plugin.config import RunConfig, dump_config
 from vcm_plugin.datasets.base import Dataset
 from vcm_plugin.errors import VcmError
-from vcm_plugin.pipeline.executors import execute
-from vcm_plugin.pipeline.units import CodecPoint, Job, TaskSpec, freeze_params, thaw_params
+from vcm_plugin.pipeline.executors import WorkerLoad, execute
+from vcm_plugin.pipeline.units import CodecPoint, Job, TaskSpec, freeze_params, thaw_params, worker_params
 from vcm_plugin.results import REFERENCE, Point, PointLabel, ResultsStore, UnitRow, aggregate
 from vcm_plugin.results.cache import UnitCache, resolve_cache_dir
 from vcm_plugin.results.manifest import build_manifest, write_manifest
@@ -40,6 +41,7 @@ from vcm_plugin.results.tables import STORE_NAME, task_name
 from vcm_plugin.weights import with_search_path
 
 LOCK_NAME = ".vcm-run.lock"
+logger = logging.getLogger(__name__)
 
 
 class RunError(VcmError, RuntimeError):
@@ -56,6 +58,10 @@ class RunSummary:
     units_failed: int = 0
     wall_s: float = 0.0
     reports: dict[str, Path] = field(default_factory=dict)
+    workers: int = 1  # worker processes (--jobs), or Dask workers asked for
+    load: WorkerLoad = field(default_factory=WorkerLoad)  # each worker's busy seconds, the executor's wall seconds
+    setup_s: float = 0.0  # before the first unit: dataset, keys, preflight, store, manifest
+    reports_s: float = 0.0  # after the last unit: results.csv, BD-rates, plots
 
 
 # -- the output folder ------------------------------------------------------------------
@@ -202,7 +208,7 @@ def _codec_identity(point: CodecPoint) -> dict[str, Any]:
         return {"codec": None}
     from vcm_plugin.pipeline.units import codec_for
 
-    codec = codec_for(point)
+    codec = codec_for(point, one_thread=False)  # the configured parameters: one_thread never enters a key
     identity = {"codec": point.codec, "params": codec.params(), "version": codec.version()}
     weights = codec.weights_identity(point.quality)  # type: ignore[arg-type]
     if weights is not None:  # a retrained checkpoint at the same path must not reuse old rows
@@ -242,6 +248,33 @@ def build_jobs(config: RunConfig, dataset: Dataset, tasks: list[TaskSpec],
 
 
 # -- executing ----------------------------------------------------------------------------
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_count(jobs: int | None, config: RunConfig) -> int:
+    """The worker processes of a run: ``jobs`` (``--jobs``), else the config's ``jobs``, else every core.
+
+    Fewer than 1 is an error. More than the cores (workers on this machine) is allowed, with a warning naming the
+    core count: the workers then share cores, each unit runs slower and its stored seconds grow.
+    """
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise RunError(f"jobs {jobs!r}: the number of worker processes must be a whole number, at least 1")
+    n_jobs = jobs or config.jobs or available_cores()
+    executor, cores = config.executor, available_cores()
+    here = n_jobs if executor.kind == "local" else (executor.workers or n_jobs)  # processes on this machine
+    if (executor.kind == "local" or (executor.address is None and executor.cluster in (None, "local"))) \
+            and here > cores:
+        logger.warning("%d worker processes (--jobs, the config's jobs or executor.workers) are more than the %d "
+                       "core%s this process can use: they share them, each unit runs slower and its stored seconds "
+                       "grow; %d or fewer avoids it", here, cores, "" if cores == 1 else "s", cores)
+    return n_jobs
+
+
 def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = None, quiet: bool = False,
         log: Callable[[str], None] = print) -> RunSummary:
     """Run the whole grid of ``config`` into ``output`` and write the reports.
@@ -258,8 +291,9 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
     from vcm_plugin.reports.formats import check_report_formats, write_report_formats
     from vcm_plugin.tasks.registry import get_task_model
 
+    n_jobs = worker_count(jobs, config)
     folder = check_output_folder(output or config.output)
-    summary = RunSummary(output=folder)
+    summary = RunSummary(output=folder, workers=n_jobs)
     started = time.perf_counter()
     with contextlib.ExitStack() as held:
         locked = (folder / LOCK_NAME).exists()
@@ -274,7 +308,6 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
         all_jobs, keys = build_jobs(config, dataset, tasks, task_ids)
         if config.keep:  # workers store the kept outputs in the folder (pipeline.objects)
             all_jobs = [replace(job, keep=tuple(config.keep), folder=str(folder.absolute())) for job in all_jobs]
-        n_jobs = jobs or config.jobs or os.cpu_count() or 1
         finished: set[str] = set()
         if (folder / STORE_NAME).exists():  # a rerun: only the remaining units need to be able to run
             with ResultsStore(folder / STORE_NAME) as store:
@@ -297,7 +330,8 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             todo, cached = _pending(all_jobs, _finished(store, folder, config.keep))  # again, now under the lock
             todo, summary.units_from_cache = _copy_from_cache(cache, store, todo, folder, config.keep)
             manifest = build_manifest(config, {j.point.label: (j.point.codec, thaw_params(j.point.params))
-                                               for j in all_jobs if not j.point.is_reference}, task_ids)
+                                               for j in all_jobs if not j.point.is_reference}, task_ids,
+                                      n_jobs, _worker_codec_params(all_jobs, config, n_jobs))
             write_manifest(folder, manifest)
             summary.units_total = sum(len(job.task_keys) for job in all_jobs)
             summary.units_cached = cached + summary.units_from_cache
@@ -306,7 +340,8 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             remaining = Counter((job.point.label, job.point.quality, job.point.scale) for job in todo)
             known: dict[PointLabel, Point] = {}  # points aggregated for the progress lines, reused by the reports
             bar = tqdm(total=sum(len(j.task_keys) for j in todo), desc="units", unit="unit", disable=quiet)
-            for rows in execute(todo, tasks, config.executor, n_jobs):
+            summary.setup_s = time.perf_counter() - started
+            for rows in execute(todo, tasks, config.executor, n_jobs, summary.load):
                 for row in rows:
                     store.put(row)
                     summary.units_computed += 1
@@ -321,7 +356,9 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
                         bar.write(_point_line(store, keys, point_key, dataset, config, known))
             bar.close()
             write_manifest(folder, {**manifest, "units": _units_record(summary, cache)})  # where the units came from
+            reports_start = time.perf_counter()
             summary.reports = write_report_formats(config, dataset, folder, log=None if quiet else log, known=known)
+            summary.reports_s = time.perf_counter() - reports_start
     summary.wall_s = time.perf_counter() - started
     if not quiet:
         log(f"done in {summary.wall_s:.1f} s: {summary.units_computed} units computed "
@@ -329,6 +366,20 @@ def run(config: RunConfig, output: str | Path | None = None, jobs: int | None = 
             f"{'' if cache.path is None else f' ({summary.units_from_cache} from the shared cache {cache.path})'}; "
             f"reports in {folder}")
     return summary
+
+
+def _worker_codec_params(jobs: list[Job], config: RunConfig, n_jobs: int) -> dict[str, dict[str, Any]]:
+    """Label -> the one-thread parameters its codec gets in the workers (``Codec.one_thread``, where the config
+    does not set them); empty for one in-process job."""
+    if config.executor.kind == "local" and n_jobs <= 1:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        point = job.point
+        if not point.is_reference and point.label not in out:
+            given = thaw_params(point.params)
+            out[point.label] = {k: v for k, v in worker_params(point, True).items() if k not in given}
+    return {label: params for label, params in out.items() if params}
 
 
 def _units_record(summary: RunSummary, cache: UnitCache) -> dict[str, Any]:

@@ -10,8 +10,10 @@ and codecs are built once per process and cached.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import sys
 import threading
 import time
 import traceback
@@ -87,10 +89,70 @@ class Job:
     folder: str | None = None  # the run's output folder
 
 
+#: Rough CPU time per pixel of one task model, relative to JPEG's coding (YOLOv5n: ~100), for :func:`expected_cost`.
+TASK_RELATIVE_COST = 100.0
+
+
+def expected_cost(job: Job) -> float:
+    """A rough CPU cost of ``job``, for ordering work (largest first), not a time.
+
+    Pixels x (the task models + the codec's :meth:`~vcm_plugin.codecs.base.Codec.cost_per_pixel` x the
+    pre-scale squared x 1..4 from the fewest-bits to the most-bits end of its quality range: encoders
+    search more at high rates).
+    """
+    point, sample = job.point, job.sample
+    pixels = float(sample.height * sample.width)
+    cost = len(job.task_keys) * TASK_RELATIVE_COST
+    if not point.is_reference:
+        from vcm_plugin.codecs.registry import get_codec_class
+
+        cls = get_codec_class(point.codec)  # type: ignore[arg-type]
+        quality = cls.quality_range
+        span = float(quality.maximum) - float(quality.minimum)
+        position = (float(point.quality) - float(quality.minimum)) / span if span > 0 else 0.5  # type: ignore[arg-type]
+        more_bits = position if quality.higher_is_more_bits else 1.0 - position
+        cost += cls.cost_per_pixel() * point.scale ** 2 * (1.0 + 3.0 * min(max(more_bits, 0.0), 1.0))
+    return pixels * cost
+
+
 # -- per-process caches -----------------------------------------------------------------
 _MODELS: dict[str, Any] = {}
 _CODECS: dict[tuple, Codec] = {}
 _TASKS: dict[str, TaskSpec] = {}
+_ONE_THREAD = False  # in a worker process of a parallel run: codecs use their one_thread parameters
+_METRICS_S = [0.0]  # seconds this process spent on image metrics (not stored: see metrics_seconds)
+
+
+def metrics_seconds() -> float:
+    """Seconds this process has spent computing image metrics (PSNR, MS-SSIM, ...) of decoded pictures; the
+    executors report them per worker (:class:`~vcm_plugin.pipeline.executors.WorkerLoad`)."""
+    return _METRICS_S[0]
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_MALLOC_TUNED: list[bool] = []
+
+
+def tune_malloc() -> bool:
+    """Set glibc's malloc to serve blocks under 32 MiB from its heap and keep up to 64 MiB free at the top of it
+    (the maxima glibc's own dynamic thresholds reach), once per process; False where there is no glibc.
+
+    The pictures, feature maps and MS-SSIM temporaries of a unit are 0.1-30 MB blocks, allocated and freed
+    hundreds of times per unit. Under the starting thresholds (128 KiB), or Dask's nanny's
+    ``MALLOC_TRIM_THRESHOLD_=65536``, each is a fresh ``mmap`` whose pages fault in zeroed: MS-SSIM took
+    3-4x longer on a Dask worker and 1.4x longer in a plain process than with these settings. Results do
+    not change (an allocator setting).
+    """
+    if not _MALLOC_TUNED:
+        done = False
+        if sys.platform.startswith("linux"):
+            try:
+                mallopt = ctypes.CDLL(None).mallopt
+                done = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 64 << 20))
+            except (OSError, AttributeError):  # not glibc (e.g. musl): leave malloc as it is
+                done = False
+        _MALLOC_TUNED.append(done)
+    return _MALLOC_TUNED[0]
 
 
 def init_worker(tasks: list[TaskSpec], torch_threads: int | None = None) -> None:
@@ -98,13 +160,20 @@ def init_worker(tasks: list[TaskSpec], torch_threads: int | None = None) -> None
 
     In-process (``torch_threads`` None) models already loaded for the same specs are
     kept (the run's preflight loaded them); a pool worker always starts empty, never
-    reusing a model inherited through fork.
+    reusing a model inherited through fork. Every process that runs units tunes malloc (:func:`tune_malloc`).
+    A worker of one thread (``torch_threads`` 1,
+    as the harness's pool and Dask workers are) also builds its codecs with their
+    :meth:`~vcm_plugin.codecs.base.Codec.one_thread_params`, where the config does not
+    set them: N workers on N cores, not N times each codec's own thread pool.
     """
+    global _ONE_THREAD
+    tune_malloc()
     specs = {t.label: t for t in tasks}
     if torch_threads is not None or specs != _TASKS:
         _MODELS.clear()
     _TASKS.clear()
     _TASKS.update(specs)
+    _ONE_THREAD = torch_threads == 1
     if torch_threads:
         import torch
 
@@ -122,12 +191,30 @@ def task_model(label: str):
     return _MODELS[label]
 
 
-def codec_for(point: CodecPoint) -> Codec:
-    key = (point.codec, point.params)
+def worker_params(point: CodecPoint, one_thread: bool) -> dict[str, Any]:
+    """The parameters a codec of ``point`` is built with: the point's, plus (``one_thread``) the codec's
+    :meth:`~vcm_plugin.codecs.base.Codec.one_thread_params` of the parameters the point does not set.
+
+    Machine parameters only (they change neither streams nor pictures): unit keys come from the point's own.
+    """
+    params = thaw_params(point.params)
+    if one_thread:
+        from vcm_plugin.codecs.registry import get_codec_class
+
+        for name, value in get_codec_class(point.codec).one_thread_params().items():  # type: ignore[arg-type]
+            params.setdefault(name, value)
+    return params
+
+
+def codec_for(point: CodecPoint, one_thread: bool | None = None) -> Codec:
+    """The codec of ``point``, built once per process; ``one_thread`` (default: this process is a worker of a
+    parallel run) adds the codec's one-thread parameters (:func:`worker_params`)."""
+    one_thread = _ONE_THREAD if one_thread is None else one_thread
+    key = (point.codec, point.params, one_thread)
     if key not in _CODECS:
         from vcm_plugin.codecs.registry import get_codec
 
-        _CODECS[key] = get_codec(point.codec, **thaw_params(point.params))  # type: ignore[arg-type]
+        _CODECS[key] = get_codec(point.codec, **worker_params(point, one_thread))  # type: ignore[arg-type]
     return _CODECS[key]
 
 
@@ -224,7 +311,9 @@ def run_job(job: Job) -> list[UnitRow]:
                 from vcm_plugin.images.metrics import image_metrics
 
                 value = resize_rgb(value, sample.height, sample.width)
+                start = time.perf_counter()
                 coded["metrics"] = {k: v for k, v in image_metrics(image, value).items() if v is not None}
+                _METRICS_S[0] += time.perf_counter() - start
         except Exception as exc:
             return failed_rows(job, f"{where}: {_describe(exc)}")
 

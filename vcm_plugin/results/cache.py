@@ -38,6 +38,7 @@ from pathlib import Path
 
 from vcm_plugin.config import CACHE_AUTO
 from vcm_plugin.errors import VcmError
+from vcm_plugin.hashing import user_cache_dir
 from vcm_plugin.results.store import SCHEMA_VERSION, ResultsStore, StoreError, UnitRow
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,7 @@ class CacheError(VcmError, RuntimeError):
 
 def default_cache_dir() -> Path:
     """The user's cache folder: ``$XDG_CACHE_HOME/vcm-plugin/units``, else ``~/.cache/vcm-plugin/units``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"  # XDG ignores relative ones
-    return root / "vcm-plugin" / "units"
+    return user_cache_dir() / "units"
 
 
 def resolve_cache_dir(setting: str | None = CACHE_AUTO) -> Path | None:

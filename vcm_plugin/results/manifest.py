@@ -75,9 +75,15 @@ def _cpu() -> dict[str, Any]:
             "flags": sorted(flags.split()) if flags else "not in /proc/cpuinfo"}
 
 
-def _threads(config: RunConfig) -> dict[str, Any]:
+def _threads(config: RunConfig, workers: int | None = None,
+             worker_codec_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     torch = sys.modules.get("torch")  # not imported here: a run without torch models has no torch threads
-    return {"jobs": config.jobs, "executor": config.executor.kind,
+    extra: dict[str, Any] = {}
+    if workers is not None:
+        extra["workers"] = workers
+    if worker_codec_params:
+        extra["worker_codec_params"] = worker_codec_params
+    return {"jobs": config.jobs, "executor": config.executor.kind, **extra,
             "torch_intra_op": torch.get_num_threads() if torch else "torch not loaded by this run",
             "torch_interop": torch.get_num_interop_threads() if torch else "torch not loaded by this run",
             "env": {name: os.environ.get(name) for name in THREAD_ENV}}
@@ -127,9 +133,11 @@ def codec_profile(name: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_manifest(config: RunConfig, codecs: dict[str, tuple[str, dict[str, Any]]],
-                   tasks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                   tasks: dict[str, dict[str, Any]] | None = None, workers: int | None = None,
+                   worker_codec_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The manifest of a run of ``config``; ``codecs``: label -> (codec name, parameters as run);
-    ``tasks``: label -> the task model's identity (weights SHA-256)."""
+    ``tasks``: label -> the task model's identity (weights SHA-256); ``workers``: the worker processes;
+    ``worker_codec_params``: label -> the one-thread parameters its workers add (``Codec.one_thread``)."""
     from vcm_plugin._version import __version__
 
     return {
@@ -141,7 +149,7 @@ def build_manifest(config: RunConfig, codecs: dict[str, tuple[str, dict[str, Any
         "packages": _packages(),
         "ffmpeg": _ffmpeg(),
         "cpu": _cpu(),
-        "threads": _threads(config),
+        "threads": _threads(config, workers, worker_codec_params),
         "config_sha256": config_sha256(config),
         "tasks": tasks or {},
         "codecs": {label: codec_profile(name, params) for label, (name, params) in codecs.items()},

@@ -17,10 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vcm_plugin.errors import InvalidImageError, TaskModelError
-from vcm_plugin.hashing import file_sha256
 from vcm_plugin.tasks.predictions import Predictions
 from vcm_plugin.tasks.split import CutValue, ModelAdapter
-from vcm_plugin.weights import KNOWN_SHA256, verify_sha256
+from vcm_plugin.weights import KNOWN_SHA256, file_sha256, verify_sha256
 
 INPUT = "input"  # the cut point name of the model's input image
 
@@ -120,7 +119,7 @@ class TaskModel(ABC):
         known hash (:data:`~vcm_plugin.weights.KNOWN_SHA256`) must match it."""
         if self._sha256 is None:
             path = self.weights_path()
-            sha, expected = file_sha256(path), KNOWN_SHA256.get(path.name)
+            sha, expected = file_sha256(path), KNOWN_SHA256.get(path.name)  # once per file state (weights.py)
             if expected is not None and sha != expected:
                 verify_sha256(path, expected)  # raises, naming the file and both hashes
             self._sha256 = sha

@@ -96,7 +96,8 @@ def check_hash_in_name(path: Path) -> None:
     torch.hub names its files ``<name>-<sha256 prefix>.pth`` but never re-checks a cached
     file; this does. Names without such a prefix are not checked.
     """
-    from vcm_plugin.hashing import file_sha256, name_hash_prefix
+    from vcm_plugin.hashing import name_hash_prefix
+    from vcm_plugin.weights import file_sha256
 
     prefix = name_hash_prefix(path.name)
     if prefix is None:
