@@ -59,6 +59,12 @@ direct lambda 1000 run collapse to chance, hence 5e-4); ``direct-split`` the sam
 that codec; not piloted); ``direct-front`` lr 2e-4, lambda in {0.3, 1, 3, 10, 30, 100} from claim (ii)'s pilots
 of the same network and start (lr 1e-4 left the rate near the start's, 5e-4 lost top-1; lambda 0.1 at chance).
 
+``--continue-from`` extends an earlier run of this script (its ``claim1_parity.json``, same settings, on a
+machine of the same kind): its hyper-parameters (its pilot's choices: fixed before this run, no new pilot), pilot
+rows, RD points, BD-rates and rungs are kept, the budgets it ran are not run again, and the time guard starts
+from its last rung's rate. So the ladder can be finished in a later device lease (``CONTINUE_FROM`` in
+``experiments/gpu_claim1.sh``); the record lists both commands.
+
 Verdict rule (fixed before the run), per direct arm at the largest budget that was run: "supported" when the
 95 % bootstrap interval of BD-rate(arm vs feature) lies inside +-20 %; "not supported" when the interval lies
 entirely outside it (or excludes 0 with |BD-rate| > 20 %); otherwise "inconclusive". When no BD-rate exists
@@ -70,7 +76,8 @@ what it tests is whether training the whole encoder from there moves it away. Th
 budget per arm (``gap.png``) and whether it shrinks.
 
 Usage: ``python experiments/claim1_parity.py --output DIR [--quick] [--seed S] [--jobs J] [--eval-jobs J]
-[--budgets 300,1200,4800] [--scale F] [--pilot] [--device cpu|auto|cuda] [--max-wall S] [--arms a,b]``;
+[--budgets 300,1200,4800] [--scale F] [--pilot] [--device cpu|auto|cuda] [--max-wall S] [--arms a,b]
+[--continue-from EARLIER/claim1_parity.json]``;
 writes ``DIR/rd_points.csv``, ``DIR/bd_rate.csv``, ``DIR/pilot.csv`` (with ``--pilot``),
 ``DIR/claim1_parity.json``, ``DIR/rd.png``, ``DIR/gap.png``, ``DIR/REPORT_section.md``, the training YAMLs in
 ``DIR/configs/`` and the harness runs in ``DIR/eval/s<steps>/``.
@@ -192,6 +199,30 @@ def fit_rung(arms: list[str], hp: dict[str, dict[str, Any]], steps: int, prev: d
                 f"of even two arms > --max-wall {max_wall:.0f} s")
 
 
+def continued(path: Path, cfg: dict[str, Any], arms: list[str], budgets: list[int]) -> dict[str, Any]:
+    """The earlier run ``path`` (a claim1_parity.json) that ``--continue-from`` extends; SystemExit naming what
+    differs when its settings are not this run's (other evaluation images, bootstrap, arms, ...)."""
+    try:
+        earlier = C.read_json(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--continue-from {path}: cannot be read ({exc})") from None
+    if not isinstance(earlier, dict) or earlier.get("experiment") != "claim1_parity":
+        raise SystemExit(f"--continue-from {path}: not a claim1_parity.json")
+    old = earlier["config"]
+    differ = [k for k in ("n_lmbdas", "max_images", "bootstrap", "warmup_steps", "batch_size", "val_count", "scale",
+                          "cut", "distill", "distortion") if old.get(k) != cfg.get(k)]
+    missing = [a for a in arms if a not in old.get("hyperparameters", {})]
+    if bool(earlier.get("quick")) != bool(cfg.get("quick")):
+        differ.append("quick")
+    if differ or missing:
+        raise SystemExit(f"--continue-from {path}: other settings ({', '.join(differ) or 'arms'}"
+                         f"{'; arms not in it: ' + ', '.join(missing) if missing else ''})")
+    if not set(budgets) - set(old["budgets_run"]):
+        raise SystemExit(f"--continue-from {path}: it already ran budgets {old['budgets_run']}; nothing left of "
+                         f"{budgets}")
+    return earlier
+
+
 def choose_lr(points: dict[float, list[dict[str, Any]]]) -> float:
     """Pilot step 1: lr -> its runs' results; the lr with the lowest mean log(validation loss) (ties: smaller)."""
     def score(results: list[dict[str, Any]]) -> float:
@@ -260,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                                                              "procedure of the docstring first")
     parser.add_argument("--eval-jobs", type=int, help="harness workers (default: --jobs)")
     parser.add_argument("--max-wall", type=float, help="time guard in seconds: skip rungs that would end later")
+    parser.add_argument("--continue-from", type=Path, help="an earlier run's claim1_parity.json to extend (docstring)")
     args = parser.parse_args(argv)
+    if args.continue_from and args.pilot:
+        parser.error("--continue-from keeps the earlier run's pilot choices; --pilot cannot be given with it")
     out, log = C.setup(args)
     if args.replot:
         info = C.read_json(out / "claim1_parity.json")
@@ -281,6 +315,20 @@ def main(argv: list[str] | None = None) -> int:
     pilot_rows: list[dict[str, Any]] = []
     rows, bds, rungs, skipped, results = [], [], [], [], {}
     uncompressed = math.nan
+    settings = {**cfg, "quick": args.quick, "scale": args.scale, "cut": CUT, "distill": DISTILL,
+                "distortion": DISTORTION}
+    earlier = continued(args.continue_from, settings, arms, budgets) if args.continue_from else None
+    if earlier is not None:
+        chosen = earlier["config"]["hyperparameters"]
+        hp = {arm: {**chosen[arm], "source": chosen[arm]["source"].replace("this run", "the continued run")}
+              for arm in arms}
+        pilot_rows, rows, bds = list(earlier["pilot"]), list(earlier["rd_points"]), list(earlier["bd"])
+        rungs = [{**r, "run": "continued"} for r in earlier["rungs"]]
+        ran = set(earlier["config"]["budgets_run"])
+        skipped = [s for s in earlier["skipped"] if s["steps"] in ran]  # arms the time guard left out there
+        uncompressed = earlier["uncompressed_top1"]
+        budgets = sorted(set(budgets) - ran)
+        log(f"continuing {args.continue_from}: budgets {sorted(ran)} kept, {budgets} to run")
     with C.worker_pool(args.jobs) as pool:
         if args.pilot:
             t0 = time.perf_counter()
@@ -363,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                        "tolerance_pct": TOLERANCE, "tolerance_top1_pts": TOLERANCE_TOP1, "jobs": args.jobs,
                        "eval_jobs": eval_jobs, "threads": args.threads, "device": args.device,
                        "max_wall_s": args.max_wall},
-            "training_configs": {n: f"configs/{n}.yaml" for n in sorted(results)},
+            "training_configs": {**(earlier or {}).get("training_configs", {}),
+                                 **{n: f"configs/{n}.yaml" for n in sorted(results)}},
             "rd_points": rows, "pilot": pilot_rows, "uncompressed_top1": uncompressed, "bd": bds,
             "verdicts": per_arm, "verdict": final, "largest_budget": largest, "skipped": skipped, "rungs": rungs,
             "wall_s": {"total": round(wall, 1), "training": round(sum(r.get("train_s", r.get("wall_s", 0))
@@ -371,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
                        "evaluation": round(sum(r.get("eval_s", 0) for r in rungs), 1)},
             "machine": {"start": machine_start, "end": C.machine(), "training_device": train_device(results)},
             "command": C.command_line(argv)}
+    if earlier is not None:
+        info["continued"] = {"file": str(args.continue_from), "command": earlier["command"],
+                             "wall_s": earlier["wall_s"], "machine": earlier["machine"]}
     C.write_json(out / "claim1_parity.json", info)
     figure(info, out / "rd.png")
     gap_figure(info, out / "gap.png")
@@ -525,14 +577,20 @@ def report(info: dict[str, Any]) -> str:
     lines += [f"| {r['arm']} | {r['lmbda']:g} | {r['bpp']:.4f} | {r['top1']:.1f} | {r['train_wall_s']:.0f} |"
               + (f" FAILED: {r['failed']}" if r.get("failed") else "") for r in rows]
     w = info["wall_s"]
-    timing = "; ".join(f"pilot {r['wall_s']:.0f} s" if r["phase"] == "pilot" else
-                       f"{r['steps']} steps: training {r['train_s']:.0f} s ({r['runs']} runs), evaluation "
-                       f"{r['eval_s']:.0f} s" for r in info["rungs"])
+    timing = "; ".join(("continued: " if r.get("run") == "continued" else "")
+                       + (f"pilot {r['wall_s']:.0f} s" if r["phase"] == "pilot" else
+                          f"{r['steps']} steps: training {r['train_s']:.0f} s ({r['runs']} runs), evaluation "
+                          f"{r['eval_s']:.0f} s") for r in info["rungs"])
     lines += ["", "Files: `rd_points.csv`, `bd_rate.csv`, `claim1_parity.json`"
               + (", `pilot.csv`" if info.get("pilot") else "") + ", training YAMLs in `configs/`. Wall time "
               f"{w['total']:.0f} s ({timing}) with {cfg['jobs']} training processes of {cfg['threads']} thread(s) "
               f"and {cfg['eval_jobs']} harness workers on {info['machine']['end']['description']}; load average at "
               f"the end {info['machine']['end']['loadavg']}.", ""]
+    if info.get("continued"):
+        c = info["continued"]
+        lines[-1:] = [f"The budgets marked as continued ran in an earlier invocation (`{c['command']}`, "
+                      f"{c['wall_s']['total']:.0f} s on {c['machine']['end']['description']}); this one "
+                      f"(`{info['command']}`) kept its hyper-parameters, RD points and BD-rates and ran the rest.", ""]
     return "\n".join(lines)
 
 

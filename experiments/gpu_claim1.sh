@@ -29,6 +29,8 @@ EXTRA_ARGS=${EXTRA_ARGS:-}       # more claim1_parity.py arguments (a local smok
 BENCH_STEPS=${BENCH_STEPS:-40}
 PY=${PY:-python3}
 SKIP_WHEELS=${SKIP_WHEELS:-}     # 1: use the packages $PY already has (a local test of this script)
+CONTINUE_FROM=${CONTINUE_FROM:-} # an earlier run's claim1_parity.json: train on cuda without the speed test, keep
+                                 # its pilot choices and rungs, run only the budgets it did not (--continue-from)
 OUT=${OUT:-$PWD/outputs/gpu_claim1}
 WORK=${WORK:-/tmp/claim1_gpu}
 T0=$(date +%s)
@@ -74,6 +76,17 @@ EOF
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     # (4) which device trains faster: the GPU shared by GPU_PROCS processes, or CPU_PROCS CPU processes
     local device=cpu jobs=$CPU_PROCS gpu_rate=0 cpu_rate=0 rate
+    if [ -n "$CONTINUE_FROM" ]; then
+        local left=$(( LIMIT_S - $(elapsed) - 25 ))
+        say "continuing $CONTINUE_FROM on cuda with $GPU_PROCS processes; ${left} s left for claim (i)"
+        # shellcheck disable=SC2086
+        timeout -k 5 $(( left + 10 )) $PY experiments/claim1_parity.py --output "$WORK/claim1_parity_gpu" \
+            --continue-from "$CONTINUE_FROM" --budgets "$BUDGETS" --scale "$SCALE" --device cuda --jobs "$GPU_PROCS" \
+            --eval-jobs "$EVAL_JOBS" --max-wall "$left" $EXTRA_ARGS
+        local rc=$?
+        say "claim1_parity.py exit $rc"
+        return $rc
+    fi
     timeout 150 $PY experiments/bench_train_steps.py --device cuda --procs "$GPU_PROCS" --steps "$BENCH_STEPS" --warmup 5 \
         --json "$WORK/bench_cuda.json" --barrier-s 100
     gpu_rate=$($PY -c "import json; print(json.load(open('$WORK/bench_cuda.json'))['steps_per_s'])" 2>/dev/null \

@@ -147,3 +147,25 @@ def test_claim1_pilot_rules_overall_verdict_and_time_guard_are_the_docstrings() 
     fits, why = c1.fit_rung(arms, hp, 4800, prev, 50.0, 50 + 2 * 6 * 4800 / 72 + 12 + c1.MARGIN_S + 1)
     assert fits == arms[:2] and "time guard" in why
     assert c1.fit_rung(arms, hp, 4800, prev, 50.0, 100.0)[0] == []
+
+
+def test_claim1_continue_from_refuses_other_settings_and_finished_ladders(tmp_path: Path) -> None:
+    c1 = load_script("claim1_parity")
+    settings = {**c1.FULL, "quick": False, "scale": 1.0, "cut": c1.CUT, "distill": c1.DISTILL,
+                "distortion": c1.DISTORTION}
+    earlier = {"experiment": "claim1_parity", "quick": False,
+               "config": {**settings, "budgets_run": [300, 1200],
+                          "hyperparameters": {a: dict(c1.FIXED[a]) for a in ("feature", "direct-split")}}}
+    path = tmp_path / "claim1_parity.json"
+    path.write_text(json.dumps(earlier))
+    assert c1.continued(path, settings, ["feature", "direct-split"], [300, 1200, 4800])["config"]["budgets_run"] \
+        == [300, 1200]
+    with pytest.raises(SystemExit, match="other settings.*max_images"):
+        c1.continued(path, {**settings, "max_images": 20}, ["feature"], [4800])
+    with pytest.raises(SystemExit, match="arms not in it: direct-front"):
+        c1.continued(path, settings, ["feature", "direct-front"], [4800])
+    with pytest.raises(SystemExit, match="nothing left"):
+        c1.continued(path, settings, ["feature"], [300, 1200])
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(SystemExit, match="cannot be read"):
+        c1.continued(tmp_path / "bad.json", settings, ["feature"], [4800])
