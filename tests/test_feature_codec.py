@@ -85,7 +85,7 @@ def test_feature_and_image_codecs_share_one_bd_table(shared: Path, tmp_path: Pat
                    "fcm-ctc": {"codec": "fcm-vvc", "task_model": "yolov5", "task_params": {"weights": "yolov5n.pt"},
                                "cut": "backbone", "preset": "faster", "mode": "ctc", "value_range": [-0.3, 12.0],
                                "qualities": [42, 37]}},
-        "anchors": ["jpeg"],
+        "anchors": ["jpeg"], "report": {"formats": ["default", "cttc"]},
     })
     summary = run(config, quiet=True)
     assert summary.units_failed == 0
@@ -99,6 +99,15 @@ def test_feature_and_image_codecs_share_one_bd_table(shared: Path, tmp_path: Pat
     assert {r["rate_mode"] for r in ctc} == {"side-info-out-of-rate"} and all(int(r["side_info_bits"]) > 0 for r in ctc)
     assert all(float(c["bpp"]) < float(f["bpp"]) for c, f in zip(ctc, fcm))  # the header is out of the rate
     assert "rate excludes" in (tmp_path / "out" / "bd_rate.md").read_text()
+    # the CTTC template: the front (nn_part_1) measured apart from the codec's encode, which excludes it
+    with open(tmp_path / "out" / "cttc" / "detection_fcm.csv") as fh:
+        cttc = list(csv.DictReader(fh))
+    assert [r["qp"] for r in cttc] == ["37", "42"]
+    for row, point in zip(cttc, sorted(fcm, key=lambda r: int(r["quality"]))):
+        front, encode = float(row["nn_part_1"]), float(row["encode"])
+        assert front > 0 and encode > 0 and float(row["feat_cov_plus_nn_part_1"]) == front
+        assert float(row["encode_total"]) == pytest.approx(front + encode, abs=2e-4)
+        assert float(row["encode_total"]) == pytest.approx(2 * float(point["encode_s_per_image"]), abs=2e-3)
 
 
 def test_fcm_vvc_timeout_limits_each_frame_and_is_not_part_of_the_stream(cifar_image) -> None:

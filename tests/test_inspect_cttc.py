@@ -96,6 +96,50 @@ def test_cttc_csv_equals_the_hand_made_golden_file(tmp_path: Path) -> None:
     assert not (run / "results.csv").exists()  # only the format asked for
 
 
+def make_split_run(folder: Path) -> Path:
+    """A run of two fcm-vvc entries as `vcm run` leaves it: ``fcm``'s units have the front timed apart
+    (``front_s``, 0.25 s of each 1.5 s encode); ``fcm-old``'s units were stored before it was recorded (None),
+    but for one image at QP 42."""
+    folder.mkdir(parents=True, exist_ok=True)
+    split = {"codec": "fcm-vvc", "task_model": "yolov5", "cut": "backbone", "qualities": [42, 37]}
+    (folder / "config.yaml").write_text(yaml.safe_dump({
+        "name": "hand-made-split", "output": str(folder), "dataset": {"name": "sample", "image_ids": [int(A), int(B)]},
+        "tasks": {"det": {"model": "yolov5", "task": "detection"}},
+        "codecs": {"fcm": split, "fcm-old": split}, "anchors": ["fcm"]}))
+    grid = []
+    with ResultsStore(folder / "results.sqlite") as store:
+        for codec in ("fcm", "fcm-old"):
+            for q, bpp in ((42, 0.25), (37, 0.5)):
+                for image in (A, B):
+                    key = f"{codec}-{q}-{image}"
+                    grid.append((codec, q, 1.0, "det", image, key))
+                    front = 0.25 if codec == "fcm" or (q, image) == (42, A) else None
+                    store.put(UnitRow(key, codec, q, 1.0, "det", image, "ok", bits=int(bpp * PIXELS[image]),
+                                      pixels=PIXELS[image], encode_s=1.5, decode_s=0.5, inference_s=0.75,
+                                      front_s=front, predictions=_ground_truth_detections(image)))
+        store.set_grid(grid)
+    return folder
+
+
+def test_cttc_of_a_split_codec_reports_the_measured_front_as_nn_part_1(tmp_path: Path) -> None:
+    """nn_part_1 = the summed front seconds, encode = the codec's encode without them, encode_total = both; a
+    point with a unit whose front was not measured (stored before) leaves nn_part_1 empty and encode whole."""
+    run = make_split_run(tmp_path / "run")
+    assert main(["report", str(run), "--format", "cttc", "--quiet"]) == 0
+    header = ("Dataset,qp,avg_bpp,end_accuracy,y_psnr,nn_part_1,feat_cov_plus_nn_part_1,encode,encode_total,decode,"
+              "inv_conv_plus_nn_part_2,nn_part_2,dec_total\n")
+    assert (run / "cttc" / "det_fcm.csv").read_text().replace("\r\n", "\n") == header + (
+        "sample,37,0.500000,100.0000,,0.5000,0.5000,2.5000,3.0000,1.0000,1.5000,1.5000,2.5000\n"
+        "sample,42,0.250000,100.0000,,0.5000,0.5000,2.5000,3.0000,1.0000,1.5000,1.5000,2.5000\n")
+    assert (run / "cttc" / "det_fcm-old.csv").read_text().replace("\r\n", "\n") == header + (
+        "sample,37,0.500000,100.0000,,,,3.0000,3.0000,1.0000,1.5000,1.5000,2.5000\n"
+        "sample,42,0.250000,100.0000,,,,3.0000,3.0000,1.0000,1.5000,1.5000,2.5000\n")
+    from openpyxl import load_workbook
+
+    rows = list(load_workbook(run / "cttc" / "det_fcm.xlsx").active.iter_rows(values_only=True))
+    assert rows[1][5:9] == (pytest.approx(0.5), pytest.approx(0.5), pytest.approx(2.5), pytest.approx(3.0))
+
+
 @pytest.mark.parametrize("task, dataset, missing", [("classification", "sample", "task 'classification'"),
                                                     ("detection", "cifar10", "dataset 'cifar10'")])
 def test_cttc_refuses_what_the_template_does_not_cover(tmp_path: Path, capsys, task: str, dataset: str,

@@ -270,6 +270,13 @@ def test_vcm_run_reports_the_three_paradigms_in_one_table(trained, shared: Path,
     rows = (tmp_path / "run" / "results.csv").read_text().splitlines()
     assert sum(r.split(",")[1] in ("direct-block2", "feature-block2") for r in rows) == 2 or \
         sum(("direct-block2" in r) or ("feature-block2" in r) for r in rows) == 2
+    from vcm_plugin.results.store import ResultsStore
+
+    with ResultsStore(tmp_path / "run" / "results.sqlite") as store:  # the front's seconds, timed apart
+        fronts = {(r.codec, r.front_s is None) for r in store.rows(with_predictions=False) if r.codec != "uncompressed"}
+        assert all(0 < r.front_s < r.encode_s for r in store.rows(with_predictions=False)
+                   if r.codec == "feature-block2")
+    assert fronts == {("jpeg", True), ("direct-block2", True), ("feature-block2", False)}  # direct: no front
 
 
 def test_front_decoder_starts_from_the_image_codec_and_the_task_models_front(shared: Path, tmp_path: Path,

@@ -7,15 +7,19 @@ validates inputs, quality and outputs, so every codec reports bad inputs the sam
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import json
 import math
 import struct
 import sys
+import time
 import zlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,6 +77,14 @@ class Bitstream:
     its entropy model (-sum log2 of the likelihoods of its forward pass on the same input,
     as CompressAI's ``compute_bpp``), in bits, reported beside the real rate so the gap is
     visible; ``None`` for codecs without one. Excluded from equality, not stored in ``.vcmb`` files.
+
+    ``front_s`` is NOT part of the coded picture either: the seconds the encode that made the stream
+    spent running a task model's front (image -> cut point, ``TaskModel.front``, timed by
+    :func:`front_timer`), a part of the encoder's time that the harness stores apart (the
+    results store's ``front_s``, the CTTC template's ``nn_part_1``); set by :meth:`Codec.encode`
+    for codecs that code a cut point's value (``fcm-vvc``, ``feature-learned``), ``None`` when no
+    front ran (image codecs, ``direct``) and for a stream read back from a file. A measurement, not
+    data: excluded from equality and hashing, never in :attr:`num_bits`, ``.vcmb`` files or unit keys.
     """
 
     data: bytes
@@ -83,6 +95,7 @@ class Bitstream:
     params: dict[str, Any] | None = field(default=None, compare=False)
     side_info: bytes = b""
     estimated_bits: float | None = field(default=None, compare=False)
+    front_s: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, (bytes, bytearray)):
@@ -175,6 +188,29 @@ class Bitstream:
                        side_info=bytes(side_info))
         except ValueError as exc:
             raise BitstreamFormatError(f"{source}: {exc}") from exc
+
+
+#: The task-model front seconds of the :meth:`Codec.encode` in progress in this context (a list that
+#: :func:`front_timer` adds to); None outside an encode.
+_FRONT_SECONDS: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("vcm_front_seconds",
+                                                                                   default=None)
+
+
+@contextlib.contextmanager
+def front_timer() -> Iterator[None]:
+    """Time a task model's front (image -> cut point) run inside :meth:`Codec.encode`: its seconds become the
+    bitstream's :attr:`Bitstream.front_s`. ``TaskModel.front`` runs under it, so a codec that calls
+    ``model.front(cut, image)`` in its ``_encode`` reports its front without a line of its own (and its module,
+    part of its unit keys, does not change); outside an encode (or in another thread) it times nothing."""
+    seconds = _FRONT_SECONDS.get()
+    if seconds is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds.append(time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -324,10 +360,16 @@ class Codec(ABC):
 
     # -- the contract ----------------------------------------------------------------
     def encode(self, image: np.ndarray, quality: Quality) -> Bitstream:
-        """Encode an (H, W, 3) uint8 RGB image at ``quality``; return the whole stream."""
+        """Encode an (H, W, 3) uint8 RGB image at ``quality``; return the whole stream.
+
+        The seconds spent in task-model fronts during ``_encode`` (:func:`front_timer`) are returned as the
+        stream's :attr:`Bitstream.front_s` (unless ``_encode`` set it), never in its bytes.
+        """
         image = validate_image(image, self.name)
         quality = self.quality_range.validate(quality, self.name)
         self.require_available()
+        fronts: list[float] = []
+        token = _FRONT_SECONDS.set(fronts)
         try:
             bitstream = self._encode(image, quality)
         except VcmError:
@@ -335,8 +377,15 @@ class Codec(ABC):
         except Exception as exc:  # a library or subprocess failure: name the codec
             raise EncodeError(f"codec {self.name!r} failed to encode a {image.shape[1]}x{image.shape[0]} image "
                               f"at {self.quality_range.name} {quality}: {exc}") from exc
+        finally:
+            _FRONT_SECONDS.reset(token)
+            outer = _FRONT_SECONDS.get()
+            if outer is not None:  # an encode inside another codec's encode: its fronts are the outer's too
+                outer.extend(fronts)
         if bitstream.height != image.shape[0] or bitstream.width != image.shape[1]:
             raise EncodeError(f"codec {self.name!r} returned a bitstream with the wrong original size")
+        if fronts and bitstream.front_s is None:
+            bitstream = replace(bitstream, front_s=sum(fronts))
         return bitstream
 
     def decode(self, bitstream: Bitstream) -> np.ndarray:
@@ -431,10 +480,11 @@ class Codec(ABC):
         return {k: v for k, v in self.params().items() if k not in self.machine_params}
 
     def make_bitstream(self, data: bytes, quality: Quality, image: np.ndarray, side_info: bytes = b"",
-                       estimated_bits: float | None = None) -> Bitstream:
+                       estimated_bits: float | None = None, front_s: float | None = None) -> Bitstream:
         """Wrap coded bytes for ``image`` (helper for subclasses); records :meth:`decoder_params`; ``side_info``:
         what this codec's mode sends out of band (not in the rate); ``estimated_bits``: a learned codec's
-        likelihood estimate of the size, bits (not the rate, see :class:`Bitstream`)."""
+        likelihood estimate of the size, bits (not the rate, see :class:`Bitstream`); ``front_s``: seconds of a
+        task-model front the codec timed itself (default: :meth:`encode` fills it from :func:`front_timer`)."""
         return Bitstream(data=bytes(data), codec=self.name, quality=quality, height=int(image.shape[0]),
                          width=int(image.shape[1]), params=self.decoder_params(), side_info=bytes(side_info),
-                         estimated_bits=estimated_bits)
+                         estimated_bits=estimated_bits, front_s=front_s)

@@ -17,14 +17,25 @@ it also writes is left out. The columns, in order (:data:`CTTC_COLUMNS`):
   AP, segm AP, Open Images mAP@0.5); ``y_psnr``: mean PSNR-Y in dB for image codecs, empty for
   feature codecs (the template leaves it empty);
 - timings in SECONDS SUMMED over the images of the point (the template accumulates each
-  module's elapsed time over the dataset): ``nn_part_1`` the task model's front, ``encode`` /
-  ``decode`` the codec, ``nn_part_2`` the rest of the task model. For image codecs
-  ``nn_part_1`` is 0 and ``nn_part_2`` is the whole model's inference. For feature (split)
-  codecs the store times the codec's ``encode``, which runs the model's front itself, so
-  ``nn_part_1`` is empty (not measured apart) and ``encode`` includes the front; ``nn_part_2``
-  is the model from the cut on. ``feat_cov_plus_nn_part_1`` = ``nn_part_1``,
-  ``inv_conv_plus_nn_part_2`` = ``nn_part_2`` (no separate feature conversion here),
-  ``encode_total`` = ``nn_part_1 + encode``, ``dec_total`` = ``nn_part_2 + decode``.
+  module's elapsed time over the dataset; here: the point's mean per image, from the results
+  store, times its number of images):
+
+  - ``nn_part_1``: the task model's front, image -> cut point (``TaskModel.front``: preparing
+    the image and the layers up to the cut; loading weights excluded), which a split codec
+    runs inside its encode and which is timed apart there (the store's ``front_s``,
+    :attr:`~vcm_plugin.codecs.base.Bitstream.front_s`). Image codecs: 0 (the model runs whole
+    at the decoder, in ``nn_part_2``). Feature (split) codecs (``fcm-vvc``, ``feature-learned``):
+    the measured front. EMPTY where not measured: ``direct`` codecs (their encoder runs no task
+    front: its resizing of the image to the model's input is part of ``encode``), and points with
+    a unit stored before the front was timed (then ``encode`` still includes the front);
+  - ``encode``: the codec's encode WITHOUT the front: the store's ``encode_s`` (the codec's whole
+    ``encode`` call) minus ``front_s`` where the front was measured, else ``encode_s``;
+  - ``decode``: the codec's decode (to a picture, or to the cut point's value);
+  - ``nn_part_2``: the rest of the task model: the whole model's inference for image codecs,
+    the model from the cut on for split and direct codecs;
+  - ``feat_cov_plus_nn_part_1`` = ``nn_part_1`` and ``inv_conv_plus_nn_part_2`` = ``nn_part_2``
+    (no feature conversion apart here); ``encode_total`` = ``nn_part_1 + encode`` (the codec's
+    whole encode: the same for every codec), ``dec_total`` = ``nn_part_2 + decode``.
 
 One file per (task, codec, pre-scale): ``cttc/<task>_<codec>.csv`` (``_scale<s>`` appended for
 pre-scaled points) and the same table as ``.xlsx`` (openpyxl). Only complete points are
@@ -72,7 +83,8 @@ def check_cttc_coverage(config: RunConfig, tasks: dict[str, str], where: str = "
 
 @dataclass(frozen=True)
 class CttcRow:
-    """One rate point of the template; seconds are totals over the point's images (None: not measured)."""
+    """One rate point of the template; seconds are totals over the point's images (None: not measured);
+    ``encode`` excludes ``nn_part_1`` (see the module docstring)."""
 
     dataset: str
     qp: float | int
@@ -122,9 +134,11 @@ def cttc_tables(config: RunConfig, points: Iterable[Point], split_codecs: set[st
         n = p.images
         stem = f"{p.task}_{p.codec}" + (f"_scale{p.scale:g}" if p.scale != 1.0 else "")
         split = p.codec in split_codecs
+        front = p.front_s if split else 0.0  # mean per image; None: not measured (direct, older rows)
         tables.setdefault(stem, []).append(CttcRow(
             config.dataset.name, p.quality, p.bpp, p.primary, None if split else p.image_metrics.get("psnr_y"),
-            None if split else 0.0, (p.encode_s or 0.0) * n, (p.decode_s or 0.0) * n, (p.inference_s or 0.0) * n))
+            None if front is None else front * n, ((p.encode_s or 0.0) - (front or 0.0)) * n,
+            (p.decode_s or 0.0) * n, (p.inference_s or 0.0) * n))
     return {stem: sorted(rows, key=lambda r: (r.dataset, float(r.qp))) for stem, rows in tables.items()}
 
 

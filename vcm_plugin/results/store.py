@@ -11,7 +11,11 @@ several runs open at once.
 
 Per-image metrics have one REAL column each, named by
 :data:`~vcm_plugin.images.metrics.IMAGE_METRICS` (added to older stores on opening; rows stored
-before a metric was registered have it empty). The ``grid`` table lists the units of the
+before a metric was registered have it empty). Columns added after the first schema
+(:data:`_ADDED_COLUMNS`, e.g. ``front_s``) are added the same way, in place (``ALTER TABLE ... ADD
+COLUMN``, the schema version unchanged): a store or shared unit cache written by an older version
+opens, keeps every row and key, and reads them back with the new columns ``None``; an older version
+still reads and writes a migrated file (it names its columns). The ``grid`` table lists the units of the
 latest run (point labels, image id, key), so readers find that run's rows among older ones.
 
 The evaluation harness (:mod:`vcm_plugin.pipeline`) writes the store and the report
@@ -54,7 +58,7 @@ CREATE TABLE IF NOT EXISTS units (
     bitstream_sha256 TEXT,        -- SHA-256 of the coded stream (the bytes counted in bits)
     decoded_sha256 TEXT,          -- SHA-256 of the decoded image's bytes or cut tensors (pipeline.objects)
     pixels INTEGER,
-    encode_s REAL,
+    encode_s REAL,                -- the codec's whole encode, front_s included
     decode_s REAL,
     inference_s REAL,
     predictions BLOB,             -- zlib-compressed JSON of the task predictions
@@ -83,6 +87,10 @@ class UnitRow:
     ``estimated_bits``: a learned codec's likelihood estimate of the size (NOT the rate; None for other codecs);
     ``bitstream_sha256`` / ``decoded_sha256``: hex SHA-256 of the coded stream and of the decoded output
     (:mod:`vcm_plugin.pipeline.objects`; None for the reference and for rows stored before they were recorded).
+    ``encode_s`` is the codec's whole ``encode`` (the same for every codec and every row, old or new);
+    ``front_s`` the part of it spent in the task model's front, image -> cut point, by a codec coding a cut
+    point's value (:attr:`~vcm_plugin.codecs.base.Bitstream.front_s`: ``fcm-vvc``, ``feature-learned``); None
+    where no front ran (image codecs, ``direct``, the reference) and in rows stored before it was recorded.
 
     ``metrics`` holds the defined values only; ``row.psnr_y`` (any registered metric name) reads
     ``metrics`` and is None where undefined.
@@ -107,6 +115,7 @@ class UnitRow:
     inference_s: float | None = None
     predictions: dict[str, Any] | None = None
     error: str | None = None
+    front_s: float | None = None
 
     def __getattr__(self, name: str) -> float | None:
         if name in IMAGE_METRICS:
@@ -116,10 +125,11 @@ class UnitRow:
 
 _COLUMNS = ("key", "codec", "quality", "scale", "task", "image_id", "status", "bits", "pixels", "encode_s",
             "decode_s", "inference_s", "predictions", "error", "side_info_bits", "estimated_bits", "bitstream_sha256",
-            "decoded_sha256")
-#: columns added after the first schema: created in older stores on opening (empty in their rows)
+            "decoded_sha256", "front_s")
+#: columns added after the first schema: created in older stores on opening (empty in their rows), without a new
+#: schema version, so that stores and the shared unit cache (whose file name carries the version) stay in use
 _ADDED_COLUMNS = {"side_info_bits": "INTEGER", "estimated_bits": "REAL", "bitstream_sha256": "TEXT",
-                  "decoded_sha256": "TEXT"}
+                  "decoded_sha256": "TEXT", "front_s": "REAL"}
 
 
 _KEYS_PER_QUERY = 500  # keys per SELECT ... WHERE key IN (...) (SQLite allows 32766 parameters)

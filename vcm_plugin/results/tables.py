@@ -53,6 +53,8 @@ class Point:
     self-contained); ``estimated_bits``: total of a learned codec's likelihood estimates, NOT the rate (None
     unless every unit has one); ``pixels``: total ORIGINAL pixels; ``image_metrics``: mean of each registered
     image metric (None where undefined); ``encode_s`` / ``decode_s`` / ``inference_s``: mean seconds per image;
+    ``front_s``: mean seconds per image of the task model's front inside ``encode_s`` (a codec coding a cut
+    point's value), None unless every unit has one (image codecs, ``direct``, rows stored before it was recorded);
     ``metrics``: the task metrics (percent for AP / top-k), empty unless :attr:`complete`;
     ``image_scores``: per-image task scores (image id -> name -> value) where the evaluator gives them;
     ``per_image``: bits, pixels and the primary metric's resampler in dataset order (complete points with
@@ -71,6 +73,7 @@ class Point:
     encode_s: float | None = None
     decode_s: float | None = None
     inference_s: float | None = None
+    front_s: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     primary_name: str = ""
     errors: list[str] = field(default_factory=list)
@@ -155,6 +158,8 @@ def aggregate(rows: Iterable[UnitRow], label: PointLabel, image_ids: Sequence[st
         point.image_metrics = {name: _mean(r.metrics.get(name) for r in ok) for name in IMAGE_METRICS}
         point.encode_s, point.decode_s = _mean(r.encode_s for r in ok), _mean(r.decode_s for r in ok)
         point.inference_s = _mean(r.inference_s for r in ok)
+        fronts = [r.front_s for r in ok]
+        point.front_s = None if any(f is None for f in fronts) else _mean(fronts)  # a part of encode_s: all or none
     if task is None:
         return point
     evaluator = evaluator_for(dataset, task)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from vcm_plugin.codecs.base import front_timer
 from vcm_plugin.errors import InvalidImageError, TaskModelError
 from vcm_plugin.tasks.predictions import Predictions
 from vcm_plugin.tasks.split import CutValue, ModelAdapter
@@ -161,13 +162,18 @@ class TaskModel(ABC):
             return adapter.rest(cut, value)
 
     def front(self, point: str, image: np.ndarray) -> Any:
-        """The value at cut point ``point``: the image itself at ``input``, else a ``CutValue`` (batch 1)."""
+        """The value at cut point ``point``: the image itself at ``input``, else a ``CutValue`` (batch 1).
+
+        Inside a codec's encode its seconds (preparing the image and the layers up to the cut; loading the
+        weights excluded) are reported as the stream's ``front_s`` (:func:`~vcm_plugin.codecs.base.front_timer`).
+        """
         if point == INPUT:
             return image
         import torch
 
         adapter, cut = self._cut(point)
-        with torch.inference_mode():
+        self.load()  # not timed, as the harness does not time loading the task models
+        with front_timer(), torch.inference_mode():
             tensors = adapter.forward_to(adapter.prepare(image), cut)
         return CutValue(tensors, {"image_hw": (int(image.shape[0]), int(image.shape[1]))})
 
