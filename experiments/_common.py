@@ -11,6 +11,10 @@ Evaluation is one ``vcm run`` of the harness (real bitstreams, class-balanced CI
 model ``cifar10-vgg``, top-1 in percent) into ``<output>/eval/``. Rates are bits per pixel of the 32x32
 original image (bpp), accuracies top-1 in percent.
 
+The detector counterparts (``claims_detector.py``: YOLOv5n on COCO) are :func:`coco_data` (training crops of
+``train2017``), :func:`evaluate_coco` (one ``vcm run`` on ``val2017``, box AP in percent as ``map``, per-image
+data from each point's own ``per_image``) and the ``metric="map"`` argument of the BD / RD helpers.
+
 Results are read through the public API only (:func:`vcm_plugin.results.load`: the points and the
 per-image rows of the run). BD-rate (percent, negative = the test curve needs fewer bits for the same
 top-1) is the harness's :func:`vcm_plugin.evaluation.bd.bd_rate_report` (pchip, monotone upper envelope
@@ -38,11 +42,15 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_ROOT_DEFAULT = Path(os.environ.get("VCM_SHARED", ROOT.parent / "shared")) / "data" / "cifar10"
+SHARED_DEFAULT = Path(os.environ.get("VCM_SHARED", ROOT.parent / "shared"))
+CIFAR_ROOT_DEFAULT = SHARED_DEFAULT / "data" / "cifar10"
+COCO_ROOT_DEFAULT = SHARED_DEFAULT / "data" / "coco"  # train2017/, val2017/, annotations/ (claims_detector.py)
+WEIGHTS_DEFAULT = SHARED_DEFAULT / "weights"
 TASK_MODEL = "cifar10-vgg"
 RD_COLUMNS = ["arm", "codec", "quality", "lmbda", "steps", "bpp", "top1", "images", "train_wall_s",
               "val_bpp", "val_distortion"]
 BOOTSTRAP_SEED_OFFSET = 1000  # the image bootstrap uses seed + this
+METRIC_NAMES = {"top1": "top1", "map": "mAP"}  # RD-point key of a task metric -> its name in BD labels
 
 
 @dataclass
@@ -126,6 +134,19 @@ def cifar_data(root: str | Path, crop: int = 32, batch_size: int = 16, quick: bo
     if quick:
         data.update(train=[str(root / "train" / "airplane"), str(root / "train" / "cat")], max_train_images=300,
                     val_count=4)
+    return data
+
+
+def coco_data(root: str | Path, crop: int, batch_size: int, val_count: int = 8,
+              max_train_images: int | None = None) -> dict[str, Any]:
+    """The ``data:`` block of a detector training config: random crops of COCO ``train2017`` under ``root``
+    (``val_count`` of them held out for the trainer's validation; images smaller than the crop skipped), never
+    ``val2017``, the harness's evaluation images (excluded explicitly)."""
+    root = Path(root)
+    data: dict[str, Any] = {"train": [str(root / "train2017")], "exclude": [str(root / "val2017")],
+                            "val_count": val_count, "crop": crop, "batch_size": batch_size, "small_images": "skip"}
+    if max_train_images:
+        data["max_train_images"] = max_train_images
     return data
 
 
@@ -281,6 +302,57 @@ def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Pat
             "per_image": per_image, "image_ids": ids, "images": max_images}
 
 
+def evaluate_coco(codecs: dict[str, dict[str, Any]], out: Path, coco_root: str | Path, weights_dir: str | Path,
+                  max_images: int, jobs: int, log: Callable[[str], None], name: str = "",
+                  task_model: str = "yolov5", task_weights: str = "yolov5n.pt") -> dict[str, Any]:
+    """One harness run of ``codecs`` on the first ``max_images`` COCO ``val2017`` images under ``coco_root``
+    (annotations ``annotations/instances_val2017_subset.json``) with the detector ``task_model`` (weights
+    ``task_weights`` found in ``weights_dir``), as ``eval_configs/coco_shared.yaml`` runs it, into ``out/eval``
+    (``out/eval/<name>`` with a ``name``). The metric is the harness's primary one, COCO box AP@[.5:.95] in
+    percent (``bbox/AP``), stored as ``map`` in the points.
+
+    Returns ``{"points": [{codec, quality, bpp, map, images, failed}], "uncompressed_map", "wall_s",
+    "per_image": {(codec, quality): PerImage (bits, pixels, the COCO AP resampler)}, "images"}``.
+    """
+    import yaml
+
+    from vcm_plugin.config import config_from_dict
+    from vcm_plugin.pipeline.run import run
+    from vcm_plugin.results import REFERENCE, load
+
+    folder = out / "eval" / name if name else out / "eval"
+    if folder.exists():  # stale rows of other weights would be mixed into the per-image bootstrap
+        shutil.rmtree(folder)
+    root = Path(coco_root)
+    config = {"name": f"{out.name}-eval" + (f"-{name}" if name else ""), "output": str(folder),
+              "dataset": {"name": "coco", "images_dir": str(root / "val2017"),
+                          "annotations": str(root / "annotations" / "instances_val2017_subset.json"),
+                          "max_images": max_images},
+              "tasks": {"detection": {"model": task_model, "weights": task_weights}},
+              "weights": {"search_path": [str(weights_dir)]}, "codecs": codecs, "anchors": [],
+              "non_monotonic": "envelope"}
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    record = out / "configs" / (f"eval-{name}.yaml" if name else "eval.yaml")
+    record.write_text(yaml.safe_dump(config, sort_keys=False))
+    log(f"evaluating {sum(len(c['qualities']) for c in codecs.values())} codec points on {max_images} images")
+    summary = run(config_from_dict(config), jobs=jobs, quiet=True)
+    if summary.units_failed:
+        log(f"WARNING: {summary.units_failed} units failed (see {folder / 'failures.md'})")
+    results = load(folder)
+    points, uncompressed, per_image = [], math.nan, {}
+    for p in results.points:
+        value = round(p.primary, 4)
+        if p.codec == REFERENCE:
+            uncompressed = value
+            continue
+        points.append({"codec": p.codec, "quality": int(p.quality), "bpp": math.nan if p.bpp is None
+                       else round(p.bpp, 6), "map": value, "images": p.images, "failed": p.failed})
+        if p.per_image is not None:
+            per_image[(p.codec, int(p.quality))] = p.per_image
+    return {"points": points, "uncompressed_map": uncompressed, "wall_s": round(summary.wall_s, 1),
+            "per_image": per_image, "images": max_images}
+
+
 def _per_image(results: Any) -> tuple[list[str], dict]:
     """(image ids, (codec, quality) -> PerImage (bits, pixels, top-1 in percent) in that order) of the
     compressed points whose every image has a top-1 score."""
@@ -300,20 +372,22 @@ def _per_image(results: Any) -> tuple[list[str], dict]:
 
 # -- BD-rate ------------------------------------------------------------------------------------
 def bd_entry(anchor: Sequence[dict], test: Sequence[dict], anchor_name: str, test_name: str,
-             per_image: dict | None = None, n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
+             per_image: dict | None = None, n_boot: int = 0, seed: int = 0, metric: str = "top1") -> dict[str, Any]:
     """BD-rate (percent) and BD-top1 (points) of ``test`` against ``anchor`` (lists of RD-point dicts with
     codec, quality, bpp, top1), with the image-bootstrap 95 % interval of the BD-rate when ``per_image`` is
-    given; ``bd_rate_pct`` None plus ``note`` "n/a: <reason>" when it cannot be computed."""
+    given; ``bd_rate_pct`` None plus ``note`` "n/a: <reason>" when it cannot be computed. ``metric``: the
+    points' key of the task metric (e.g. ``map`` for detection); the entry's ``bd_top1_pts`` / ``ci95_top1``
+    then hold the BD-metric of that key (its name in ``metric``), in the metric's points."""
     from vcm_plugin.errors import VcmError
     from vcm_plugin.evaluation.bd import bd_metric_report, bd_rate_report
     from vcm_plugin.evaluation.bootstrap import bootstrap_bd
 
     entry: dict[str, Any] = {"anchor": anchor_name, "test": test_name, "bd_rate_pct": None, "bd_top1_pts": None,
                              "ci95": None, "ci95_top1": None, "n_boot": 0, "overlap": None, "dropped": [],
-                             "note": ""}
+                             "note": "", **({"metric": metric} if metric != "top1" else {})}
 
     def curve(points: Sequence[dict]) -> tuple[list[float], list[float]]:
-        return [p["bpp"] for p in points], [p["top1"] for p in points]
+        return [p["bpp"] for p in points], [p[metric] for p in points]
 
     (ar, am), (tr, tm) = curve(anchor), curve(test)
     try:
@@ -327,7 +401,7 @@ def bd_entry(anchor: Sequence[dict], test: Sequence[dict], anchor_name: str, tes
         entry["bd_top1_pts"] = round(bd_metric_report(ar, am, tr, tm, non_monotonic="envelope",
                                                       anchor_name=anchor_name, test_name=test_name).value, 2)
     except VcmError as exc:
-        entry["note"] = "; ".join(filter(None, [entry["note"], f"BD-top1 n/a: {exc}"]))
+        entry["note"] = "; ".join(filter(None, [entry["note"], f"BD-{METRIC_NAMES.get(metric, metric)} n/a: {exc}"]))
     if (entry["bd_rate_pct"] is None and entry["bd_top1_pts"] is None) or not per_image or n_boot <= 0:
         return entry
     keys_a = [(p["codec"], p["quality"]) for p in anchor]
@@ -343,7 +417,8 @@ def bd_entry(anchor: Sequence[dict], test: Sequence[dict], anchor_name: str, tes
         if entry[point] is not None and len(vals) >= max(10, n_boot // 2):
             entry[key] = [round(float(v), 2) for v in np.quantile(vals, [0.025, 0.975])]
     entry["n_boot"] = len(values["rate"])
-    for kind, point, what in (("rate", "bd_rate_pct", "BD-rate"), ("top1", "bd_top1_pts", "BD-top1")):
+    for kind, point, what in (("rate", "bd_rate_pct", "BD-rate"),
+                              ("top1", "bd_top1_pts", f"BD-{METRIC_NAMES.get(metric, metric)}")):
         missing = n_boot - len(values[kind])
         if entry[point] is not None and missing:
             no_ci = " (too few for an interval)" if len(values[kind]) < max(10, n_boot // 2) else ""
@@ -355,14 +430,15 @@ def bd_entry(anchor: Sequence[dict], test: Sequence[dict], anchor_name: str, tes
 def fmt_bd(entry: dict[str, Any], reason: bool = False) -> str:
     """'-12.3 % [-20.1, -4.0]' (BD-rate and its interval), or 'n/a' (with the reason when ``reason``)."""
     if entry["bd_rate_pct"] is None:
-        why = entry["note"].removeprefix("n/a: ").split("; BD-top1 n/a")[0]
+        metric = entry.get("metric", "top1")
+        why = entry["note"].removeprefix("n/a: ").split(f"; BD-{METRIC_NAMES.get(metric, metric)} n/a")[0]
         return f"n/a ({why})" if reason else "n/a"
     ci = f" [{entry['ci95'][0]:+.1f}, {entry['ci95'][1]:+.1f}]" if entry.get("ci95") else ""
     return f"{entry['bd_rate_pct']:+.1f} %{ci}"
 
 
 def fmt_top1(entry: dict[str, Any]) -> str:
-    """'+3.10 [+1.2, +5.0]' (BD-top1 in points and its interval) or 'n/a'."""
+    """'+3.10 [+1.2, +5.0]' (BD-top1, or the BD-metric of ``entry["metric"]``, in points and its interval) or 'n/a'."""
     if entry.get("bd_top1_pts") is None:
         return "n/a"
     ci = entry.get("ci95_top1")
@@ -371,8 +447,8 @@ def fmt_top1(entry: dict[str, Any]) -> str:
 
 def fmt_both(entry: dict[str, Any]) -> str:
     """'BD-rate -12.3 % [..], BD-top1 +3.10 [..] points' (either may be n/a)."""
-    top1 = fmt_top1(entry)
-    return f"BD-rate {fmt_bd(entry)}, BD-top1 {top1}{'' if top1 == 'n/a' else ' points'}"
+    top1, name = fmt_top1(entry), METRIC_NAMES.get(entry.get("metric", "top1"), entry.get("metric", "top1"))
+    return f"BD-rate {fmt_bd(entry)}, BD-{name} {top1}{'' if top1 == 'n/a' else ' points'}"
 
 
 def ci_sign(entry: dict[str, Any]) -> str:
@@ -385,17 +461,19 @@ def ci_sign(entry: dict[str, Any]) -> str:
 
 
 # -- records and figures ------------------------------------------------------------------------
-def write_rd(rows: list[dict[str, Any]], out: Path) -> None:
-    """``rd_points.csv`` (columns :data:`RD_COLUMNS`, bpp over original pixels, top-1 in percent)."""
+def write_rd(rows: list[dict[str, Any]], out: Path, columns: Sequence[str] = RD_COLUMNS) -> None:
+    """``rd_points.csv`` (``columns``, default :data:`RD_COLUMNS`: bpp over original pixels, top-1 in percent)."""
     with open(out / "rd_points.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=RD_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def rd_rows(arms: dict[str, dict[str, Any]], evaluation: dict[str, Any], results: dict[str, dict]) -> list[dict]:
-    """RD rows of every arm: ``arms`` label -> {"runs": [run names in quality order], "lmbdas", "steps"}."""
+def rd_rows(arms: dict[str, dict[str, Any]], evaluation: dict[str, Any], results: dict[str, dict],
+            metric: str = "top1") -> list[dict]:
+    """RD rows of every arm: ``arms`` label -> {"runs": [run names in quality order], "lmbdas", "steps"};
+    ``metric``: the key of the task metric in the evaluation's points and in the rows."""
     rows = []
     for label, arm in arms.items():
         for q, (name, lmbda) in enumerate(zip(arm["runs"], arm["lmbdas"]), start=1):
@@ -403,26 +481,28 @@ def rd_rows(arms: dict[str, dict[str, Any]], evaluation: dict[str, Any], results
             res = results[name]  # a failed run ({"failed": ...}, see train_runs) has no point
             rows.append({"arm": label, "codec": res.get("codec", "compressai"), "quality": q, "lmbda": lmbda,
                          "steps": arm["steps"], "bpp": point["bpp"] if point else math.nan,
-                         "top1": point["top1"] if point else math.nan, "images": point["images"] if point else 0,
+                         metric: point[metric] if point else math.nan, "images": point["images"] if point else 0,
                          "train_wall_s": res["wall_s"], "val_bpp": res["val"].get("bpp"),
                          "val_distortion": res["val"].get("distortion", res["val"].get("mse")),
                          **({"failed": res["failed"]} if "failed" in res else {})})
     return rows
 
 
-def arm_points(rows: list[dict], arm: str) -> list[dict]:
-    """The RD points of one arm as BD inputs (codec label = arm)."""
-    return [{"codec": r["arm"], "quality": r["quality"], "bpp": r["bpp"], "top1": r["top1"]}
+def arm_points(rows: list[dict], arm: str, metric: str = "top1") -> list[dict]:
+    """The RD points of one arm as BD inputs (codec label = arm; ``metric``: the task metric's key)."""
+    return [{"codec": r["arm"], "quality": r["quality"], "bpp": r["bpp"], metric: r[metric]}
             for r in rows if r["arm"] == arm and math.isfinite(r["bpp"])]
 
 
 def plot_rd(curves: list[tuple[str, list[dict], dict[str, Any]]], uncompressed: float, path: Path, title: str,
-            note: str = "") -> None:
-    """Top-1 (%) vs bpp (log axis) of each (label, points, matplotlib style), the uncompressed top-1 dotted."""
+            note: str = "", metric: str = "top1", xlabel: str = "rate (bits per pixel of the 32x32 image, log scale)",
+            ylabel: str = "top-1 accuracy (%)") -> None:
+    """Top-1 (%) (or ``metric``) vs bpp (log axis) of each (label, points, matplotlib style), the uncompressed
+    value dotted."""
     from vcm_plugin.reports.plots import plot_curves
 
-    plot_curves([(label, [(p["bpp"], p["top1"]) for p in points], style) for label, points, style in curves], path,
-                xlabel="rate (bits per pixel of the 32x32 image, log scale)", ylabel="top-1 accuracy (%)",
+    plot_curves([(label, [(p["bpp"], p[metric]) for p in points], style) for label, points, style in curves], path,
+                xlabel=xlabel, ylabel=ylabel,
                 title=title, reference=(f"uncompressed ({uncompressed:.1f} %)", uncompressed,
                                         {"color": "0.4", "ls": ":", "lw": 1.2}),
                 log_x=True, legend_outside=True, note=note, size=(8.4, 4.4), dpi=100)
