@@ -220,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", help=f"comma-separated subset of {list(ARMS)} (default all)")
     args = parser.parse_args(argv)
     out, log = C.setup(args)
-    if args.replot:
-        figure(C.read_json(out / "claims_detector.json"), out / "rd.png")
+    if args.replot:  # the figure and the report section again, from the JSON (and the training record)
+        info = C.read_json(out / "claims_detector.json")
+        info.setdefault("training", training_record(out))
+        C.write_json(out / "claims_detector.json", info)
+        figure(info, out / "rd.png")
+        (out / "REPORT_section.md").write_text(report(info, info["config"]))
         return 0
     start = time.perf_counter()
     cfg = dict(QUICK if args.quick else FULL)
@@ -291,12 +295,24 @@ def main(argv: list[str] | None = None) -> int:
             "rd_points": rows, "zoo_points": zoo, "uncompressed_map": ev["uncompressed_map"], "bd": bds,
             "verdicts": verdicts,
             "wall_s": {"total": round(wall, 1), "training": round(train_wall, 1), "evaluation": ev["wall_s"]},
-            "machine": {"start": machine_start, "end": C.machine()}, "command": C.command_line(argv)}
+            "machine": {"start": machine_start, "end": C.machine()}, "command": C.command_line(argv),
+            "training": training_record(out)}
     C.write_json(out / "claims_detector.json", info)
     figure(info, out / "rd.png")
     (out / "REPORT_section.md").write_text(report(info, cfg))
     log("; ".join(f"claim ({k}): {v}" for k, v in verdicts.items()) + f" ({wall:.0f} s)")
     return 0
+
+
+def training_record(out: Path) -> dict[str, Any]:
+    """Where and how the runs were trained (``train_summary.json``: with ``--eval-only`` another invocation,
+    perhaps on a GPU machine): device, runs at a time, machine, command; empty when there is no record."""
+    path = out / "train_summary.json"
+    summary = C.read_json(path) if path.exists() else {}
+    machine = summary.get("machine") or {}
+    return {"device": summary.get("device"), "jobs": summary.get("jobs"), "wall_s": summary.get("wall_s"),
+            "machine": machine.get("description") if isinstance(machine, dict) else None,
+            "command": summary.get("command")}
 
 
 def train_timing(results: dict[str, dict]) -> dict[str, Any]:
@@ -354,14 +370,18 @@ def report(info: dict[str, Any], cfg: dict[str, Any]) -> str:
     titles = {"i": "(i) Theorem 1, direct coding vs model splitting (rule: interval inside ±20 %)",
               "ii": "(ii) supervised (task distortion) vs unsupervised (input MSE) (rule: interval below 0)",
               "iii": "(iii) deeper distillation vs distillation at Y1 (rule: interval below 0 for every point)"}
-    t = info["train_timing"]
+    t, tr = info["train_timing"], info.get("training") or {}
+    device, jobs = tr.get("device") or info["config"]["device"], tr.get("jobs") or info["config"]["jobs"]
+    where = (f"{device}, {jobs} runs at a time"
+             + (f", on {tr['machine']}" if tr.get("machine") else "")
+             + (f", {tr['wall_s']:.0f} s in all (`{tr['command']}`)" if tr.get("wall_s") and tr.get("command") else ""))
     lines = ["## Claims (i)-(iii) on the detector: YOLOv5n cut after layer 4", "",
              f"{quick}Every codec trained by the project's training loop on {cfg['crop']}x{cfg['crop']} random "
              f"crops of COCO train2017 (`../shared`, {cfg['val_count']} held out for the trainer's validation), "
              f"{cfg['steps']} steps of batch {cfg['batch_size']} per run, seed {info['seed']}, N = {N}, M = {M}; "
              f"task-distortion λ (normalised MSE at the distillation point, not piloted) in {cfg['lmbdas']}; the "
-             f"image codec on the zoo's own λ {ZOO_LMBDAS}. Mean {t['mean_s_per_step']} s per step and run on "
-             f"{info['config']['device']} (runs' own wall times summed: {t['runs_wall_s_sum']:.0f} s)"
+             f"image codec on the zoo's own λ {ZOO_LMBDAS}. Training: {where}, mean {t['mean_s_per_step']} s per "
+             f"step and run (runs' own wall times summed: {t['runs_wall_s_sum']:.0f} s)"
              f"{'; FAILED runs: ' + ', '.join(t['failed']) if t['failed'] else ''}. Evaluated by one harness "
              f"run with real bitstreams on {cfg['max_images']} COCO val2017 images (YOLOv5n at 640, box AP@[.5:.95] "
              f"as coco_shared reports it; uncompressed {unc:.2f} %); {cfg['bootstrap']} bootstrap resamples of the "
@@ -386,9 +406,11 @@ def report(info: dict[str, Any], cfg: dict[str, Any]) -> str:
     w = info["wall_s"]
     lines += ["", "![detector claims RD curves](rd.png)", "",
               f"Files: `rd_points.csv`, `bd_rate.csv`, `claims_detector.json`, `train_summary.json`, training YAMLs "
-              f"in `configs/`. Wall time {w['total']:.0f} s (training {w['training']:.0f} s, evaluation "
-              f"{w['evaluation']:.0f} s; mode {info['config']['mode']}) with {info['config']['jobs']} process(es) of "
-              f"{info['config']['threads']} thread(s); load average at the end {info['machine']['end']['loadavg']}.",
+              f"in `configs/`. Wall time {w['total']:.0f} s ("
+              + ("evaluation only; the training's time is above" if info["config"]["mode"] == "eval-only" else
+                 f"training {w['training']:.0f} s") + f", evaluation {w['evaluation']:.0f} s) with "
+              f"{info['config']['eval_jobs']} harness worker(s) of {info['config']['threads']} thread(s) on "
+              f"{info['machine']['end']['description']}; load average at the end {info['machine']['end']['loadavg']}.",
               ""]
     return "\n".join(lines)
 

@@ -2,16 +2,19 @@
 
 Steps, each a script of this folder run as a subprocess into ``<results>/<name>/`` (its own log in
 ``<results>/<name>.log``): ``toy_fig2`` (paper Fig. 2 toy), ``claim1_parity`` (i), ``claim2_supervised``
-(ii), ``claim3_depth`` (iii), ``claim4_rho`` (iv). Then every step's ``REPORT_section.md`` is copied into
-the report (relative links rewritten to ``results/<name>/...``, the step's figures linked), under a header
-with the machine, date, git commit, total wall time, seeds, scale and load average, and a summary table of
-the verdicts read from each step's JSON. A step that fails is reported as failed (with its log's tail);
-the others still run, and the exit status is 1.
+(ii), ``claim3_depth`` (iii), ``claim4_rho`` (iv), ``claims_detector`` ((i)-(iii) on YOLOv5n). Then every
+step's ``REPORT_section.md`` is copied into the report (relative links rewritten to ``results/<name>/...``,
+the step's figures linked), under a header with the machine, date, git commit, total wall time, seeds,
+scale and load average, and a summary table of the verdicts read from each step's JSON. A step that fails is
+reported as failed (with its log's tail); the others still run, and the exit status is 1.
 
 Usage: ``python experiments/run_all.py [--quick] [--seed S] [--jobs J] [--results DIR] [--report FILE]
-[--only name,name] [--report-only]``. Full scale takes about two hours on 2 cores (``--jobs 2``), most of it
-claim (i)'s four arms at 300 and 1,200 steps; ``experiments/gpu_claim1.sh`` runs claim (i)'s whole ladder on a
-GPU machine, into a folder that is reported beside claim (i) once committed as ``results/claim1_parity_gpu/``.
+[--only name,name] [--report-only]``. Full scale takes about three hours on 2 cores (``--jobs 2``): claim (i)'s
+four arms at 300 and 1,200 steps about 1.5 h, the detector claims about 1 h (24 runs of 600 steps, then 206 COCO
+images x 29 points). ``experiments/gpu_claim1.sh`` runs claim (i)'s whole ladder on a GPU machine, into a folder
+reported beside claim (i) once committed as ``results/claim1_parity_gpu/``; ``claims_detector.py --train-only
+--device cuda`` there and ``--eval-only`` here give ``results/claims_detector_gpu/``, reported beside the
+detector step.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ STEPS = {  # name -> (title in the summary, takes --jobs)
     "claim2_supervised": ("(ii) supervised beats unsupervised", True),
     "claim3_depth": ("(iii) deeper distillation is better", True),
     "claim4_rho": ("(iv) task appropriateness ρ rises with depth", False),
+    "claims_detector": ("(i)-(iii) on the detector: YOLOv5n cut after layer 4, COCO box AP", True),
 }
 #: result folders made elsewhere and committed (not run here), reported after their step when they exist:
 #: folder -> (title in the summary, the step whose script wrote it)
 EXTRA = {"claim1_parity_gpu": ("(i) Theorem 1 at GPU scale (`experiments/gpu_claim1.sh`, committed results)",
-                               "claim1_parity")}
+                               "claim1_parity"),
+         "claims_detector_gpu": ("(i)-(iii) on the detector, trained on a GPU (`--train-only --device cuda`), "
+                                 "evaluated here (committed results)", "claims_detector")}
 
 
 def run_step(name: str, args: argparse.Namespace, results: Path) -> dict[str, Any]:
@@ -94,6 +100,9 @@ def summary_row(name: str, folder: Path) -> tuple[str, str]:
         return ("; ".join(f"{s}: {v.get('verdict', '?')}" for s, v in sections.items()),
                 "; ".join(f"{s}: Spearman " + ", ".join(f"k={t['k']} {t['spearman']:+.2f}" for t in v.get("trends", []))
                           for s, v in sections.items()))
+    if name == "claims_detector":
+        return ("; ".join(f"({c}) {v}" for c, v in data["verdicts"].items()),
+                "; ".join(f"({b['claim']}) {b['test']} vs {b['anchor']}: {fmt_both(b)}" for b in data["bd"]))
     return "?", ""
 
 
