@@ -32,6 +32,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: the reading of the results, written by hand after the runs (quoted under the summary when it exists)
+INTERPRETATION = HERE / "INTERPRETATION.md"
 STEPS = {  # name -> (title in the summary, takes --jobs)
     "toy_fig2": ("Fig. 2 toy: 1-bit MSE quantiser at the input vs a hidden layer", False),
     "claim1_parity": ("(i) Theorem 1: direct coding = model splitting", True),
@@ -184,6 +186,8 @@ def assemble(args: argparse.Namespace, results: Path, report: Path, steps: dict[
             lines.append(f"| {extra_title} | {verdict} | {numbers} |")
     lines += ["", "Verdict rules are fixed in each script's docstring before the run (bootstrap intervals over the "
               "test images); BD-rate: negative = fewer bits for the same top-1.", ""]
+    if INTERPRETATION.exists():  # written by the developers after the runs, from the numbers in the sections
+        lines += [INTERPRETATION.read_text().strip(), ""]
     for name in STEPS:
         lines.append(section_text(name, results / name, results_rel, steps.get(name)))
         for folder, _ in extras[name]:
