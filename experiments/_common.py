@@ -260,6 +260,48 @@ def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[st
 
 
 # -- evaluation ---------------------------------------------------------------------------------
+def _harness_run(codecs: dict[str, dict[str, Any]], out: Path, name: str, dataset: dict[str, Any],
+                 tasks: dict[str, Any], extra: dict[str, Any], jobs: int,
+                 log: Callable[[str], None]) -> tuple[Any, Any]:
+    """One fresh ``vcm run`` of ``codecs`` on ``dataset`` with ``tasks`` into ``out/eval`` (``out/eval/<name>``),
+    its config recorded in ``out/configs/``; (the run's summary, its loaded results)."""
+    import yaml
+
+    from vcm_plugin.config import config_from_dict
+    from vcm_plugin.pipeline.run import run
+    from vcm_plugin.results import load
+
+    folder = out / "eval" / name if name else out / "eval"
+    if folder.exists():  # stale rows of other weights would be mixed into the per-image bootstrap
+        shutil.rmtree(folder)
+    config = {"name": f"{out.name}-eval" + (f"-{name}" if name else ""), "output": str(folder), "dataset": dataset,
+              "tasks": tasks, **extra, "codecs": codecs, "anchors": [], "non_monotonic": "envelope"}
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    record = out / "configs" / (f"eval-{name}.yaml" if name else "eval.yaml")
+    record.write_text(yaml.safe_dump(config, sort_keys=False))
+    log(f"evaluating {sum(len(c['qualities']) for c in codecs.values())} codec points on "
+        f"{dataset.get('max_images')} images")
+    summary = run(config_from_dict(config), jobs=jobs, quiet=True)
+    if summary.units_failed:
+        log(f"WARNING: {summary.units_failed} units failed (see {folder / 'failures.md'})")
+    return summary, load(folder)
+
+
+def depth_verdict(entries: list[dict[str, Any]]) -> str:
+    """Claim (iii)'s fixed rule over the deeper points' BD entries (CIFAR and detector scripts): "supported" when
+    every interval lies below 0, "partly" when some do and none above, "contradicted" when some lie above and none
+    below, else "inconclusive"."""
+    signs = [ci_sign(e) for e in entries]
+    below, above = signs.count("below 0"), signs.count("above 0")
+    if entries and below == len(entries):
+        return "supported"
+    if below and not above:
+        return "partly"
+    if above and not below:
+        return "contradicted"
+    return "inconclusive"
+
+
 def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Path, max_images: int, jobs: int,
              log: Callable[[str], None], name: str = "") -> dict[str, Any]:
     """One harness run of ``codecs`` (label -> codec entry) on class-balanced CIFAR-10 test images, into
@@ -268,27 +310,11 @@ def evaluate(codecs: dict[str, dict[str, Any]], out: Path, cifar_root: str | Pat
     Returns ``{"points": [{codec, quality, bpp, top1, images, failed}], "uncompressed_top1", "wall_s",
     "per_image": {(codec, quality): PerImage (bits, pixels, top-1) in one image order}, "image_ids"}``.
     """
-    import yaml
+    from vcm_plugin.results import REFERENCE
 
-    from vcm_plugin.config import config_from_dict
-    from vcm_plugin.pipeline.run import run
-    from vcm_plugin.results import REFERENCE, load
-
-    folder = out / "eval" / name if name else out / "eval"
-    if folder.exists():  # stale rows of other weights would be mixed into the per-image bootstrap
-        shutil.rmtree(folder)
-    config = {"name": f"{out.name}-eval" + (f"-{name}" if name else ""), "output": str(folder),
-              "dataset": {"name": "cifar10", "root": str(cifar_root), "split": "test", "max_images": max_images},
-              "tasks": {"classification": {"model": TASK_MODEL}}, "codecs": codecs, "anchors": [],
-              "non_monotonic": "envelope"}
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    record = out / "configs" / (f"eval-{name}.yaml" if name else "eval.yaml")
-    record.write_text(yaml.safe_dump(config, sort_keys=False))
-    log(f"evaluating {sum(len(c['qualities']) for c in codecs.values())} codec points on {max_images} images")
-    summary = run(config_from_dict(config), jobs=jobs, quiet=True)
-    if summary.units_failed:
-        log(f"WARNING: {summary.units_failed} units failed (see {folder / 'failures.md'})")
-    results = load(folder)
+    summary, results = _harness_run(
+        codecs, out, name, {"name": "cifar10", "root": str(cifar_root), "split": "test", "max_images": max_images},
+        {"classification": {"model": TASK_MODEL}}, {}, jobs, log)
     points, uncompressed = [], math.nan
     for p in results.points:  # rounded as results.csv gives them (6 and 4 decimals), as the records always were
         top1 = round(p.value("top1"), 4)
@@ -314,31 +340,15 @@ def evaluate_coco(codecs: dict[str, dict[str, Any]], out: Path, coco_root: str |
     Returns ``{"points": [{codec, quality, bpp, map, images, failed}], "uncompressed_map", "wall_s",
     "per_image": {(codec, quality): PerImage (bits, pixels, the COCO AP resampler)}, "images"}``.
     """
-    import yaml
+    from vcm_plugin.results import REFERENCE
 
-    from vcm_plugin.config import config_from_dict
-    from vcm_plugin.pipeline.run import run
-    from vcm_plugin.results import REFERENCE, load
-
-    folder = out / "eval" / name if name else out / "eval"
-    if folder.exists():  # stale rows of other weights would be mixed into the per-image bootstrap
-        shutil.rmtree(folder)
     root = Path(coco_root)
-    config = {"name": f"{out.name}-eval" + (f"-{name}" if name else ""), "output": str(folder),
-              "dataset": {"name": "coco", "images_dir": str(root / "val2017"),
-                          "annotations": str(root / "annotations" / "instances_val2017_subset.json"),
-                          "max_images": max_images},
-              "tasks": {"detection": {"model": task_model, "weights": task_weights}},
-              "weights": {"search_path": [str(weights_dir)]}, "codecs": codecs, "anchors": [],
-              "non_monotonic": "envelope"}
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    record = out / "configs" / (f"eval-{name}.yaml" if name else "eval.yaml")
-    record.write_text(yaml.safe_dump(config, sort_keys=False))
-    log(f"evaluating {sum(len(c['qualities']) for c in codecs.values())} codec points on {max_images} images")
-    summary = run(config_from_dict(config), jobs=jobs, quiet=True)
-    if summary.units_failed:
-        log(f"WARNING: {summary.units_failed} units failed (see {folder / 'failures.md'})")
-    results = load(folder)
+    summary, results = _harness_run(
+        codecs, out, name, {"name": "coco", "images_dir": str(root / "val2017"),
+                            "annotations": str(root / "annotations" / "instances_val2017_subset.json"),
+                            "max_images": max_images},
+        {"detection": {"model": task_model, "weights": task_weights}}, {"weights": {"search_path": [str(weights_dir)]}},
+        jobs, log)
     points, uncompressed, per_image = [], math.nan, {}
     for p in results.points:
         value = round(p.primary, 4)

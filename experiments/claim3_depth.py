@@ -64,16 +64,8 @@ def train_config(point: str, lmbda: float, cfg: dict[str, Any], args: Any) -> di
 
 
 def verdict(entries: list[dict[str, Any]]) -> str:
-    """The fixed rule of the module docstring over the deeper points' BD entries."""
-    signs = [C.ci_sign(e) for e in entries]
-    below, above = signs.count("below 0"), signs.count("above 0")
-    if entries and below == len(entries):
-        return "supported"
-    if below and not above:
-        return "partly"
-    if above and not below:
-        return "contradicted"
-    return "inconclusive"
+    """The fixed rule of the module docstring over the deeper points' BD entries (``_common.depth_verdict``)."""
+    return C.depth_verdict(entries)
 
 
 def main(argv: list[str] | None = None) -> int:
