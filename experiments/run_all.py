@@ -186,7 +186,7 @@ def assemble(args: argparse.Namespace, results: Path, report: Path, steps: dict[
             lines.append(f"| {extra_title} | {verdict} | {numbers} |")
     lines += ["", "Verdict rules are fixed in each script's docstring before the run (bootstrap intervals over the "
               "test images); BD-rate: negative = fewer bits for the same top-1.", ""]
-    if INTERPRETATION.exists():  # written by the developers after the runs, from the numbers in the sections
+    if INTERPRETATION.exists() and not args.quick:  # the developers' reading of the full-scale results
         lines += [INTERPRETATION.read_text().strip(), ""]
     for name in STEPS:
         lines.append(section_text(name, results / name, results_rel, steps.get(name)))
