@@ -32,7 +32,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -140,20 +139,11 @@ class UnitCache(contextlib.AbstractContextManager):
         if self._store is None:
             if not create and not self.path.exists():
                 return None
-            deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.05
-            while True:
-                try:
-                    self.folder.mkdir(parents=True, exist_ok=True)
-                    self._store = ResultsStore(self.path, timeout=BUSY_TIMEOUT_S)
-                except (OSError, StoreError, sqlite3.Error, ValueError) as exc:
-                    # SQLite answers "locked" at once, without waiting, to some races of two processes opening a
-                    # new file together (switching it to WAL, creating its tables): try again for a while
-                    if "locked" in str(exc) and time.monotonic() < deadline:
-                        time.sleep(pause)
-                        pause = min(2 * pause, 1.0)
-                        continue
-                    self._fail("open", exc)
-                break
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._store = ResultsStore(self.path, timeout=BUSY_TIMEOUT_S)
+            except (OSError, StoreError, sqlite3.Error, ValueError) as exc:
+                self._fail("open", exc)
         return self._store
 
     def rows(self, keys: set[str], with_predictions: bool = True) -> Iterator[UnitRow]:

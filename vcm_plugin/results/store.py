@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -145,6 +146,20 @@ class ResultsStore(contextlib.AbstractContextManager):
         columns and the schema row are added under SQLite's write lock, after looking again.
         """
         self.path = Path(path)
+        deadline, pause = time.monotonic() + timeout, 0.05
+        while True:
+            try:
+                self._open(timeout)
+                return
+            except StoreError as exc:
+                # SQLite answers "locked" at once, without its busy wait, to some races of processes opening one
+                # new file together (switching it to WAL, creating its tables): try again within ``timeout``
+                if "database is locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 1.0)
+
+    def _open(self, timeout: float) -> None:
         db = None
         try:
             db = self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
