@@ -75,41 +75,34 @@ print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "n
 EOF
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     # (4) which device trains faster: the GPU shared by GPU_PROCS processes, or CPU_PROCS CPU processes
-    local device=cpu jobs=$CPU_PROCS gpu_rate=0 cpu_rate=0 rate
-    if [ -n "$CONTINUE_FROM" ]; then
-        local left=$(( LIMIT_S - $(elapsed) - 25 ))
-        say "continuing $CONTINUE_FROM on cuda with $GPU_PROCS processes; ${left} s left for claim (i)"
-        # shellcheck disable=SC2086
-        timeout -k 5 $(( left + 10 )) $PY experiments/claim1_parity.py --output "$WORK/claim1_parity_gpu" \
-            --continue-from "$CONTINUE_FROM" --budgets "$BUDGETS" --scale "$SCALE" --device cuda --jobs "$GPU_PROCS" \
-            --eval-jobs "$EVAL_JOBS" --max-wall "$left" $EXTRA_ARGS
-        local rc=$?
-        say "claim1_parity.py exit $rc"
-        return $rc
-    fi
-    timeout 150 $PY experiments/bench_train_steps.py --device cuda --procs "$GPU_PROCS" --steps "$BENCH_STEPS" --warmup 5 \
-        --json "$WORK/bench_cuda.json" --barrier-s 100
-    gpu_rate=$($PY -c "import json; print(json.load(open('$WORK/bench_cuda.json'))['steps_per_s'])" 2>/dev/null \
-               || echo 0)
-    say "GPU, $GPU_PROCS processes: $gpu_rate steps/s"
-    if $PY -c "import sys; sys.exit(0 if float('$gpu_rate') >= 400 else 1)"; then
-        device=cuda jobs=$GPU_PROCS rate=$gpu_rate
+    local device=cpu jobs=$CPU_PROCS gpu_rate=0 cpu_rate=0 rate=0
+    local -a pilot=()
+    if [ -n "$CONTINUE_FROM" ]; then  # the earlier run's pilot choices and rungs, on the GPU it measured
+        device=cuda jobs=$GPU_PROCS pilot=(--continue-from "$CONTINUE_FROM")
     else
-        timeout 120 $PY experiments/bench_train_steps.py --device cpu --procs "$CPU_PROCS" --steps 8 --warmup 2 \
-            --json "$WORK/bench_cpu.json" --barrier-s 80
-        cpu_rate=$($PY -c "import json; print(json.load(open('$WORK/bench_cpu.json'))['steps_per_s'])" \
-                   2>/dev/null || echo 0)
-        say "CPU, $CPU_PROCS processes: $cpu_rate steps/s"
-        if $PY -c "import sys; sys.exit(0 if float('$gpu_rate') >= float('$cpu_rate') and float('$gpu_rate') > 0 else 1)"; then
+        timeout 150 $PY experiments/bench_train_steps.py --device cuda --procs "$GPU_PROCS" --steps "$BENCH_STEPS" --warmup 5 \
+            --json "$WORK/bench_cuda.json" --barrier-s 100
+        gpu_rate=$($PY -c "import json; print(json.load(open('$WORK/bench_cuda.json'))['steps_per_s'])" 2>/dev/null \
+                   || echo 0)
+        say "GPU, $GPU_PROCS processes: $gpu_rate steps/s"
+        if $PY -c "import sys; sys.exit(0 if float('$gpu_rate') >= 400 else 1)"; then
             device=cuda jobs=$GPU_PROCS rate=$gpu_rate
         else
-            rate=$cpu_rate
+            timeout 120 $PY experiments/bench_train_steps.py --device cpu --procs "$CPU_PROCS" --steps 8 --warmup 2 \
+                --json "$WORK/bench_cpu.json" --barrier-s 80
+            cpu_rate=$($PY -c "import json; print(json.load(open('$WORK/bench_cpu.json'))['steps_per_s'])" \
+                       2>/dev/null || echo 0)
+            say "CPU, $CPU_PROCS processes: $cpu_rate steps/s"
+            if $PY -c "import sys; sys.exit(0 if float('$gpu_rate') >= float('$cpu_rate') and float('$gpu_rate') > 0 else 1)"; then
+                device=cuda jobs=$GPU_PROCS rate=$gpu_rate
+            else
+                rate=$cpu_rate
+            fi
         fi
     fi
     # (5) claim (i): pilot + ladder, under the time guard
     local left=$(( LIMIT_S - $(elapsed) - 25 ))  # 25 s for packing the results
-    local pilot
-    pilot=$($PY - "$rate" "$left" "$SCALE" <<'EOF'
+    if [ -z "$CONTINUE_FROM" ] && [ -n "$($PY - "$rate" "$left" "$SCALE" <<'EOF'
 import sys
 rate, left, scale = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 steps = {"pilot": 4 * 14 * 300 * scale, "300": 24 * 300 * scale, "1200": 24 * 1200 * scale, "4800": 24 * 4800 * scale}
@@ -119,12 +112,14 @@ print(f"# estimate at {rate:g} steps/s: " + ", ".join(f"{k} {v:.0f} s" for k, v 
       + f", evaluation about {evals} s; {left:.0f} s left", file=sys.stderr)
 print("--pilot" if est["pilot"] + est["300"] + 35 + 30 < 0.6 * left else "")
 EOF
-)
-    say "training on $device with $jobs processes (${rate} steps/s measured); ${left} s left for claim (i); \
-${pilot:-no pilot (fixed grids)}"
+)" ]; then
+        pilot=(--pilot)
+    fi
+    say "training on $device with $jobs processes (${rate} steps/s measured, 0: not measured when continuing); \
+${left} s left for claim (i); ${pilot[*]:-no pilot (fixed grids)}"
     if [ "$left" -lt 60 ]; then say "FAILED: no time left"; return 1; fi
-    # shellcheck disable=SC2086 (word splitting of $pilot and $EXTRA_ARGS wanted)
-    timeout -k 5 $(( left + 10 )) $PY experiments/claim1_parity.py --output "$WORK/claim1_parity_gpu" $pilot \
+    # shellcheck disable=SC2086 (word splitting of $EXTRA_ARGS wanted)
+    timeout -k 5 $(( left + 10 )) $PY experiments/claim1_parity.py --output "$WORK/claim1_parity_gpu" "${pilot[@]}" \
         --budgets "$BUDGETS" --scale "$SCALE" --device "$device" --jobs "$jobs" --eval-jobs "$EVAL_JOBS" \
         --max-wall "$left" $EXTRA_ARGS
     local rc=$?
