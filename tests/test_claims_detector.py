@@ -32,6 +32,10 @@ def test_training_configs_are_valid_for_the_one_training_loop(tmp_path: Path) ->
         else:
             assert parsed.cut == "layer.4" and parsed.task_model == "yolov5" and parsed.lmbda == 4.0
             distills[arm] = parsed.distill
+        if kind == "direct":  # 5 lambdas: the two smallest start from the zoo's q1, the others from q2..q4
+            assert parsed.init_image_codec == "vcm-hyperprior-q1"
+            starts = [d.train_config(arm, q, 1.0, dict(d.FULL), args)[1]["init_image_codec"] for q in range(1, 6)]
+            assert starts == [f"vcm-hyperprior-q{k}" for k in (1, 1, 2, 3, 4)]
     assert distills == {"feature-l4": "layer.4", "feature-l6": "layer.6", "feature-l9": "layer.9",
                         "feature-out": "output", "direct-l9": "layer.9"}
 
@@ -51,6 +55,16 @@ def test_verdict_rules_are_the_docstrings() -> None:
     assert d.verdict_depth([worse, {**better, "ci95": [-10.0, 5.0]}]) == "contradicted"
 
 
+def test_a_lambda_grid_that_cannot_start_the_direct_codec_is_refused(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    d = load_script("claims_detector")
+    for grid in ("1,4,16", "1,16,4,64"):  # fewer than the zoo's four starts; not increasing
+        with pytest.raises(SystemExit) as e:
+            d.main(["--quick", "--output", str(tmp_path / "det"), "--lmbdas", grid])
+        assert e.value.code == 2 and "--lmbdas: at least 4 increasing values" in capsys.readouterr().err
+    assert not (tmp_path / "det" / "train").exists()
+
+
 @pytest.mark.slow
 def test_quick_train_only_then_eval_only_writes_records_and_section(shared: Path, tmp_path: Path) -> None:
     d = load_script("claims_detector")
@@ -59,12 +73,12 @@ def test_quick_train_only_then_eval_only_writes_records_and_section(shared: Path
               "--weights-dir", str(shared / "weights"), "--arms", "feature-l4,feature-l9,direct-l9,image-mse"]
     assert d.main([*common, "--train-only"]) == 0
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["runs"] == 16 and summary["mean_s_per_step"] > 0 and not summary["failed"]
+    assert summary["runs"] == 19 and summary["mean_s_per_step"] > 0 and not summary["failed"]
     assert not (out / "eval").exists()  # --train-only stops before the harness
     assert d.main([*common, "--eval-only"]) == 0
     with open(out / "rd_points.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["arm"] for r in rows} == {"feature-l4", "feature-l9", "direct-l9", "image-mse"} and len(rows) == 16
+    assert {r["arm"] for r in rows} == {"feature-l4", "feature-l9", "direct-l9", "image-mse"} and len(rows) == 19
     assert all(float(r["bpp"]) > 0 and 0 <= float(r["map"]) <= 100 and int(r["images"]) == 4 for r in rows)
     info = json.loads((out / "claims_detector.json").read_text())
     assert info["config"]["mode"] == "eval-only" and set(info["verdicts"]) == {"i", "ii", "iii"}
