@@ -50,8 +50,9 @@ EXTRA = {"claim1_parity_gpu": ("(i) Theorem 1 at GPU scale (`experiments/gpu_cla
                                  "evaluated here (committed results)", "claims_detector")}
 
 
-def run_step(name: str, args: argparse.Namespace, results: Path) -> dict[str, Any]:
-    """Run one script into ``results/name``; returns {name, rc, wall_s, log}."""
+def run_step(name: str, args: argparse.Namespace, results: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """Run one script into ``results/name``; returns {name, rc, wall_s, log} and this invocation's date, commit
+    and machine (``run``): a partial rerun (``--only``) keeps the other steps' own records."""
     out = results / name
     cmd = [sys.executable, str(HERE / f"{name}.py"), "--output", str(out), "--seed", str(args.seed),
            "--threads", "1"]
@@ -69,7 +70,7 @@ def run_step(name: str, args: argparse.Namespace, results: Path) -> dict[str, An
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}).returncode
     wall = time.perf_counter() - start
     print(f"[run_all {time.strftime('%H:%M:%S')}] {name}: exit {rc} after {wall:.0f} s", flush=True)
-    return {"name": name, "rc": rc, "wall_s": round(wall, 1), "log": str(log)}
+    return {"name": name, "rc": rc, "wall_s": round(wall, 1), "log": str(log), **run}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -152,6 +153,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def step_provenance(steps: dict[str, dict[str, Any]], info: dict[str, Any]) -> list[str]:
+    """Header lines naming each step's own date, commit and machine when not every step comes from this run
+    (partial reruns with ``--only``); none when they all do."""
+    own = {n: (s.get("date", "unknown"), s.get("commit", "unknown"), s.get("machine", "unknown"))
+           for n, s in steps.items()}
+    if all(v == (info["date"], info["commit"], info["machine"]) for v in own.values()):
+        return []
+    return ["- The steps come from different invocations (partial reruns with `--only`); the lines above describe "
+            "the last one. Each step's own run:",
+            *(f"  - {n}: {date}, commit {commit}, {machine}" for n, (date, commit, machine) in own.items())]
+
+
 def assemble(args: argparse.Namespace, results: Path, report: Path, steps: dict[str, dict[str, Any]],
              info: dict[str, Any]) -> str:
     """Write the report; returns its text."""
@@ -174,7 +187,7 @@ def assemble(args: argparse.Namespace, results: Path, report: Path, steps: dict[
              f"- Total wall time: {'n/a' if total is None else f'{total:.0f} s ({total / 60:.1f} min)'}; per step: "
              + ", ".join(f"{n} {s['wall_s']:.0f} s" + ("" if s["rc"] == 0 else f" (FAILED, exit {s['rc']})")
                          for n, s in steps.items()),
-             f"- Command: `{info['command']}`", "",
+             f"- Command: `{info['command']}`", *step_provenance(steps, info), "",
              "## Summary", "", "| claim | does our measurement support it? | numbers |", "|---|---|---|"]
     extras = {base: [(folder, title) for folder, (title, b) in EXTRA.items() if b == base
                      and (results / folder / "REPORT_section.md").exists()] for base in STEPS}
@@ -231,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         start = time.perf_counter()
         for name in names:
-            steps[name] = run_step(name, args, results)
+            steps[name] = run_step(name, args, results,
+                                   {k: info[k] for k in ("date", "commit", "machine")})
         info["total_wall_s"] = round(time.perf_counter() - start, 1)
         info["load_end"] = [round(v, 2) for v in os.getloadavg()]
         if set(names) != set(STEPS):  # a partial rerun: the total is the sum of the steps' own times

@@ -101,6 +101,25 @@ def test_report_has_header_summary_and_one_section_per_step(quick_run: Path) -> 
     assert links and all((quick_run / link).exists() for link in links)
     state = json.loads((quick_run / "results" / "run_all.json").read_text())
     assert set(state["steps"]) == set(CLAIMS) and all(s["rc"] == 0 for s in state["steps"].values())
+    # every step records its own run; one invocation ran them all, so the header does not list them
+    assert all(s["commit"] == state["info"]["commit"] and s["date"] == state["info"]["date"]
+               for s in state["steps"].values())
+    assert "different invocations" not in text
+
+
+def test_report_header_names_each_steps_own_run_after_a_partial_rerun() -> None:
+    run_all = load_script("run_all")
+    info = {"date": "2026-12-05T02:00:00+00:00", "commit": "bbbbbbb", "machine": "EPYC"}
+    steps = {"toy_fig2": {"wall_s": 17.0, "rc": 0, "date": "2026-11-29T17:20:30+00:00", "commit": "aaaaaaa",
+                          "machine": "Xeon"},
+             "claim1_parity": {"wall_s": 1113.0, "rc": 0, **info},
+             "claim2_supervised": {"wall_s": 917.0, "rc": 0}}  # recorded before steps carried their run
+    lines = run_all.step_provenance(steps, info)
+    assert "partial reruns" in lines[0]
+    assert lines[1:] == ["  - toy_fig2: 2026-11-29T17:20:30+00:00, commit aaaaaaa, Xeon",
+                         "  - claim1_parity: 2026-12-05T02:00:00+00:00, commit bbbbbbb, EPYC",
+                         "  - claim2_supervised: unknown, commit unknown, unknown"]
+    assert run_all.step_provenance({"claim1_parity": steps["claim1_parity"]}, info) == []
 
 
 def test_bd_entry_is_na_with_a_reason_when_curves_cannot_be_compared() -> None:
