@@ -51,13 +51,13 @@ held out from CIFAR-10 train, never on the test images):
    where top-1 falls), moved down when fewer than ``n_lmbdas`` remain above; the ``n_lmbdas`` largest when
    no lambda is informative.
 
-Without ``--pilot`` (the CPU default) the grids are ``FIXED``: ``feature`` and ``direct-plain`` lr 5e-4,
-lambda in {1, 3, 10, 30, 100, 300} from the pilots of the first version of this script (200 test images,
-300 steps: feature lambda 0.01 .. 0.3 all at the bitstream's floor, 0.41 bpp, chance top-1; lambda 1 .. 1000
--> 0.45 .. 2.73 bpp at 19.5 .. 66 %; direct lambda <= 10 at the floor; at 1,200 steps lr 1e-3 made the
-direct lambda 1000 run collapse to chance, hence 5e-4); ``direct-split`` the same as ``feature`` (it starts as
-that codec; not piloted); ``direct-front`` lr 2e-4, lambda in {0.3, 1, 3, 10, 30, 100} from claim (ii)'s pilots
-of the same network and start (lr 1e-4 left the rate near the start's, 5e-4 lost top-1; lambda 0.1 at chance).
+Without ``--pilot`` (the CPU default) the grids are ``FIXED``: the choices of this pilot procedure, run once
+for every arm at 300 steps (``--pilot``, 2026-12-04, training on an H200; its rows are
+``results/claim1_parity_gpu/pilot.csv``) and written here before the CPU runs: ``feature`` lr 5e-4, lambda in
+{1, 3, 10, 30, 100, 300}; ``direct-split`` lr 1e-3, the same lambdas; ``direct-front`` lr 2e-4, lambda in
+{0.3, 1, 3, 10, 30, 100}; ``direct-plain`` lr 1e-3, lambda in {3, 10, 30, 100, 300, 1000} (no lambda
+informative: the largest six). A CPU run of 2026-12-04 (commit c3a1b56) used the grids of the first version
+instead (direct-split and direct-plain at lr 5e-4, direct-plain at {1 .. 300}); it is in the git history.
 
 ``--continue-from`` extends an earlier run of this script (its ``claim1_parity.json``, same settings, on a
 machine of the same kind): its hyper-parameters (its pilot's choices: fixed before this run, no new pilot), pilot
@@ -116,11 +116,11 @@ LADDER = [300, 1200, 4800]
 TOLERANCE = 20.0  # percent of BD-rate, verdict rule
 TOLERANCE_TOP1 = 2.0  # points of BD-top1, verdict rule when no BD-rate
 _GRID = [1.0, 3.0, 10.0, 30.0, 100.0, 300.0]
-FIXED = {"feature": {"lr": 5e-4, "lmbdas": _GRID, "source": "pilots of the first version (see the docstring)"},
-         "direct-split": {"lr": 5e-4, "lmbdas": _GRID, "source": "the feature codec's (its start); not piloted"},
-         "direct-front": {"lr": 2e-4, "lmbdas": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
-                          "source": "claim (ii)'s pilots of the same network and start"},
-         "direct-plain": {"lr": 5e-4, "lmbdas": _GRID, "source": "pilots of the first version (see the docstring)"}}
+_PILOTED = "the pilot procedure (--pilot, 300 steps, results/claim1_parity_gpu/pilot.csv)"
+FIXED = {"feature": {"lr": 5e-4, "lmbdas": _GRID, "source": _PILOTED},
+         "direct-split": {"lr": 1e-3, "lmbdas": _GRID, "source": _PILOTED},
+         "direct-front": {"lr": 2e-4, "lmbdas": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0], "source": _PILOTED},
+         "direct-plain": {"lr": 1e-3, "lmbdas": [3.0, 10.0, 30.0, 100.0, 300.0, 1000.0], "source": _PILOTED}}
 PILOT = {"lrs": [2e-4, 5e-4, 1e-3], "lr_lmbdas": [3.0, 30.0, 300.0],
          "lmbdas": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0], "agreement": 0.3, "val_count": 200}
 FULL = {"budgets": LADDER[:2], "n_lmbdas": 6, "max_images": 500, "bootstrap": 300, "warmup_steps": 50,

@@ -170,6 +170,26 @@ def test_claim1_pilot_rules_overall_verdict_and_time_guard_are_the_docstrings() 
     assert c1.fit_rung(arms, hp, 4800, prev, 50.0, 100.0)[0] == []
 
 
+def test_claim1_fixed_grids_are_the_pilot_procedures_choices_on_its_committed_rows() -> None:
+    """FIXED (the CPU default) must be what choose_lr / choose_grid give on the committed pilot rows."""
+    c1 = load_script("claim1_parity")
+    with open(Path(c1.__file__).parent / "results" / "claim1_parity_gpu" / "pilot.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for arm, fixed in c1.FIXED.items():
+        by_lr: dict[float, list[dict]] = {}
+        for r in rows:
+            if r["arm"] == arm and r["step"] == "lr":
+                by_lr.setdefault(float(r["lr"]), []).append(
+                    {"failed": r["failed"], "val": {}} if r["failed"] else {"val": {"loss": float(r["val_loss"])}})
+        lr = c1.choose_lr(by_lr)
+        grid = {float(r["lmbda"]): float(r["val_top1_agreement"]) for r in rows
+                if r["arm"] == arm and r["step"] == "lambda" and not r["failed"]}
+        assert sorted(grid) == c1.PILOT["lmbdas"]
+        chosen = c1.choose_grid(c1.PILOT["lmbdas"], [grid[lm] for lm in c1.PILOT["lmbdas"]], c1.FULL["n_lmbdas"],
+                                c1.PILOT["agreement"])
+        assert (fixed["lr"], fixed["lmbdas"]) == (lr, chosen), arm
+
+
 def test_claim1_continue_from_refuses_other_settings_and_finished_ladders(tmp_path: Path) -> None:
     c1 = load_script("claim1_parity")
     settings = {**c1.FULL, "quick": False, "scale": 1.0, "cut": c1.CUT, "distill": c1.DISTILL,
