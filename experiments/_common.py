@@ -189,14 +189,28 @@ class worker_pool:  # noqa: N801 (a context manager used like a function)
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def portable(value: Any, root: Path = ROOT) -> Any:
+    """``value`` (a config: dicts, lists, strings) with every absolute path under ``root``'s parent folder (the
+    repository and ``../shared`` beside it) written relative to ``root``, so that a recorded config names no
+    machine's folders; other values as they are."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(root.parent):
+        return os.path.relpath(value, root)
+    return value
+
+
 def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[str], None], pool: Any = None,
                tolerate: bool = False) -> dict[str, dict]:
     """Train every run, ``jobs`` at a time (see the module docstring); returns name -> its ``result.json``.
 
-    Each config is written to ``configs/<name>.yaml`` and trained exactly as ``vcm train KIND <that file>``
-    (same schema, same trainer), in-process for ``jobs`` 1, else in ``pool`` (:class:`worker_pool`) or a pool of
-    ``jobs`` worker processes made for this call. ``tolerate``: a run that fails (e.g. a non-finite loss) is
-    logged and returned as ``{"failed": message, "wall_s": nan, "val": {}}`` instead of stopping every run.
+    Each config is written to ``configs/<name>.yaml`` (paths through :func:`portable`) and trained exactly as
+    ``vcm train KIND <that file>`` run from the repository root (same schema, same trainer), in-process for
+    ``jobs`` 1, else in ``pool`` (:class:`worker_pool`) or a pool of ``jobs`` worker processes made for this call.
+    ``tolerate``: a run that fails (e.g. a non-finite loss) is logged and returned as
+    ``{"failed": message, "wall_s": nan, "val": {}}`` instead of stopping every run.
     """
     import yaml
 
@@ -206,8 +220,9 @@ def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[st
         folder = out / "train" / run.name
         config = {**run.config, "output": str(folder)}
         path = out / "configs" / f"{run.name}.yaml"
-        path.write_text(f"# vcm train {run.kind} {path.name}   (written by {Path(sys.argv[0]).name})\n"
-                        + yaml.safe_dump(config, sort_keys=False))
+        path.write_text(f"# vcm train {run.kind} {path.name}   (written by {Path(sys.argv[0]).name}; paths relative to "
+                        "the repository root: run it from there)\n"
+                        + yaml.safe_dump(portable(config), sort_keys=False))
         spec = folder / "spec.json"
         if (folder / "result.json").exists() and spec.exists() and json.loads(spec.read_text()) == config:
             results[run.name] = json.loads((folder / "result.json").read_text())

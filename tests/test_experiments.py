@@ -70,9 +70,10 @@ def test_quick_claim_writes_rd_points_bd_entries_configs_and_section(quick_run: 
     # every training run's exact YAML is in the results folder and names its output there
     import yaml
 
+    root = EXPERIMENTS.parent  # recorded paths are relative to the repository root where they can be
     for run, rel in info["training_configs"].items():
         config = yaml.safe_load((out / rel).read_text())
-        assert config["seed"] == 0 and config["output"] == str(out / "train" / run)
+        assert config["seed"] == 0 and (root / config["output"]).resolve() == (out / "train" / run).resolve()
         assert json.loads((out / "train" / run / "result.json").read_text())["wall_s"] >= 0
     with open(out / "bd_rate.csv") as fh:
         bd_rows = list(csv.DictReader(fh))
@@ -105,6 +106,16 @@ def test_report_has_header_summary_and_one_section_per_step(quick_run: Path) -> 
     assert all(s["commit"] == state["info"]["commit"] and s["date"] == state["info"]["date"]
                for s in state["steps"].values())
     assert "different invocations" not in text
+
+
+def test_recorded_training_configs_name_paths_relative_to_the_repository() -> None:
+    common = load_script("_common")
+    root = Path("/w/repo")
+    config = {"output": "/w/repo/experiments/results/x/train/a", "data": {"train": ["/w/shared/data/cifar10/train"]},
+              "init": "vcm-hyperprior-q2", "elsewhere": "/tmp/coco/val2017", "lr": 5e-4, "rel": "configs/a.yaml"}
+    assert common.portable(config, root) == {
+        "output": "experiments/results/x/train/a", "data": {"train": ["../shared/data/cifar10/train"]},
+        "init": "vcm-hyperprior-q2", "elsewhere": "/tmp/coco/val2017", "lr": 5e-4, "rel": "configs/a.yaml"}
 
 
 def test_report_header_names_each_steps_own_run_after_a_partial_rerun() -> None:
