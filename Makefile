@@ -59,7 +59,7 @@ benchmark-harness: install
 benchmark-all: install
 	$(BIN)/python benchmarks/all.py
 
-# The paper's claims (i)-(iv) and the Fig. 2 toy at full scale (about an hour on 2 cores), then
+# The paper's claims (i)-(iv) and the Fig. 2 toy at full scale (about 1 h 45 min on 2 cores), then
 # experiments/REPORT.md; `$(BIN)/python experiments/run_all.py --quick` is the smoke test.
 experiments: install
 	$(BIN)/python experiments/run_all.py

@@ -9,12 +9,13 @@ scale and load average, and a summary table of the verdicts read from each step'
 reported as failed (with its log's tail); the others still run, and the exit status is 1.
 
 Usage: ``python experiments/run_all.py [--quick] [--seed S] [--jobs J] [--results DIR] [--report FILE]
-[--only name,name] [--report-only]``. Full scale takes about three hours on 2 cores (``--jobs 2``): claim (i)'s
-four arms at 300 and 1,200 steps about 1.5 h, the detector claims about 1 h (24 runs of 600 steps, then 206 COCO
-images x 29 points). ``experiments/gpu_claim1.sh`` runs claim (i)'s whole ladder on a GPU machine, into a folder
-reported beside claim (i) once committed as ``results/claim1_parity_gpu/``; ``claims_detector.py --train-only
---device cuda`` there and ``--eval-only`` here give ``results/claims_detector_gpu/``, reported beside the
-detector step.
+[--only name,name] [--report-only]``. Full scale takes about 1 h 45 min on 2 cores (``--jobs 2``): 6,115 s as the
+sum of the steps' own measured runs in ``results/run_all.json`` (claim (i)'s four arms at 300 and 1,200 steps
+946 s, the detector claims 3,330 s: 29 runs of 600 steps in 2,554 s, then 206 COCO images x 33 points; the other
+steps 1,838 s), measured in separate ``--only`` invocations on two 2-core machines, not in one run.
+``experiments/gpu_claim1.sh`` runs claim (i)'s whole ladder on a GPU machine, into a folder reported beside
+claim (i) once committed as ``results/claim1_parity_gpu/``; ``claims_detector.py --train-only --device cuda``
+there and ``--eval-only`` here give ``results/claims_detector_gpu/``, reported beside the detector step.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def run_step(name: str, args: argparse.Namespace, results: Path, run: dict[str, 
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}).returncode
     wall = time.perf_counter() - start
     print(f"[run_all {time.strftime('%H:%M:%S')}] {name}: exit {rc} after {wall:.0f} s", flush=True)
-    return {"name": name, "rc": rc, "wall_s": round(wall, 1), "log": str(log), **run}
+    where = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log  # committed records name no machine's folders
+    return {"name": name, "rc": rc, "wall_s": round(wall, 1), "log": str(where), **run}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -120,7 +122,7 @@ def section_text(name: str, folder: Path, results_rel: str, step: dict[str, Any]
         tail = ""
         if step is not None:
             try:
-                tail = "\n".join(Path(step["log"]).read_text().strip().splitlines()[-8:])
+                tail = "\n".join((ROOT / step["log"]).read_text().strip().splitlines()[-8:])
             except OSError:
                 tail = "(no log)"
         title = STEPS[name][0]
