@@ -14,7 +14,8 @@ frozen mid-model, on CIFAR-10 train images, N = 48 / M = 96, scale hyperprior, b
   a trainable copy of the task model's front layers -> exactly the feature codec's analysis -> bitstream ->
   the feature codec's synthesis. Built with the same seed it IS the feature codec at step 0 (same weights,
   same bitstreams; tests/test_task_codecs.py checks it), its front copy is frozen for the first half of the
-  steps (``front_frozen_steps``: so far its training is the feature codec's, step for step) and trains with
+  steps (``front_frozen_steps``: at the feature codec's lr, so far its training is the feature codec's,
+  step for step; at another lr, as the piloted 1e-3 against 5e-4, only the start is shared) and trains with
   the rest for the second half. Theorem 1 says the extra freedom cannot beat model splitting at the optimum
   and the shared start says it need not be worse;
 * ``direct-front`` (``decoder: front``, as claim (ii)'s supervised codec): bmshj2018-hyperprior's g_a / h_a /
@@ -71,9 +72,10 @@ entirely outside it (or excludes 0 with |BD-rate| > 20 %); otherwise "inconclusi
 (the top-1 ranges do not overlap enough), the same rule on BD-top1 (points of top-1 at equal rate) with +-2
 points. Claim (i) as a whole: "supported" when at least one direct arm is supported (a direct codec reaches
 the split codec's RD: equal minimal rates), "not supported" when every arm is not supported, otherwise
-"inconclusive". ``direct-split``'s parity is partly by construction (half of its steps are the feature codec's);
-what it tests is whether training the whole encoder from there moves it away. The report gives the gap per
-budget per arm (``gap.png``) and whether it shrinks.
+"inconclusive". ``direct-split``'s parity is partly by construction (at the same lr, half of its steps are
+the feature codec's); what it tests is whether training the whole encoder from there moves it away. The
+report gives the gap per budget per arm (``gap.png``) and whether it shrinks; ``claim1_seeds.sh`` reruns the
+deciding arms with other training seeds.
 
 Usage: ``python experiments/claim1_parity.py --output DIR [--quick] [--seed S] [--jobs J] [--eval-jobs J]
 [--budgets 300,1200,4800] [--scale F] [--pilot] [--device cpu|auto|cuda] [--max-wall S] [--arms a,b]

@@ -169,7 +169,8 @@ def step_provenance(steps: dict[str, dict[str, Any]], info: dict[str, Any]) -> l
 
 def assemble(args: argparse.Namespace, results: Path, report: Path, steps: dict[str, dict[str, Any]],
              info: dict[str, Any]) -> str:
-    """Write the report; returns its text."""
+    """The report's text for the file ``report`` (its links relative to it), from ``results``, the steps'
+    records and the run's ``info``; nothing is written."""
     results_rel = os.path.relpath(results, report.parent)
     scale = "QUICK (smoke test: tiny steps and image counts; NOT evidence for or against any claim)" if args.quick \
         else "full (the scale each section states; small CPU budgets, not the paper's)"
@@ -207,9 +208,7 @@ def assemble(args: argparse.Namespace, results: Path, report: Path, steps: dict[
         lines.append(section_text(name, results / name, results_rel, steps.get(name)))
         for folder, _ in extras[name]:
             lines.append(section_text(folder, results / folder, results_rel, None))
-    text = "\n".join(lines)
-    report.write_text(text)
-    return text
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         if set(names) != set(STEPS):  # a partial rerun: the total is the sum of the steps' own times
             info["total_wall_s"] = round(sum(s["wall_s"] for s in steps.values()), 1)
         state_file.write_text(json.dumps({"info": info, "steps": steps}, indent=2) + "\n")
-    assemble(args, results, report, {n: steps[n] for n in STEPS if n in steps}, info)
+    report.write_text(assemble(args, results, report, {n: steps[n] for n in STEPS if n in steps}, info))
     print(f"wrote {report}" + (f" ({info['total_wall_s']:.0f} s)" if info.get("total_wall_s") else ""))
     return 0 if all(s["rc"] == 0 for s in steps.values()) else 1
 

@@ -133,6 +133,19 @@ def test_report_header_names_each_steps_own_run_after_a_partial_rerun() -> None:
     assert run_all.step_provenance({"claim1_parity": steps["claim1_parity"]}, info) == []
 
 
+def test_committed_report_is_what_the_committed_results_assemble_into() -> None:
+    """Every number of experiments/REPORT.md comes from the committed files: reassembling it from
+    results/run_all.json, the steps' folders and INTERPRETATION.md gives the committed text."""
+    import argparse
+
+    run_all = load_script("run_all")
+    results, report = EXPERIMENTS / "results", EXPERIMENTS / "REPORT.md"
+    state = json.loads((results / "run_all.json").read_text())
+    args = argparse.Namespace(quick=False, seed=state["info"]["seed"])
+    steps = {n: state["steps"][n] for n in run_all.STEPS if n in state["steps"]}
+    assert run_all.assemble(args, results, report, steps, state["info"]) == report.read_text()
+
+
 def test_bd_entry_is_na_with_a_reason_when_curves_cannot_be_compared() -> None:
     common = load_script("_common")
     a = [{"codec": "a", "quality": q, "bpp": b, "top1": t} for q, (b, t) in enumerate(
