@@ -4,7 +4,7 @@
 # the script's fixed hyper-parameters (FIXED), at 300 and 1,200 steps, for training seeds 1..3 (seed 0 is
 # make experiments' own run, results/claim1_parity/). Each run trains its 12 codecs, evaluates them by the
 # harness on the same 500 CIFAR-10 test images and writes its bd_rate.csv under
-# experiments/results/claim1_seeds/seed<S>-s<steps>/. About 140 s per seed at 300 steps and 480 s at 1,200
+# experiments/results/claim1_seeds/seed<S>-s<steps>/. About 140 s per seed at 300 steps and 310-370 s at 1,200
 # steps on 2 cores; a run whose folder already has bd_rate.csv is kept. Run from the repository root:
 #
 #   bash experiments/claim1_seeds.sh            # PY=.venv/bin/python by default
