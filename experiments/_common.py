@@ -189,17 +189,31 @@ class worker_pool:  # noqa: N801 (a context manager used like a function)
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def portable(value: Any, root: Path = ROOT) -> Any:
+def portable(value: Any, root: Path = ROOT, base: Path | None = None) -> Any:
     """``value`` (a config: dicts, lists, strings) with every absolute path under ``root``'s parent folder (the
-    repository and ``../shared`` beside it) written relative to ``root``, so that a recorded config names no
-    machine's folders; other values as they are."""
+    repository and ``../shared`` beside it) written relative to ``base`` (default ``root``), so that a recorded
+    config names no machine's folders; other values as they are."""
     if isinstance(value, dict):
-        return {k: portable(v, root) for k, v in value.items()}
+        return {k: portable(v, root, base) for k, v in value.items()}
     if isinstance(value, list):
-        return [portable(v, root) for v in value]
+        return [portable(v, root, base) for v in value]
     if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(root.parent):
-        return os.path.relpath(value, root)
+        return os.path.relpath(value, base or root)
     return value
+
+
+def eval_record(config: dict[str, Any], record: Path, root: Path = ROOT) -> str:
+    """The YAML text of the recorded harness config ``record``: ``vcm run <record>`` from ``root`` reruns it, and
+    it names no machine's folders. As :func:`vcm_plugin.config.load_config` reads a file, the dataset's and the
+    weights' paths are written relative to ``record``'s folder; ``output`` and the codecs' checkpoints, read
+    relative to the working directory, relative to ``root``."""
+    import yaml
+
+    folder_relative = ("dataset", "weights")
+    text = {k: portable(v, root, record.parent if k in folder_relative else root) for k, v in config.items()}
+    return (f"# vcm run {os.path.relpath(record, root)}   (from the repository root: the dataset's and weights' "
+            "paths are relative to this file's folder, output and checkpoints to the repository root)\n"
+            + yaml.safe_dump(text, sort_keys=False))
 
 
 def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[str], None], pool: Any = None,
@@ -280,8 +294,6 @@ def _harness_run(codecs: dict[str, dict[str, Any]], out: Path, name: str, datase
                  log: Callable[[str], None]) -> tuple[Any, Any]:
     """One fresh ``vcm run`` of ``codecs`` on ``dataset`` with ``tasks`` into ``out/eval`` (``out/eval/<name>``),
     its config recorded in ``out/configs/``; (the run's summary, its loaded results)."""
-    import yaml
-
     from vcm_plugin.config import config_from_dict
     from vcm_plugin.pipeline.run import run
     from vcm_plugin.results import load
@@ -293,7 +305,7 @@ def _harness_run(codecs: dict[str, dict[str, Any]], out: Path, name: str, datase
               "tasks": tasks, **extra, "codecs": codecs, "anchors": [], "non_monotonic": "envelope"}
     (out / "configs").mkdir(parents=True, exist_ok=True)
     record = out / "configs" / (f"eval-{name}.yaml" if name else "eval.yaml")
-    record.write_text(yaml.safe_dump(config, sort_keys=False))
+    record.write_text(eval_record(config, record))
     log(f"evaluating {sum(len(c['qualities']) for c in codecs.values())} codec points on "
         f"{dataset.get('max_images')} images")
     summary = run(config_from_dict(config), jobs=jobs, quiet=True)

@@ -118,6 +118,34 @@ def test_recorded_training_configs_name_paths_relative_to_the_repository() -> No
         "init": "vcm-hyperprior-q2", "elsewhere": "/tmp/coco/val2017", "lr": 5e-4, "rel": "configs/a.yaml"}
 
 
+def test_recorded_eval_config_reruns_from_the_repository_root(tmp_path, monkeypatch) -> None:
+    """vcm run reads the dataset's and weights' paths against the file's folder and the rest against the working
+    directory: the record, loaded as vcm run loads it from the repository root, names the same files."""
+    from vcm_plugin.config import load_config
+
+    common = load_script("_common")
+    root = tmp_path / "repo"
+    data, weights = tmp_path / "shared" / "data" / "cifar10", tmp_path / "shared" / "weights"
+    out = root / "experiments" / "results" / "claimx"
+    record = out / "configs" / "eval.yaml"
+    record.parent.mkdir(parents=True)
+    checkpoint = out / "train" / "feature-q{quality}" / "model.pt"
+    config = {"name": "claimx-eval", "output": str(out / "eval"),
+              "dataset": {"name": "cifar10", "root": str(data), "split": "test", "max_images": 8},
+              "tasks": {"classification": {"model": "cifar10-vgg"}}, "weights": {"search_path": [str(weights)]},
+              "codecs": {"feature": {"codec": "feature-learned", "task_model": "cifar10-vgg", "cut": "block2",
+                                     "checkpoint": str(checkpoint), "qualities": [1, 2]}},
+              "anchors": [], "non_monotonic": "envelope"}
+    record.write_text(common.eval_record(config, record, root))
+    assert str(tmp_path) not in record.read_text()
+    monkeypatch.chdir(root)
+    loaded = load_config(record)
+    assert Path(loaded.dataset.root) == data
+    assert [Path(p) for p in loaded.weights.search_path] == [weights]
+    assert (root / loaded.output).resolve() == out / "eval"
+    assert (root / loaded.codecs["feature"].model_extra["checkpoint"]).resolve() == checkpoint.resolve()
+
+
 def test_report_header_names_each_steps_own_run_after_a_partial_rerun() -> None:
     run_all = load_script("run_all")
     info = {"date": "2026-12-05T02:00:00+00:00", "commit": "bbbbbbb", "machine": "EPYC"}
