@@ -202,6 +202,12 @@ def portable(value: Any, root: Path = ROOT, base: Path | None = None) -> Any:
     return value
 
 
+def trained_on(device: str) -> str:
+    """The suffix of a report section's title naming the training device (empty for the CPU default), so that
+    a GPU-trained section is told from the CPU one."""
+    return "" if device in ("cpu", "n/a") else f" (trained on {device})"
+
+
 def eval_record(config: dict[str, Any], record: Path, root: Path = ROOT) -> str:
     """The YAML text of the recorded harness config ``record``: ``vcm run <record>`` from ``root`` reruns it, and
     it names no machine's folders. As :func:`vcm_plugin.config.load_config` reads a file, the dataset's and the
@@ -210,10 +216,10 @@ def eval_record(config: dict[str, Any], record: Path, root: Path = ROOT) -> str:
     import yaml
 
     folder_relative = ("dataset", "weights")
-    text = {k: portable(v, root, record.parent if k in folder_relative else root) for k, v in config.items()}
+    recorded = {k: portable(v, root, record.parent if k in folder_relative else root) for k, v in config.items()}
     return (f"# vcm run {os.path.relpath(record, root)}   (from the repository root: the dataset's and weights' "
             "paths are relative to this file's folder, output and checkpoints to the repository root)\n"
-            + yaml.safe_dump(text, sort_keys=False))
+            + yaml.safe_dump(recorded, sort_keys=False))
 
 
 def train_runs(runs: Sequence[TrainRun], out: Path, jobs: int, log: Callable[[str], None], pool: Any = None,

@@ -533,8 +533,7 @@ def report(info: dict[str, Any]) -> str:
     rows, bds, unc, cfg = info["rd_points"], info["bd"], info["uncompressed_top1"], info["config"]
     quick = "QUICK run (a few steps and images): a smoke test of the pipeline, not evidence. " if info["quick"] else ""
     largest, device = info["largest_budget"], info["machine"].get("training_device", "cpu")
-    where = "" if device in ("cpu", "n/a") else f" (trained on {device})"
-    lines = [f"## Claim (i): Theorem 1, direct coding matches model splitting{where}", "",
+    lines = [f"## Claim (i): Theorem 1, direct coding matches model splitting{C.trained_on(device)}", "",
              f"**Does our measurement support parity? {info['verdict']}** (rule, fixed in the script before the run: "
              f"a direct arm is at parity when the 95 % image-bootstrap interval of its BD-rate against model "
              f"splitting lies inside ±{TOLERANCE:.0f} % at the largest budget run, {largest} steps; without a BD-rate, "

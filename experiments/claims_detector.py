@@ -381,8 +381,7 @@ def report(info: dict[str, Any], cfg: dict[str, Any]) -> str:
     where = (f"{device}, {jobs} runs at a time"
              + (f", on {tr['machine']}" if tr.get("machine") else "")
              + (f", {tr['wall_s']:.0f} s in all (`{tr['command']}`)" if tr.get("wall_s") and tr.get("command") else ""))
-    trained_on = "" if device in ("cpu", "n/a") else f" (trained on {device})"  # tells GPU from CPU sections
-    lines = [f"## Claims (i)-(iii) on the detector: YOLOv5n cut after layer 4{trained_on}", "",
+    lines = [f"## Claims (i)-(iii) on the detector: YOLOv5n cut after layer 4{C.trained_on(device)}", "",
              f"{quick}Every codec trained by the project's training loop on {cfg['crop']}x{cfg['crop']} random "
              f"crops of COCO train2017 (`../shared`, {cfg['val_count']} held out for the trainer's validation), "
              f"{cfg['steps']} steps of batch {cfg['batch_size']} per run, seed {info['seed']}, N = {N}, M = {M}; "

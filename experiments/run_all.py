@@ -71,8 +71,9 @@ def run_step(name: str, args: argparse.Namespace, results: Path, run: dict[str, 
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}).returncode
     wall = time.perf_counter() - start
     print(f"[run_all {time.strftime('%H:%M:%S')}] {name}: exit {rc} after {wall:.0f} s", flush=True)
-    where = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log  # committed records name no machine's folders
-    return {"name": name, "rc": rc, "wall_s": round(wall, 1), "log": str(where), **run}
+    from _common import portable  # committed records name no machine's folders
+
+    return {"name": name, "rc": rc, "wall_s": round(wall, 1), "log": portable(str(log), ROOT), **run}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
